@@ -1,0 +1,62 @@
+"""Who may see and work which incident: the one helper every view uses.
+
+Restricted incidents (security ones by default) are visible only to superusers,
+holders of the global `incidents.view_restricted_incident` permission, and
+users or groups granted `view_incident` on that incident (django-guardian).
+Working an incident (any state change) needs `incidents.change_incident`, for
+all incidents (the Responders group) or for that one.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from guardian.shortcuts import get_objects_for_user
+
+from .models import Incident
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def visible_incidents(user: User) -> QuerySet[Incident]:
+    incidents = Incident.objects.all()
+    if not user.is_authenticated:
+        return incidents.none()
+    if user.is_superuser or user.has_perm("incidents.view_restricted_incident"):
+        return incidents
+    granted = get_objects_for_user(
+        user, "incidents.view_incident", klass=Incident, accept_global_perms=False
+    ).values("pk")
+    return incidents.filter(Q(restricted=False) | Q(pk__in=granted))
+
+
+def can_view(user: User, incident: Incident) -> bool:
+    if not user.is_authenticated:
+        return False
+    if not incident.restricted or user.is_superuser:
+        return True
+    return user.has_perm("incidents.view_restricted_incident") or user.has_perm(
+        "incidents.view_incident", incident
+    )
+
+
+def can_work(user: User, incident: Incident) -> bool:
+    return can_view(user, incident) and (
+        user.has_perm("incidents.change_incident") or user.has_perm("incidents.change_incident", incident)
+    )
+
+
+def get_incident_for(user: User, pk: int, *, work: bool = False) -> Incident:
+    """The incident if `user` may see it (404 otherwise, so its existence stays hidden);
+    with `work=True` also require the right to change it (403)."""
+    try:
+        incident = Incident.objects.select_related("severity", "commander").get(pk=pk)
+    except Incident.DoesNotExist:
+        raise Http404("No such incident") from None
+    if not can_view(user, incident):
+        raise Http404("No such incident")
+    if work and not can_work(user, incident):
+        raise PermissionDenied("You may look at this incident but not change it.")
+    return incident

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from guardian.admin import GuardedModelAdmin
+
+from .models import (
+    ChecklistItem,
+    ChecklistTemplate,
+    ChecklistTemplateItem,
+    EscalationContact,
+    Incident,
+    Severity,
+    TimelineEvent,
+)
+
+
+@admin.register(Severity)
+class SeverityAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "response_time", "description", "order"]
+    list_editable = ["order"]
+    search_fields = ["key", "name", "description", "examples"]
+
+
+@admin.register(EscalationContact)
+class EscalationContactAdmin(admin.ModelAdmin):
+    list_display = ["name", "role", "level", "when_to_escalate", "phone", "email", "slack_handle", "active"]
+    list_filter = ["role", "active", "severities"]
+    search_fields = ["name", "email", "phone", "slack_handle", "when_to_escalate"]
+    filter_horizontal = ["severities"]
+    autocomplete_fields = ["user"]
+
+
+class ChecklistTemplateItemInline(admin.TabularInline):
+    model = ChecklistTemplateItem
+    extra = 1
+
+
+@admin.register(ChecklistTemplate)
+class ChecklistTemplateAdmin(admin.ModelAdmin):
+    list_display = ["title", "phase", "due_after", "order"]
+    inlines = [ChecklistTemplateItemInline]
+
+
+class TimelineEventInline(admin.TabularInline):
+    """Read-only: the timeline is append-only (add a note from the incident page)."""
+
+    model = TimelineEvent
+    extra = 0
+    fields = ["created_at", "kind", "actor", "message"]
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["-id"]
+    max_num = 0
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("actor")
+
+
+class ChecklistItemInline(admin.TabularInline):
+    model = ChecklistItem
+    extra = 0
+    fields = ["phase", "text", "due_at", "done_at", "done_by"]
+    readonly_fields = ["done_at", "done_by"]
+
+
+@admin.register(Incident)
+class IncidentAdmin(GuardedModelAdmin):
+    """Status and timestamps change only through the incident page's services."""
+
+    list_display = ["id", "title", "severity", "category", "status", "commander", "declared_at",
+                    "acknowledged_at", "resolved_at", "restricted"]
+    list_filter = ["status", "severity", "category", "restricted"]
+    search_fields = ["title", "summary", "channel_name", "alert_fingerprint"]
+    date_hierarchy = "declared_at"
+    list_select_related = ["severity", "commander"]
+    autocomplete_fields = ["commander"]
+    readonly_fields = ["status", "severity", "declared_by", "acknowledged_by", "channel_name",
+                       "declared_at", "response_deadline", "acknowledged_at", "investigating_at",
+                       "mitigated_at", "resolved_at", "closed_at", "reopened_at", "updated_at"]
+    inlines = [ChecklistItemInline, TimelineEventInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # declare from the dashboard: it starts the SLA clock and checklists
+
+
+@admin.register(TimelineEvent)
+class TimelineEventAdmin(admin.ModelAdmin):
+    list_display = ["id", "incident", "created_at", "kind", "actor", "message"]
+    list_filter = ["kind"]
+    search_fields = ["message"]
+    list_select_related = ["incident", "actor"]
+    raw_id_fields = ["incident", "actor"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # New events (corrections) may be added here; existing ones never change.
+        return ["incident", "created_at", "kind", "actor", "message", "data"] if obj else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: TimelineEvent, form: Any, change: bool) -> None:
+        if not change:
+            obj.actor = request.user
+            super().save_model(request, obj, form, change)

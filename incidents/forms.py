@@ -1,0 +1,73 @@
+"""Forms for every action on the incident page: each validates, none saves.
+
+The services do the saving (and refuse what the incident's state forbids).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+
+from .models import Category, Severity, Status
+
+
+class ServicesField(forms.CharField):
+    """Comma-separated service names, as a list."""
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class DeclareForm(forms.Form):
+    title = forms.CharField(max_length=200, help_text="Brief description: it names the channel")
+    category = forms.ChoiceField(choices=Category.choices)
+    severity = forms.ModelChoiceField(queryset=Severity.objects.all(), empty_label=None)
+    summary = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    impacted_services = ServicesField(
+        required=False, max_length=500, help_text="Comma-separated, e.g. lotolink-backend, stripe"
+    )
+    affected_users = forms.IntegerField(min_value=0, required=False, help_text="Estimate")
+
+    def clean_title(self) -> str:
+        title = self.cleaned_data["title"].strip()
+        if not any(ch.isalnum() for ch in title):
+            raise forms.ValidationError("The title needs at least one letter or digit.")
+        return title
+
+
+class TransitionForm(forms.Form):
+    status = forms.ChoiceField(choices=Status.choices)
+    note = forms.CharField(max_length=1000, required=False)
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=1000)
+
+
+class SeverityForm(forms.Form):
+    severity = forms.ModelChoiceField(queryset=Severity.objects.all(), empty_label=None)
+    reason = forms.CharField(max_length=1000)
+
+
+class CommanderForm(forms.Form):
+    commander = forms.ModelChoiceField(
+        queryset=get_user_model().objects.filter(is_active=True).order_by("username"),
+        empty_label=None,
+    )
+
+
+class TextForm(forms.Form):
+    text = forms.CharField(max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ChecklistForm(forms.Form):
+    done = forms.BooleanField(required=False)
+
+
+class DashboardFilterForm(forms.Form):
+    severity = forms.ModelChoiceField(queryset=Severity.objects.all(), required=False)
+    status = forms.ChoiceField(choices=[("", "any open")] + list(Status.choices), required=False)
+    category = forms.ChoiceField(choices=[("", "any")] + list(Category.choices), required=False)

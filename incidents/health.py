@@ -1,0 +1,86 @@
+"""What /healthz reports: database, broker, Redis (when configured) and workers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+
+def _timed(check: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        result = check()
+    except Exception as exc:  # a health check reports every failure, it never raises
+        result = {"status": "error", "error": f"{type(exc).__name__}: {_safe(exc)}"}
+    result["ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return result
+
+
+def _safe(exc: Exception) -> str:
+    """An error message without any URL that might carry a password."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    for url in (settings.REDIS_URL, settings.CELERY_BROKER_URL, settings.DATABASE_URL):
+        if url:
+            text = text.replace(url, "<url>")
+    return text[:200]
+
+
+def check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"status": "ok", "vendor": connection.vendor}
+
+
+def check_broker() -> dict[str, Any]:
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("filesystem://"):
+        from pathlib import Path
+
+        folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
+        if not folder.is_dir():
+            return {"status": "error", "transport": "filesystem", "error": "queue folder missing"}
+        return {"status": "ok", "transport": "filesystem"}
+    if url == settings.REDIS_URL:
+        from .live import _redis
+
+        _redis().ping()
+        return {"status": "ok", "transport": "redis"}
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=2, transport_options={"max_retries": 0}) as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        return {"status": "ok", "transport": conn.transport_cls}
+
+
+def check_redis() -> dict[str, Any]:
+    if not settings.REDIS_URL:
+        return {"status": "not configured"}
+    from .live import _redis
+
+    _redis().ping()
+    return {"status": "ok"}
+
+
+def check_workers() -> dict[str, Any]:
+    from diagnostics.models import WorkerHeartbeat
+
+    max_age = settings.WORKER_HEARTBEAT_MAX_AGE
+    now = timezone.now()
+    beats = list(WorkerHeartbeat.objects.order_by("-seen_at")[:20])
+    alive = [b.hostname for b in beats if (now - b.seen_at).total_seconds() <= max_age]
+    last = beats[0].seen_at.isoformat() if beats else None
+    return {"status": "ok" if alive else "down", "alive": alive, "last_seen": last}
+
+
+def run_checks() -> dict[str, dict[str, Any]]:
+    return {
+        "database": _timed(check_database),
+        "broker": _timed(check_broker),
+        "redis": _timed(check_redis),
+        "worker": _timed(check_workers),
+    }

@@ -1,0 +1,311 @@
+"""Incidents, severities and their SLAs, escalation contacts, checklists, timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+
+class Severity(models.Model):
+    """P0–P3 from the runbook's severity table; editable in admin."""
+
+    key = models.CharField(max_length=4, unique=True, help_text="P0, P1, P2 or P3")
+    name = models.CharField(max_length=40, help_text="Critical, High, Medium, Low")
+    description = models.TextField()
+    response_time = models.DurationField(help_text="Acknowledge within this time (the SLA)")
+    examples = models.TextField(blank=True)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "key"]
+        verbose_name_plural = "severities"
+
+    def __str__(self) -> str:
+        return f"{self.key} - {self.name}"
+
+
+class Category(models.TextChoices):
+    SERVICE_OUTAGE = "service_outage", "Service outage"
+    DATABASE = "database", "Database"
+    PAYMENT = "payment", "Payment processing"
+    BANCA = "banca", "Banca integration"
+    SECURITY = "security", "Security"
+    OTHER = "other", "Other"
+
+
+class Status(models.TextChoices):
+    DECLARED = "declared", "Declared"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    INVESTIGATING = "investigating", "Investigating"
+    MITIGATED = "mitigated", "Mitigated"
+    RESOLVED = "resolved", "Resolved"
+    CLOSED = "closed", "Closed"
+
+
+OPEN_STATUSES = (Status.DECLARED, Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MITIGATED)
+
+# Forward moves a responder may make with the "move to" buttons. Acknowledging
+# and reopening have their own services (with their own rules).
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    Status.DECLARED: (),
+    Status.ACKNOWLEDGED: (Status.INVESTIGATING, Status.MITIGATED, Status.RESOLVED),
+    Status.INVESTIGATING: (Status.MITIGATED, Status.RESOLVED),
+    Status.MITIGATED: (Status.INVESTIGATING, Status.RESOLVED),
+    Status.RESOLVED: (Status.CLOSED,),
+    Status.CLOSED: (),
+}
+REOPENABLE = (Status.RESOLVED, Status.CLOSED)
+
+# The field that records when an incident last entered each status.
+STATUS_TIMESTAMP = {
+    Status.DECLARED: "declared_at",
+    Status.ACKNOWLEDGED: "acknowledged_at",
+    Status.INVESTIGATING: "investigating_at",
+    Status.MITIGATED: "mitigated_at",
+    Status.RESOLVED: "resolved_at",
+    Status.CLOSED: "closed_at",
+}
+
+
+def channel_name_for(title: str, when: datetime) -> str:
+    """`#incident-YYYY-MM-DD-brief-description`, within Slack's 80-character limit."""
+    prefix = f"incident-{timezone.localdate(when):%Y-%m-%d}-"
+    brief = slugify(title)[: 80 - len(prefix)].strip("-") or "incident"
+    return f"#{prefix}{brief}"
+
+
+class Incident(models.Model):
+    title = models.CharField(max_length=200)
+    category = models.CharField(max_length=20, choices=Category.choices)
+    severity = models.ForeignKey(Severity, on_delete=models.PROTECT, related_name="incidents")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DECLARED)
+    summary = models.TextField(blank=True)
+    commander = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="commanded_incidents",
+    )
+    declared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="declared_incidents",
+    )
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="acknowledged_incidents",
+    )
+    impacted_services = models.JSONField(default=list, blank=True)
+    affected_users = models.PositiveIntegerField(null=True, blank=True)
+    channel_name = models.CharField(max_length=81)
+    restricted = models.BooleanField(
+        default=False, help_text="Visible only to users granted access (security incidents)"
+    )
+    alert_fingerprint = models.CharField(max_length=200, blank=True, default="")
+
+    declared_at = models.DateTimeField(default=timezone.now)
+    response_deadline = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    investigating_at = models.DateTimeField(null=True, blank=True)
+    mitigated_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-declared_at"]
+        permissions = [("view_restricted_incident", "Can view every restricted incident")]
+        indexes = [
+            models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),
+            models.Index(fields=["-resolved_at"], name="incident_resolved"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("incidents:detail", args=[self.pk])
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def sla_breached(self, now: datetime | None = None) -> bool:
+        """Acknowledged late, or still unacknowledged past the response deadline."""
+        if self.acknowledged_at is not None:
+            return self.acknowledged_at > self.response_deadline
+        return (now or timezone.now()) > self.response_deadline
+
+    def time_to_acknowledge(self) -> timedelta | None:
+        return self.acknowledged_at - self.declared_at if self.acknowledged_at else None
+
+    def allowed_transitions(self) -> tuple[str, ...]:
+        return TRANSITIONS.get(self.status, ())
+
+
+class EscalationRole(models.TextChoices):
+    ON_CALL = "on_call", "On-call engineer"
+    TECH_LEAD = "tech_lead", "Tech lead"
+    ENGINEERING_MANAGER = "engineering_manager", "Engineering manager"
+    CTO = "cto", "CTO"
+    LEGAL = "legal", "Legal/Compliance"
+
+
+class EscalationContact(models.Model):
+    """A person to tell, and the runbook's rule of when to escalate to them."""
+
+    role = models.CharField(max_length=30, choices=EscalationRole.choices)
+    name = models.CharField(max_length=120)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    phone = models.CharField(max_length=40, blank=True)
+    email = models.EmailField(blank=True)
+    slack_handle = models.CharField(max_length=80, blank=True)
+    level = models.PositiveSmallIntegerField(
+        default=1, help_text="Escalation order: 1 is told first, higher levels later"
+    )
+    when_to_escalate = models.CharField(max_length=200, help_text="The runbook's words")
+    always = models.BooleanField(default=False, help_text="Told of every incident (first response)")
+    severities = models.ManyToManyField(Severity, blank=True, related_name="contacts")
+    categories = models.JSONField(
+        default=list, blank=True, help_text="Incident categories that call for this contact"
+    )
+    flags = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Incident flags that call for this contact: security, data_loss, "
+        "data_breach, regulatory",
+    )
+    extended_outage_after = models.DurationField(
+        null=True, blank=True, help_text="Escalate when an incident stays open longer than this"
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["level", "role", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()}: {self.name}"
+
+
+class ChecklistPhase(models.TextChoices):
+    INITIAL = "initial", "Initial response"
+    ASSESS = "assess", "Assess severity"
+    COMMUNICATION = "communication", "Incident communication"
+    POST_24H = "post_24h", "Within 24 hours"
+    POST_3D = "post_3d", "Within 3 days"
+    POST_1W = "post_1w", "Within 1 week"
+
+
+class ChecklistTemplate(models.Model):
+    """One list of the runbook (for example "Assess severity")."""
+
+    phase = models.CharField(max_length=20, choices=ChecklistPhase.choices, unique=True)
+    title = models.CharField(max_length=120)
+    due_after = models.DurationField(
+        null=True, blank=True, help_text="Due this long after the phase starts"
+    )
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ChecklistTemplateItem(models.Model):
+    template = models.ForeignKey(ChecklistTemplate, on_delete=models.CASCADE, related_name="items")
+    text = models.CharField(max_length=200)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["template__order", "order"]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ChecklistItem(models.Model):
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="checklist")
+    phase = models.CharField(max_length=20, choices=ChecklistPhase.choices)
+    text = models.CharField(max_length=200)
+    order = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["incident", "phase", "order", "pk"]
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def done(self) -> bool:
+        return self.done_at is not None
+
+
+class EventKind(models.TextChoices):
+    DECLARED = "declared", "Declared"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    STATUS = "status", "Status change"
+    REOPENED = "reopened", "Reopened"
+    SEVERITY = "severity", "Severity change"
+    COMMANDER = "commander", "Commander assigned"
+    NOTE = "note", "Note"
+    STATUS_UPDATE = "status_update", "Status update"
+    CHECKLIST = "checklist", "Checklist"
+    CHECK_RUN = "check_run", "Check run"
+    CHECK_RESULT = "check_result", "Check result"
+    ACTION = "action", "Action"
+    ESCALATION = "escalation", "Escalation"
+    NOTIFICATION = "notification", "Notification"
+
+
+class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):
+    def update(self, **kwargs: Any) -> int:
+        raise TypeError("Timeline events are append-only: add a correcting event instead")
+
+
+class TimelineEvent(models.Model):
+    """The append-only history of an incident. Its id orders it and is the SSE event id."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")
+    created_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    objects = TimelineEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["incident", "id"], name="timeline_incident_id")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message[:60]}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise TypeError("Timeline events are append-only: add a correcting event instead")
+        super().save(*args, **kwargs)

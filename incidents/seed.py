@@ -1,0 +1,123 @@
+"""The runbook's data (severity table, escalation contacts, checklists) and the
+idempotent seeding of it. Re-running never duplicates and never overwrites what
+an admin has edited since: rows are created when missing, matched by key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+
+from .models import (
+    Category,
+    ChecklistPhase,
+    ChecklistTemplate,
+    ChecklistTemplateItem,
+    EscalationContact,
+    EscalationRole,
+    Severity,
+)
+
+SEVERITIES = [
+    ("P0", "Critical", "Complete service outage, data loss, security breach",
+     timedelta(minutes=15), "Payment processing down, data breach"),
+    ("P1", "High", "Major functionality degraded, affecting many users",
+     timedelta(minutes=30), "Webhook failures > 50%, slow response times"),
+    ("P2", "Medium", "Minor functionality impacted, workaround available",
+     timedelta(hours=2), "Single banca integration down, minor errors"),
+    ("P3", "Low", "Cosmetic issues, planned maintenance",
+     timedelta(hours=24), "UI bugs, non-critical logging issues"),
+]
+
+# role, level, when to escalate (the runbook's words), always, severities,
+# categories, flags, extended outage after
+CONTACTS = [
+    (EscalationRole.ON_CALL, 1, "First response", True, [], [], [], None),
+    (EscalationRole.TECH_LEAD, 2, "P0/P1 incidents", False, ["P0", "P1"], [], [], None),
+    (EscalationRole.ENGINEERING_MANAGER, 3, "P0 incidents, extended outages", False, ["P0"], [],
+     [], timedelta(hours=2)),
+    (EscalationRole.CTO, 4, "Major security incidents, data loss", False, [],
+     [Category.SECURITY], ["security", "data_loss"], None),
+    (EscalationRole.LEGAL, 4, "Data breaches, regulatory issues", False, [], [],
+     ["data_breach", "regulatory"], None),
+]
+
+CHECKLISTS = [
+    (ChecklistPhase.INITIAL, "Acknowledge the incident", None, [
+        "Check system health (API /health)",
+        "Check key metrics: error rates, response times, queue depth, database connections",
+    ]),
+    (ChecklistPhase.ASSESS, "Assess severity", None, [
+        "Determine number of affected users",
+        "Identify impacted services",
+        "Check payment processing status",
+        "Review recent deployments",
+    ]),
+    (ChecklistPhase.COMMUNICATION, "Start incident communication", None, [
+        "Create incident channel",
+        "Post initial status update",
+        "Notify relevant stakeholders",
+    ]),
+    (ChecklistPhase.POST_24H, "Immediate (within 24 hours)", timedelta(hours=24), [
+        "Confirm service is stable",
+        "Document timeline of events",
+        "Collect all relevant logs and metrics",
+        "Send initial incident report",
+    ]),
+    (ChecklistPhase.POST_3D, "Within 3 days", timedelta(days=3), [
+        "Complete root cause analysis (RCA)",
+        "Identify preventive measures",
+        "Create action items with owners",
+    ]),
+    (ChecklistPhase.POST_1W, "Within 1 week", timedelta(weeks=1), [
+        "Hold blameless post-mortem meeting",
+        "Document lessons learned",
+        "Update runbooks with new learnings",
+        "Implement quick wins",
+    ]),
+]
+
+RESPONDER_PERMISSIONS = ["add_incident", "change_incident", "view_incident"]
+
+
+@transaction.atomic
+def seed_runbook() -> dict[str, int]:
+    """Create what is missing; return how many rows of each kind were created."""
+    created = {"severities": 0, "contacts": 0, "checklists": 0, "groups": 0}
+    for order, (key, name, description, response, examples) in enumerate(SEVERITIES):
+        _, made = Severity.objects.get_or_create(
+            key=key,
+            defaults={"name": name, "description": description, "response_time": response,
+                      "examples": examples, "order": order},
+        )
+        created["severities"] += made
+    by_key = {s.key: s for s in Severity.objects.all()}
+    for role, level, when, always, severities, categories, flags, outage in CONTACTS:
+        if EscalationContact.objects.filter(role=role).exists():
+            continue
+        contact = EscalationContact.objects.create(
+            role=role, name=f"{role.label} (to be assigned)", level=level, when_to_escalate=when,
+            always=always, categories=list(categories), flags=flags,
+            extended_outage_after=outage,
+        )
+        contact.severities.set([by_key[k] for k in severities])
+        created["contacts"] += 1
+    for order, (phase, title, due, items) in enumerate(CHECKLISTS):
+        template, made = ChecklistTemplate.objects.get_or_create(
+            phase=phase, defaults={"title": title, "due_after": due, "order": order}
+        )
+        if made:
+            ChecklistTemplateItem.objects.bulk_create(
+                ChecklistTemplateItem(template=template, text=text, order=i)
+                for i, text in enumerate(items)
+            )
+            created["checklists"] += 1
+    group, made = Group.objects.get_or_create(name="Responders")
+    created["groups"] += made
+    group.permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="incidents", codename__in=RESPONDER_PERMISSIONS
+        )
+    )
+    return created

@@ -1,0 +1,387 @@
+"""Every state change of an incident, one function each.
+
+Each runs in one transaction, locks the incident row, refuses what the current
+state does not allow (raising IncidentError and changing nothing), and appends
+the timeline event in the same transaction. Views, tasks and admin actions call
+these; nothing else writes an incident's status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+
+from .formatting import format_duration as _duration
+from .models import (
+    REOPENABLE,
+    STATUS_TIMESTAMP,
+    Category,
+    ChecklistItem,
+    ChecklistPhase,
+    ChecklistTemplate,
+    EventKind,
+    Incident,
+    Severity,
+    Status,
+    TimelineEvent,
+    channel_name_for,
+)
+
+# The lists a new incident starts with (the runbook's section 1).
+DECLARE_PHASES = (ChecklistPhase.INITIAL, ChecklistPhase.ASSESS, ChecklistPhase.COMMUNICATION)
+
+
+class IncidentError(ValueError):
+    """A change the incident's current state does not allow; nothing was changed."""
+
+
+def append_event(
+    incident: Incident,
+    kind: str,
+    message: str,
+    *,
+    actor: AbstractBaseUser | None = None,
+    data: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> TimelineEvent:
+    """Add one event to the incident's timeline (live streams pick it up on commit)."""
+    return TimelineEvent.objects.create(
+        incident=incident,
+        kind=kind,
+        message=message,
+        actor=actor,
+        data=data or {},
+        created_at=at or timezone.now(),
+    )
+
+
+def _locked(incident: Incident) -> Incident:
+    """The incident's row, locked until the surrounding transaction ends."""
+    return Incident.objects.select_for_update().select_related("severity").get(pk=incident.pk)
+
+
+def _name(user: AbstractBaseUser | None) -> str:
+    if user is None:
+        return "LotoOps"
+    full = getattr(user, "get_full_name", lambda: "")()
+    return full or user.get_username()
+
+
+def _clean_services(services: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for service in services:
+        service = service.strip()
+        if service and service not in seen:
+            seen.append(service)
+    return seen
+
+
+def declare_incident(
+    *,
+    title: str,
+    category: str,
+    severity: Severity,
+    actor: AbstractBaseUser | None,
+    summary: str = "",
+    impacted_services: Iterable[str] = (),
+    affected_users: int | None = None,
+    commander: AbstractBaseUser | None = None,
+    restricted: bool | None = None,
+    alert_fingerprint: str = "",
+    now: datetime | None = None,
+) -> Incident:
+    """Open an incident: start its SLA clock, its checklists and its timeline."""
+    title = title.strip()
+    if not title:
+        raise IncidentError("An incident needs a title.")
+    if category not in Category.values:
+        raise IncidentError(f"Unknown category {category!r}.")
+    now = now or timezone.now()
+    if restricted is None:
+        restricted = category == Category.SECURITY
+    with transaction.atomic():
+        incident = Incident.objects.create(
+            title=title,
+            category=category,
+            severity=severity,
+            summary=summary.strip(),
+            impacted_services=_clean_services(impacted_services),
+            affected_users=affected_users,
+            commander=commander,
+            declared_by=actor,
+            restricted=restricted,
+            alert_fingerprint=alert_fingerprint,
+            channel_name=channel_name_for(title, now),
+            declared_at=now,
+            response_deadline=now + severity.response_time,
+        )
+        for user in {u for u in (actor, commander) if u is not None}:
+            assign_perm("incidents.view_incident", user, incident)
+            assign_perm("incidents.change_incident", user, incident)
+        _create_checklists(incident, DECLARE_PHASES, start=now)
+        append_event(
+            incident,
+            EventKind.DECLARED,
+            f"{_name(actor)} declared {severity.key} {incident.get_category_display().lower()} "
+            f"incident: {title}",
+            actor=actor,
+            data={
+                "severity": severity.key,
+                "category": category,
+                "response_deadline": incident.response_deadline.isoformat(),
+                "channel": incident.channel_name,
+            },
+            at=now,
+        )
+    return incident
+
+
+def _create_checklists(
+    incident: Incident, phases: Iterable[str], *, start: datetime
+) -> list[ChecklistItem]:
+    items = [
+        ChecklistItem(
+            incident=incident,
+            phase=template.phase,
+            text=item.text,
+            order=item.order,
+            due_at=start + template.due_after if template.due_after else None,
+        )
+        for template in ChecklistTemplate.objects.filter(phase__in=list(phases)).prefetch_related(
+            "items"
+        )
+        for item in template.items.all()
+    ]
+    return ChecklistItem.objects.bulk_create(items)
+
+
+def acknowledge_incident(
+    incident: Incident, *, actor: AbstractBaseUser, now: datetime | None = None
+) -> TimelineEvent:
+    """Acknowledge once: of two people acknowledging together, one wins, the other is told."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _locked(incident)
+        if locked.status != Status.DECLARED:
+            by = f" by {_name(locked.acknowledged_by)}" if locked.acknowledged_by else ""
+            raise IncidentError(f"Incident #{locked.pk} is already acknowledged{by}.")
+        locked.status = Status.ACKNOWLEDGED
+        locked.acknowledged_at = now
+        locked.acknowledged_by = actor
+        locked.save(update_fields=["status", "acknowledged_at", "acknowledged_by", "updated_at"])
+        took = now - locked.declared_at
+        met = now <= locked.response_deadline
+        event = append_event(
+            locked,
+            EventKind.ACKNOWLEDGED,
+            f"{_name(actor)} acknowledged after {_duration(took)} "
+            f"({'within' if met else 'outside'} the {locked.severity.key} response time)",
+            actor=actor,
+            data={"status": Status.ACKNOWLEDGED, "sla_met": met, "seconds": took.total_seconds()},
+            at=now,
+        )
+    incident.refresh_from_db()
+    return event
+
+
+def transition_incident(
+    incident: Incident,
+    to_status: str,
+    *,
+    actor: AbstractBaseUser,
+    note: str = "",
+    now: datetime | None = None,
+) -> TimelineEvent:
+    """Move an acknowledged incident along its lifecycle."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _locked(incident)
+        if to_status not in locked.allowed_transitions():
+            raise IncidentError(_refusal(locked, to_status))
+        from_status = locked.status
+        locked.status = to_status
+        setattr(locked, STATUS_TIMESTAMP[to_status], now)
+        locked.save(update_fields=["status", STATUS_TIMESTAMP[to_status], "updated_at"])
+        message = (
+            f"{_name(actor)} moved the incident from {Status(from_status).label.lower()} "
+            f"to {Status(to_status).label.lower()}"
+        )
+        if note.strip():
+            message += f": {note.strip()}"
+        event = append_event(
+            locked,
+            EventKind.STATUS,
+            message,
+            actor=actor,
+            data={"status": to_status, "from": from_status},
+            at=now,
+        )
+    incident.refresh_from_db()
+    return event
+
+
+def _refusal(incident: Incident, to_status: str) -> str:
+    current = Status(incident.status).label.lower()
+    if to_status not in Status.values:
+        return f"Unknown status {to_status!r}."
+    if incident.status == Status.DECLARED:
+        return "Acknowledge the incident first."
+    if incident.status in REOPENABLE and to_status not in incident.allowed_transitions():
+        return f"The incident is {current}: reopen it, with a reason, to work it again."
+    return f"An incident that is {current} cannot move to {Status(to_status).label.lower()}."
+
+
+def reopen_incident(
+    incident: Incident, *, actor: AbstractBaseUser, reason: str, now: datetime | None = None
+) -> TimelineEvent:
+    """Put a resolved or closed incident back under investigation."""
+    reason = reason.strip()
+    if not reason:
+        raise IncidentError("Say why the incident is reopened.")
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _locked(incident)
+        if locked.status not in REOPENABLE:
+            raise IncidentError("Only a resolved or closed incident can be reopened.")
+        from_status = locked.status
+        locked.status = Status.INVESTIGATING
+        locked.investigating_at = now
+        locked.reopened_at = now
+        locked.resolved_at = None
+        locked.closed_at = None
+        locked.save(
+            update_fields=[
+                "status",
+                "investigating_at",
+                "reopened_at",
+                "resolved_at",
+                "closed_at",
+                "updated_at",
+            ]
+        )
+        event = append_event(
+            locked,
+            EventKind.REOPENED,
+            f"{_name(actor)} reopened the incident: {reason}",
+            actor=actor,
+            data={"status": Status.INVESTIGATING, "from": from_status, "reason": reason},
+            at=now,
+        )
+    incident.refresh_from_db()
+    return event
+
+
+def change_severity(
+    incident: Incident, severity: Severity, *, actor: AbstractBaseUser, reason: str
+) -> TimelineEvent:
+    """Re-rate the incident; the response deadline follows the new severity."""
+    reason = reason.strip()
+    if not reason:
+        raise IncidentError("Say why the severity changes.")
+    with transaction.atomic():
+        locked = _locked(incident)
+        if not locked.is_open:
+            raise IncidentError("The severity of a resolved or closed incident is final.")
+        if locked.severity_id == severity.pk:
+            raise IncidentError(f"The incident is already {severity.key}.")
+        old = locked.severity
+        locked.severity = severity
+        locked.response_deadline = locked.declared_at + severity.response_time
+        locked.save(update_fields=["severity", "response_deadline", "updated_at"])
+        event = append_event(
+            locked,
+            EventKind.SEVERITY,
+            f"{_name(actor)} changed the severity from {old.key} to {severity.key}: {reason}",
+            actor=actor,
+            data={
+                "from": old.key,
+                "to": severity.key,
+                "reason": reason,
+                "response_deadline": locked.response_deadline.isoformat(),
+            },
+        )
+    incident.refresh_from_db()
+    return event
+
+
+def assign_commander(
+    incident: Incident, commander: AbstractBaseUser, *, actor: AbstractBaseUser
+) -> TimelineEvent:
+    with transaction.atomic():
+        locked = _locked(incident)
+        if locked.commander_id == commander.pk:
+            raise IncidentError(f"{_name(commander)} is already the commander.")
+        locked.commander = commander
+        locked.save(update_fields=["commander", "updated_at"])
+        if locked.restricted:
+            assign_perm("incidents.view_incident", commander, locked)
+            assign_perm("incidents.change_incident", commander, locked)
+        event = append_event(
+            locked,
+            EventKind.COMMANDER,
+            f"{_name(actor)} made {_name(commander)} the incident commander",
+            actor=actor,
+            data={"commander": commander.get_username()},
+        )
+    incident.refresh_from_db()
+    return event
+
+
+def add_note(incident: Incident, text: str, *, actor: AbstractBaseUser) -> TimelineEvent:
+    text = text.strip()
+    if not text:
+        raise IncidentError("A note cannot be empty.")
+    with transaction.atomic():
+        locked = _locked(incident)
+        return append_event(locked, EventKind.NOTE, text, actor=actor)
+
+
+def post_status_update(incident: Incident, text: str, *, actor: AbstractBaseUser) -> TimelineEvent:
+    """A status update for stakeholders, stamped with the incident's current state."""
+    text = text.strip()
+    if not text:
+        raise IncidentError("A status update cannot be empty.")
+    with transaction.atomic():
+        locked = _locked(incident)
+        return append_event(
+            locked,
+            EventKind.STATUS_UPDATE,
+            text,
+            actor=actor,
+            data={
+                "status": locked.status,
+                "severity": locked.severity.key,
+                "channel": locked.channel_name,
+            },
+        )
+
+
+def set_checklist_item(
+    item: ChecklistItem, *, done: bool, actor: AbstractBaseUser
+) -> TimelineEvent | None:
+    """Tick or untick one item; ticking what is already ticked changes nothing."""
+    with transaction.atomic():
+        locked_incident = _locked(item.incident)
+        locked = ChecklistItem.objects.select_for_update().get(pk=item.pk)
+        if locked.done == done:
+            return None
+        locked.done_at = timezone.now() if done else None
+        locked.done_by = actor if done else None
+        locked.save(update_fields=["done_at", "done_by"])
+        verb = "ticked" if done else "unticked"
+        event = append_event(
+            locked_incident,
+            EventKind.CHECKLIST,
+            f"{_name(actor)} {verb} “{locked.text}”",
+            actor=actor,
+            data={"item": locked.pk, "done": done, "phase": locked.phase},
+        )
+    item.refresh_from_db()
+    return event
+

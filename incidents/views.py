@@ -1,0 +1,340 @@
+"""Pages and actions of the incident loop. Small functions: fetch through the
+access helper, validate, call a service, render (HTMX) or redirect (plain POST)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.db import connection
+from django.forms import Form
+from django.db.models import QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import forms, health, live, services
+from .access import can_work, get_incident_for, visible_incidents
+from .models import (
+    OPEN_STATUSES,
+    ChecklistItem,
+    ChecklistPhase,
+    ChecklistTemplate,
+    Incident,
+    Severity,
+    Status,
+    TimelineEvent,
+    channel_name_for,
+)
+
+# Events that change what the incident header shows (status, SLA, severity, commander).
+HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "commander"}
+
+
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    form = forms.DashboardFilterForm(request.GET or None)
+    incidents = visible_incidents(request.user).select_related("severity", "commander")
+    filters: dict[str, Any] = {}
+    if form.is_valid():
+        filters = {k: v for k, v in form.cleaned_data.items() if v}
+    open_incidents = _filter_open(incidents, filters)[:200]
+    context = {
+        "form": form,
+        "open_incidents": open_incidents,
+        "recent_closed": incidents.filter(status__in=[Status.RESOLVED, Status.CLOSED])
+        .order_by("-resolved_at", "-pk")[:10],
+        "query": request.GET.urlencode(),
+    }
+    if request.htmx:
+        return render(request, "incidents/dashboard.html#incident-list", context)
+    return render(request, "incidents/dashboard.html", context)
+
+
+def _filter_open(incidents: QuerySet[Incident], filters: dict[str, Any]) -> QuerySet[Incident]:
+    status = filters.pop("status", None)
+    incidents = incidents.filter(status=status) if status else incidents.filter(status__in=OPEN_STATUSES)
+    return incidents.filter(**filters).order_by("severity__order", "declared_at")
+
+
+@require_http_methods(["GET", "POST"])
+def declare(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("incidents.add_incident"):
+        return render(request, "403.html", {"reason": "You may not declare incidents."}, status=403)
+    form = forms.DeclareForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        incident = services.declare_incident(actor=request.user, **data)
+        messages.success(request, f"Incident #{incident.pk} declared. Channel: {incident.channel_name}")
+        return redirect(incident)
+    context = {
+        "form": form,
+        "checklists": ChecklistTemplate.objects.filter(
+            phase__in=services.DECLARE_PHASES
+        ).prefetch_related("items"),
+    }
+    return render(request, "incidents/declare.html", context, status=422 if form.errors else 200)
+
+
+@require_GET
+def channel_preview(request: HttpRequest) -> HttpResponse:
+    from django.utils import timezone
+
+    name = channel_name_for(request.GET.get("title", "")[:200], timezone.now())
+    return render(request, "incidents/declare.html#channel", {"channel_name": name})
+
+
+@require_GET
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk)
+    events = list(
+        incident.timeline.select_related("actor").order_by("-id")[: settings.TIMELINE_PAGE_SIZE]
+    )
+    context = _detail_context(request, incident) | {
+        "events": events,
+        "last_event_id": events[0].pk if events else 0,
+        "earlier_before": events[-1].pk if len(events) == settings.TIMELINE_PAGE_SIZE else None,
+        "severities": Severity.objects.all(),
+        "users": forms.CommanderForm().fields["commander"].queryset,
+    }
+    return render(request, "incidents/detail.html", context)
+
+
+def _detail_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
+    items = list(incident.checklist.all())
+    phases = [
+        (label, [item for item in items if item.phase == phase])
+        for phase, label in ChecklistPhase.choices
+    ]
+    return {
+        "incident": incident,
+        "can_work": can_work(request.user, incident),
+        "checklist_phases": [(label, group) for label, group in phases if group],
+    }
+
+
+@require_GET
+def timeline_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """Older events, a page at a time (the incident page shows the newest first)."""
+    incident = get_incident_for(request.user, pk)
+    try:
+        before = int(request.GET["before"])
+    except (KeyError, ValueError):
+        return HttpResponseBadRequest("before must be an event id")
+    size = settings.TIMELINE_PAGE_SIZE
+    events = list(
+        incident.timeline.filter(pk__lt=before).select_related("actor").order_by("-id")[:size]
+    )
+    context = {
+        "incident": incident,
+        "events": events,
+        "earlier_before": events[-1].pk if len(events) == size else None,
+    }
+    return render(request, "incidents/partials/timeline_page.html", context)
+
+
+@require_GET
+async def stream(request: HttpRequest, pk: int) -> HttpResponse:
+    """The incident's live timeline (SSE). Resumes after the last id the page saw."""
+    from asgiref.sync import sync_to_async
+
+    user = await request.auser()
+    incident = await sync_to_async(get_incident_for)(user, pk)
+    try:
+        after = max(
+            int(request.headers.get("Last-Event-ID") or 0), int(request.GET.get("after") or 0)
+        )
+    except ValueError:
+        return HttpResponseBadRequest("Last-Event-ID and after must be event ids")
+
+    def render_since(last: int) -> tuple[list[tuple[int, str]], int]:
+        return render_events_since(request, incident.pk, last)
+
+    response = StreamingHttpResponse(
+        live.timeline_stream(incident.pk, after, render_since), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def render_events_since(
+    request: HttpRequest, incident_id: int, after: int, limit: int = 200
+) -> tuple[list[tuple[int, str]], int]:
+    """Render the events after `after` as SSE payloads (with out-of-band header and
+    checklist updates where an event changed them)."""
+    events = list(
+        TimelineEvent.objects.filter(incident_id=incident_id, pk__gt=after)
+        .select_related("actor")
+        .order_by("id")[:limit]
+    )
+    if not events:
+        return [], after
+    incident = Incident.objects.select_related("severity", "commander").get(pk=incident_id)
+    messages_out = []
+    for index, event in enumerate(events):
+        context: dict[str, Any] = {"event": event, "incident": incident}
+        is_last = index == len(events) - 1
+        if is_last and any(e.kind in HEADER_KINDS for e in events):
+            context["oob_header"] = True
+            context["can_work"] = can_work(request.user, incident)
+        if event.kind == "checklist" and (item := _checklist_item(event)) is not None:
+            context["oob_item"] = item
+        html = render_to_string("incidents/partials/timeline_event.html", context, request)
+        messages_out.append((event.pk, html))
+    return messages_out, events[-1].pk
+
+
+def _checklist_item(event: TimelineEvent) -> ChecklistItem | None:
+    return ChecklistItem.objects.filter(pk=event.data.get("item")).select_related("done_by").first()
+
+
+# --- actions -----------------------------------------------------------------
+
+
+def _act(
+    request: HttpRequest,
+    pk: int,
+    form_class: type[Form],
+    run: Callable[[Incident, dict[str, Any]], object],
+) -> HttpResponse:
+    """Validate the form, call the service, answer HTMX with the fresh header
+    (the timeline event arrives over the stream) and plain POSTs with a redirect."""
+    incident = get_incident_for(request.user, pk, work=True)
+    form = form_class(request.POST)
+    error = None
+    if form.is_valid():
+        try:
+            run(incident, form.cleaned_data)
+        except services.IncidentError as exc:
+            error = str(exc)
+    else:
+        error = _form_error(form)
+    if request.htmx:
+        if error:
+            return _htmx_error(request, error)
+        incident.refresh_from_db()
+        context = _detail_context(request, incident)
+        return render(request, "incidents/partials/header.html", context)
+    if error:
+        messages.error(request, error)
+    return redirect(incident)
+
+
+def _form_error(form: Form) -> str:
+    parts = []
+    for name, errors in form.errors.items():
+        field = form.fields.get(name)
+        label = (field.label or name.replace("_", " ").capitalize()) if field else ""
+        parts.append(f"{label}: {' '.join(errors)}" if label else " ".join(errors))
+    return "; ".join(parts)
+
+
+def _htmx_error(request: HttpRequest, error: str) -> HttpResponse:
+    response = render(request, "partials/flash.html", {"error": error}, status=422)
+    response["HX-Retarget"] = "#flash"
+    response["HX-Reswap"] = "innerHTML"
+    return response
+
+
+@require_POST
+def acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request, pk, Form, lambda i, d: services.acknowledge_incident(i, actor=request.user)
+    )
+
+
+@require_POST
+def transition(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        forms.TransitionForm,
+        lambda i, d: services.transition_incident(i, d["status"], actor=request.user, note=d["note"]),
+    )
+
+
+@require_POST
+def reopen(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        forms.ReasonForm,
+        lambda i, d: services.reopen_incident(i, actor=request.user, reason=d["reason"]),
+    )
+
+
+@require_POST
+def change_severity(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        forms.SeverityForm,
+        lambda i, d: services.change_severity(i, d["severity"], actor=request.user, reason=d["reason"]),
+    )
+
+
+@require_POST
+def assign_commander(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        forms.CommanderForm,
+        lambda i, d: services.assign_commander(i, d["commander"], actor=request.user),
+    )
+
+
+@require_POST
+def add_note(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request, pk, forms.TextForm, lambda i, d: services.add_note(i, d["text"], actor=request.user)
+    )
+
+
+@require_POST
+def status_update(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        forms.TextForm,
+        lambda i, d: services.post_status_update(i, d["text"], actor=request.user),
+    )
+
+
+@require_POST
+def checklist_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk, work=True)
+    item = get_object_or_404(ChecklistItem, pk=item_pk, incident=incident)
+    form = forms.ChecklistForm(request.POST)
+    form.is_valid()  # a checkbox: absent means unticked, nothing else to get wrong
+    services.set_checklist_item(item, done=form.cleaned_data.get("done", False), actor=request.user)
+    if request.htmx:
+        context = {"item": item, "incident": incident, "can_work": True}
+        return render(request, "incidents/partials/checklist_item.html", context)
+    return redirect(incident)
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    started = time.perf_counter()
+    checks = health.run_checks()
+    ok = all(check["status"] in ("ok", "not configured") for check in checks.values())
+    body = {
+        "status": "ok" if ok else "degraded",
+        "checks": checks,
+        "database_vendor": connection.vendor,
+        "ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    return JsonResponse(body, status=200 if ok else 503)

@@ -1,0 +1,5 @@
+"""LotoOps: incident management for the Lotolink platform."""
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,133 @@
+"""The embedded default, started by `python3 lotoops/cli.py run`: migrate, seed,
+then supervise the ASGI web server, a Celery worker and Celery beat until
+Ctrl-C. Also `test`, which runs the suite."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _prepare() -> tuple[str, str | None]:
+    """Migrate and seed; return the URL and, on first start, the admin password."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotoops.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+    for key in ("data_folder_in", "control_folder"):
+        folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
+        if folder:
+            Path(str(folder)).mkdir(parents=True, exist_ok=True)
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("seed_runbook")
+    call_command("collectstatic", interactive=False, verbosity=0)
+    password = None
+    users = get_user_model().objects
+    if not users.filter(is_superuser=True).exists():
+        password = secrets.token_urlsafe(12)
+        users.create_superuser("admin", "", password)
+    return settings.DATABASES["default"]["ENGINE"], password
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run() -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    try:
+        port = int(os.environ.get("PORT", "8000"))
+    except ValueError:
+        print(f"PORT must be a number, not {os.environ['PORT']!r}", file=sys.stderr)
+        return 2
+    if not _port_free(host, port):
+        print(f"Port {port} on {host} is in use: stop what uses it or set PORT.", file=sys.stderr)
+        return 2
+    engine, password = _prepare()
+    python = sys.executable
+    concurrency = os.environ.get("CELERY_CONCURRENCY", "2")
+    commands = {
+        "web": [python, "-m", "uvicorn", "lotoops.asgi:application", "--host", host,
+                "--port", str(port), "--timeout-graceful-shutdown", "2", "--no-access-log"],
+        "worker": [python, "-m", "celery", "-A", "lotoops", "worker", "--loglevel", "INFO",
+                   "--concurrency", concurrency, "--hostname", "worker@%h"],
+        "beat": [python, "-m", "celery", "-A", "lotoops", "beat", "--loglevel", "INFO"],
+    }
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for name, command in commands.items():
+        # Own process group: Ctrl-C reaches us once, and we stop each child in order.
+        children[name] = subprocess.Popen(command, start_new_session=True)
+    url = f"http://{host}:{port}/"
+    print(f"\nLotoOps is starting at {url} (database: {engine.rsplit('.', 1)[-1]}; "
+          f"web, worker and beat pids {', '.join(str(c.pid) for c in children.values())})")
+    if password:
+        print(f'First start: created the admin user "admin" with password {password}\n'
+              "(shown only this once: change it in the admin at /admin/).")
+    print("Press Ctrl-C to stop everything.\n", flush=True)
+    code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(f"{name} exited with code {child.returncode}: stopping.", file=sys.stderr)
+                code = child.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    _stop_all(children)
+    return code
+
+
+def _stop_all(children: dict[str, subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    print("Stopped web server, worker and beat.")
+
+
+def test(args: list[str]) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "pytest", *args])
+    return 0  # not reached
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "run":
+        return run()
+    if argv and argv[0] == "test":
+        return test(argv[1:])
+    print("usage: python3 lotoops/cli.py run|test [pytest args]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

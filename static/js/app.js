@@ -1,0 +1,89 @@
+/* LotoOps page behaviour: SLA countdowns, copy buttons, form resets, and the
+   live timeline's replay bookkeeping. No inline scripts (CSP). */
+(function () {
+  "use strict";
+
+  function fmt(seconds) {
+    seconds = Math.floor(Math.abs(seconds));
+    if (seconds < 60) return seconds + "s";
+    var m = Math.floor(seconds / 60), s = seconds % 60;
+    if (m < 60) return m + "m " + (s < 10 ? "0" : "") + s + "s";
+    var h = Math.floor(m / 60); m = m % 60;
+    if (h < 48) return h + "h " + (m < 10 ? "0" : "") + m + "m";
+    return Math.floor(h / 24) + "d " + (h % 24) + "h";
+  }
+
+  function tickSla() {
+    var now = Date.now();
+    document.querySelectorAll(".sla[data-deadline]").forEach(function (el) {
+      var left = (Date.parse(el.dataset.deadline) - now) / 1000;
+      if (left >= 0) {
+        el.textContent = fmt(left) + " left to acknowledge";
+        el.classList.remove("breached");
+      } else {
+        el.textContent = "SLA breached " + fmt(left) + " ago";
+        el.classList.add("breached");
+      }
+    });
+  }
+  setInterval(tickSla, 1000);
+  document.addEventListener("DOMContentLoaded", tickSla);
+
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.dataset.copy);
+    if (!source) return;
+    var text = source.textContent.trim();
+    var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = "Copy"; }, 1500); };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done);
+    } else {
+      var range = document.createRange();
+      range.selectNodeContents(source);
+      var sel = window.getSelection(); sel.removeAllRanges(); sel.addRange(range);
+      try { document.execCommand("copy"); done(); } catch (err) { /* selected: copy by hand */ }
+    }
+  });
+
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var form = e.target.closest && e.target.closest("form[data-reset-on-success]");
+    if (form && e.detail.successful) form.reset();
+    if (e.detail.successful) {
+      var flash = document.getElementById("flash");
+      if (flash && e.detail.xhr.status < 300) flash.innerHTML = "";
+    }
+  });
+
+  /* Live timeline. Event ids are timeline ids. The SSE extension re-creates its
+     EventSource after a drop without the Last-Event-ID header, so the URL it
+     reconnects to carries ?after=<last id seen>; messages already on the page
+     are never swapped in twice. */
+  var lastSeen = 0;
+  function installSse() {
+    if (!window.htmx) return;
+    var live = document.getElementById("live");
+    if (live) lastSeen = parseInt(live.dataset.lastEventId || "0", 10) || 0;
+    htmx.createEventSource = function (url) {
+      var u = new URL(url, window.location.href);
+      if (lastSeen > 0) u.searchParams.set("after", String(lastSeen));
+      return new EventSource(u.toString(), { withCredentials: true });
+    };
+  }
+  installSse();
+  document.addEventListener("htmx:sseBeforeMessage", function (e) {
+    var id = parseInt(e.detail.lastEventId || "0", 10);
+    if (id && (id <= lastSeen || document.getElementById("event-" + id))) {
+      e.preventDefault();
+      return;
+    }
+    if (id) lastSeen = id;
+  });
+  document.addEventListener("htmx:sseMessage", function () {
+    var live = document.getElementById("live");
+    if (live) live.dataset.lastEventId = String(lastSeen);
+    tickSla();
+  });
+  document.addEventListener("htmx:sseOpen", function () { document.body.classList.remove("sse-down"); });
+  document.addEventListener("htmx:sseError", function () { document.body.classList.add("sse-down"); });
+})();

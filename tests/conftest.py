@@ -1,0 +1,126 @@
+"""Shared fixtures: seeded runbook data, users, a live ASGI server, service gates.
+
+Tests marked `postgres` or `redis` need those servers. Locally they skip when
+the server is not configured; with CI=true they fail instead, so a missing
+service can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import connection
+
+from tests import factories
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def redis_available() -> bool:
+    if not settings.REDIS_URL:
+        return False
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("postgres") and "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+        _missing("this test needs PostgreSQL: set DATABASE_URL=postgres://…")
+    if item.get_closest_marker("redis") and not redis_available():
+        _missing("this test needs Redis: set REDIS_URL=redis://… to a running server")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:  # noqa: ANN001
+    # Django's default hasher takes ~0.5 s per user on purpose; tests need no such cost.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def runbook(db: None) -> None:
+    from incidents.seed import seed_runbook
+
+    seed_runbook()
+
+
+@pytest.fixture
+def responder(runbook: None) -> factories.User:
+    user = factories.UserFactory(username="ana")
+    user.groups.add(Group.objects.get(name="Responders"))
+    return user
+
+
+@pytest.fixture
+def other_responder(runbook: None) -> factories.User:
+    user = factories.UserFactory(username="ben")
+    user.groups.add(Group.objects.get(name="Responders"))
+    return user
+
+
+@pytest.fixture
+def viewer(runbook: None) -> factories.User:
+    """Logged in, no group: may read open incidents, may not change them."""
+    return factories.UserFactory(username="vic")
+
+
+@pytest.fixture
+def incident(responder: factories.User):  # noqa: ANN201
+    return factories.declare(actor=responder)
+
+
+@pytest.fixture
+def responder_client(client, responder):  # noqa: ANN001, ANN201
+    client.force_login(responder)
+    return client
+
+
+class LiveServer:
+    def __init__(self, url: str, server: object) -> None:
+        self.url = url
+        self.server = server
+
+
+@pytest.fixture
+def asgi_server(transactional_db: None, runbook: None) -> Iterator[LiveServer]:
+    """The real ASGI app under uvicorn in a thread, on a free loopback port."""
+    import uvicorn
+
+    from lotoops.asgi import application
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        application, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield LiveServer(f"http://127.0.0.1:{port}", server)
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+    connection.close()
