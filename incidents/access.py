@@ -44,7 +44,8 @@ def can_view(user: User, incident: Incident) -> bool:
 
 def can_work(user: User, incident: Incident) -> bool:
     return can_view(user, incident) and (
-        user.has_perm("incidents.change_incident") or user.has_perm("incidents.change_incident", incident)
+        user.has_perm("incidents.change_incident")
+        or user.has_perm("incidents.change_incident", incident)
     )
 
 

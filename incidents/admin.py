@@ -26,7 +26,16 @@ class SeverityAdmin(admin.ModelAdmin):
 
 @admin.register(EscalationContact)
 class EscalationContactAdmin(admin.ModelAdmin):
-    list_display = ["name", "role", "level", "when_to_escalate", "phone", "email", "slack_handle", "active"]
+    list_display = [
+        "name",
+        "role",
+        "level",
+        "when_to_escalate",
+        "phone",
+        "email",
+        "slack_handle",
+        "active",
+    ]
     list_filter = ["role", "active", "severities"]
     search_fields = ["name", "email", "phone", "slack_handle", "when_to_escalate"]
     filter_horizontal = ["severities"]
@@ -70,16 +79,39 @@ class ChecklistItemInline(admin.TabularInline):
 class IncidentAdmin(GuardedModelAdmin):
     """Status and timestamps change only through the incident page's services."""
 
-    list_display = ["id", "title", "severity", "category", "status", "commander", "declared_at",
-                    "acknowledged_at", "resolved_at", "restricted"]
+    list_display = [
+        "id",
+        "title",
+        "severity",
+        "category",
+        "status",
+        "commander",
+        "declared_at",
+        "acknowledged_at",
+        "resolved_at",
+        "restricted",
+    ]
     list_filter = ["status", "severity", "category", "restricted"]
     search_fields = ["title", "summary", "channel_name", "alert_fingerprint"]
     date_hierarchy = "declared_at"
     list_select_related = ["severity", "commander"]
     autocomplete_fields = ["commander"]
-    readonly_fields = ["status", "severity", "declared_by", "acknowledged_by", "channel_name",
-                       "declared_at", "response_deadline", "acknowledged_at", "investigating_at",
-                       "mitigated_at", "resolved_at", "closed_at", "reopened_at", "updated_at"]
+    readonly_fields = [
+        "status",
+        "severity",
+        "declared_by",
+        "acknowledged_by",
+        "channel_name",
+        "declared_at",
+        "response_deadline",
+        "acknowledged_at",
+        "investigating_at",
+        "mitigated_at",
+        "resolved_at",
+        "closed_at",
+        "reopened_at",
+        "updated_at",
+    ]
     inlines = [ChecklistItemInline, TimelineEventInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

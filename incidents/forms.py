@@ -24,7 +24,7 @@ class ServicesField(forms.CharField):
 class DeclareForm(forms.Form):
     title = forms.CharField(max_length=200, help_text="Brief description: it names the channel")
     category = forms.ChoiceField(choices=Category.choices)
-    severity = forms.ModelChoiceField(queryset=Severity.objects.all(), empty_label=None)
+    severity = forms.ModelChoiceField(queryset=Severity.objects.all(), empty_label="Choose…")
     summary = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     impacted_services = ServicesField(
         required=False, max_length=500, help_text="Comma-separated, e.g. lotolink-backend, stripe"
@@ -68,6 +68,8 @@ class ChecklistForm(forms.Form):
 
 
 class DashboardFilterForm(forms.Form):
-    severity = forms.ModelChoiceField(queryset=Severity.objects.all(), required=False)
-    status = forms.ChoiceField(choices=[("", "any open")] + list(Status.choices), required=False)
-    category = forms.ChoiceField(choices=[("", "any")] + list(Category.choices), required=False)
+    severity = forms.ModelChoiceField(
+        queryset=Severity.objects.all(), required=False, empty_label="any"
+    )
+    status = forms.ChoiceField(choices=[("", "any open"), *list(Status.choices)], required=False)
+    category = forms.ChoiceField(choices=[("", "any"), *list(Category.choices)], required=False)

@@ -17,6 +17,7 @@ from functools import cache
 import redis
 import redis.asyncio as aredis
 from django.conf import settings
+from django.db import connections
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +130,6 @@ async def timeline_stream(
     finally:
         active_streams -= 1
         await waker.close()
+        # The stream may stay open for hours: do not keep its DB connection
+        # (render_since ran in this request's thread) past the stream's end.
+        await sync_to_async(connections.close_all)()

@@ -20,14 +20,34 @@ from .models import (
 )
 
 SEVERITIES = [
-    ("P0", "Critical", "Complete service outage, data loss, security breach",
-     timedelta(minutes=15), "Payment processing down, data breach"),
-    ("P1", "High", "Major functionality degraded, affecting many users",
-     timedelta(minutes=30), "Webhook failures > 50%, slow response times"),
-    ("P2", "Medium", "Minor functionality impacted, workaround available",
-     timedelta(hours=2), "Single banca integration down, minor errors"),
-    ("P3", "Low", "Cosmetic issues, planned maintenance",
-     timedelta(hours=24), "UI bugs, non-critical logging issues"),
+    (
+        "P0",
+        "Critical",
+        "Complete service outage, data loss, security breach",
+        timedelta(minutes=15),
+        "Payment processing down, data breach",
+    ),
+    (
+        "P1",
+        "High",
+        "Major functionality degraded, affecting many users",
+        timedelta(minutes=30),
+        "Webhook failures > 50%, slow response times",
+    ),
+    (
+        "P2",
+        "Medium",
+        "Minor functionality impacted, workaround available",
+        timedelta(hours=2),
+        "Single banca integration down, minor errors",
+    ),
+    (
+        "P3",
+        "Low",
+        "Cosmetic issues, planned maintenance",
+        timedelta(hours=24),
+        "UI bugs, non-critical logging issues",
+    ),
 ]
 
 # role, level, when to escalate (the runbook's words), always, severities,
@@ -35,47 +55,101 @@ SEVERITIES = [
 CONTACTS = [
     (EscalationRole.ON_CALL, 1, "First response", True, [], [], [], None),
     (EscalationRole.TECH_LEAD, 2, "P0/P1 incidents", False, ["P0", "P1"], [], [], None),
-    (EscalationRole.ENGINEERING_MANAGER, 3, "P0 incidents, extended outages", False, ["P0"], [],
-     [], timedelta(hours=2)),
-    (EscalationRole.CTO, 4, "Major security incidents, data loss", False, [],
-     [Category.SECURITY], ["security", "data_loss"], None),
-    (EscalationRole.LEGAL, 4, "Data breaches, regulatory issues", False, [], [],
-     ["data_breach", "regulatory"], None),
+    (
+        EscalationRole.ENGINEERING_MANAGER,
+        3,
+        "P0 incidents, extended outages",
+        False,
+        ["P0"],
+        [],
+        [],
+        timedelta(hours=2),
+    ),
+    (
+        EscalationRole.CTO,
+        4,
+        "Major security incidents, data loss",
+        False,
+        [],
+        [Category.SECURITY],
+        ["security", "data_loss"],
+        None,
+    ),
+    (
+        EscalationRole.LEGAL,
+        4,
+        "Data breaches, regulatory issues",
+        False,
+        [],
+        [],
+        ["data_breach", "regulatory"],
+        None,
+    ),
 ]
 
 CHECKLISTS = [
-    (ChecklistPhase.INITIAL, "Acknowledge the incident", None, [
-        "Check system health (API /health)",
-        "Check key metrics: error rates, response times, queue depth, database connections",
-    ]),
-    (ChecklistPhase.ASSESS, "Assess severity", None, [
-        "Determine number of affected users",
-        "Identify impacted services",
-        "Check payment processing status",
-        "Review recent deployments",
-    ]),
-    (ChecklistPhase.COMMUNICATION, "Start incident communication", None, [
-        "Create incident channel",
-        "Post initial status update",
-        "Notify relevant stakeholders",
-    ]),
-    (ChecklistPhase.POST_24H, "Immediate (within 24 hours)", timedelta(hours=24), [
-        "Confirm service is stable",
-        "Document timeline of events",
-        "Collect all relevant logs and metrics",
-        "Send initial incident report",
-    ]),
-    (ChecklistPhase.POST_3D, "Within 3 days", timedelta(days=3), [
-        "Complete root cause analysis (RCA)",
-        "Identify preventive measures",
-        "Create action items with owners",
-    ]),
-    (ChecklistPhase.POST_1W, "Within 1 week", timedelta(weeks=1), [
-        "Hold blameless post-mortem meeting",
-        "Document lessons learned",
-        "Update runbooks with new learnings",
-        "Implement quick wins",
-    ]),
+    (
+        ChecklistPhase.INITIAL,
+        "Acknowledge the incident",
+        None,
+        [
+            "Check system health (API /health)",
+            "Check key metrics: error rates, response times, queue depth, database connections",
+        ],
+    ),
+    (
+        ChecklistPhase.ASSESS,
+        "Assess severity",
+        None,
+        [
+            "Determine number of affected users",
+            "Identify impacted services",
+            "Check payment processing status",
+            "Review recent deployments",
+        ],
+    ),
+    (
+        ChecklistPhase.COMMUNICATION,
+        "Start incident communication",
+        None,
+        [
+            "Create incident channel",
+            "Post initial status update",
+            "Notify relevant stakeholders",
+        ],
+    ),
+    (
+        ChecklistPhase.POST_24H,
+        "Immediate (within 24 hours)",
+        timedelta(hours=24),
+        [
+            "Confirm service is stable",
+            "Document timeline of events",
+            "Collect all relevant logs and metrics",
+            "Send initial incident report",
+        ],
+    ),
+    (
+        ChecklistPhase.POST_3D,
+        "Within 3 days",
+        timedelta(days=3),
+        [
+            "Complete root cause analysis (RCA)",
+            "Identify preventive measures",
+            "Create action items with owners",
+        ],
+    ),
+    (
+        ChecklistPhase.POST_1W,
+        "Within 1 week",
+        timedelta(weeks=1),
+        [
+            "Hold blameless post-mortem meeting",
+            "Document lessons learned",
+            "Update runbooks with new learnings",
+            "Implement quick wins",
+        ],
+    ),
 ]
 
 RESPONDER_PERMISSIONS = ["add_incident", "change_incident", "view_incident"]
@@ -88,8 +162,13 @@ def seed_runbook() -> dict[str, int]:
     for order, (key, name, description, response, examples) in enumerate(SEVERITIES):
         _, made = Severity.objects.get_or_create(
             key=key,
-            defaults={"name": name, "description": description, "response_time": response,
-                      "examples": examples, "order": order},
+            defaults={
+                "name": name,
+                "description": description,
+                "response_time": response,
+                "examples": examples,
+                "order": order,
+            },
         )
         created["severities"] += made
     by_key = {s.key: s for s in Severity.objects.all()}
@@ -97,8 +176,13 @@ def seed_runbook() -> dict[str, int]:
         if EscalationContact.objects.filter(role=role).exists():
             continue
         contact = EscalationContact.objects.create(
-            role=role, name=f"{role.label} (to be assigned)", level=level, when_to_escalate=when,
-            always=always, categories=list(categories), flags=flags,
+            role=role,
+            name=f"{role.label} (to be assigned)",
+            level=level,
+            when_to_escalate=when,
+            always=always,
+            categories=list(categories),
+            flags=flags,
             extended_outage_after=outage,
         )
         contact.severities.set([by_key[k] for k in severities])

@@ -384,4 +384,3 @@ def set_checklist_item(
         )
     item.refresh_from_db()
     return event
-

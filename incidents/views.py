@@ -11,12 +11,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
-from django.forms import Form
 from django.db.models import QuerySet
+from django.forms import Form
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseNotFound,
     JsonResponse,
     StreamingHttpResponse,
 )
@@ -53,8 +55,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "open_incidents": open_incidents,
-        "recent_closed": incidents.filter(status__in=[Status.RESOLVED, Status.CLOSED])
-        .order_by("-resolved_at", "-pk")[:10],
+        "recent_closed": incidents.filter(status__in=[Status.RESOLVED, Status.CLOSED]).order_by(
+            "-resolved_at", "-pk"
+        )[:10],
         "query": request.GET.urlencode(),
     }
     if request.htmx:
@@ -64,7 +67,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def _filter_open(incidents: QuerySet[Incident], filters: dict[str, Any]) -> QuerySet[Incident]:
     status = filters.pop("status", None)
-    incidents = incidents.filter(status=status) if status else incidents.filter(status__in=OPEN_STATUSES)
+    incidents = (
+        incidents.filter(status=status) if status else incidents.filter(status__in=OPEN_STATUSES)
+    )
     return incidents.filter(**filters).order_by("severity__order", "declared_at")
 
 
@@ -76,7 +81,9 @@ def declare(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         incident = services.declare_incident(actor=request.user, **data)
-        messages.success(request, f"Incident #{incident.pk} declared. Channel: {incident.channel_name}")
+        messages.success(
+            request, f"Incident #{incident.pk} declared. Channel: {incident.channel_name}"
+        )
         return redirect(incident)
     context = {
         "form": form,
@@ -150,7 +157,12 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     from asgiref.sync import sync_to_async
 
     user = await request.auser()
-    incident = await sync_to_async(get_incident_for)(user, pk)
+    try:
+        incident = await sync_to_async(get_incident_for)(user, pk)
+    except Http404:
+        # Answered here, not by Django's 404 page: that page renders in a thread
+        # outside this request's, whose DB connection would outlive the request.
+        return HttpResponseNotFound("No such incident")
     try:
         after = max(
             int(request.headers.get("Last-Event-ID") or 0), int(request.GET.get("after") or 0)
@@ -261,7 +273,9 @@ def transition(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         pk,
         forms.TransitionForm,
-        lambda i, d: services.transition_incident(i, d["status"], actor=request.user, note=d["note"]),
+        lambda i, d: services.transition_incident(
+            i, d["status"], actor=request.user, note=d["note"]
+        ),
     )
 
 
@@ -281,7 +295,9 @@ def change_severity(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         pk,
         forms.SeverityForm,
-        lambda i, d: services.change_severity(i, d["severity"], actor=request.user, reason=d["reason"]),
+        lambda i, d: services.change_severity(
+            i, d["severity"], actor=request.user, reason=d["reason"]
+        ),
     )
 
 
@@ -298,7 +314,10 @@ def assign_commander(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def add_note(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
-        request, pk, forms.TextForm, lambda i, d: services.add_note(i, d["text"], actor=request.user)
+        request,
+        pk,
+        forms.TextForm,
+        lambda i, d: services.add_note(i, d["text"], actor=request.user),
     )
 
 

@@ -64,10 +64,35 @@ def run() -> int:
     python = sys.executable
     concurrency = os.environ.get("CELERY_CONCURRENCY", "2")
     commands = {
-        "web": [python, "-m", "uvicorn", "lotoops.asgi:application", "--host", host,
-                "--port", str(port), "--timeout-graceful-shutdown", "2", "--no-access-log"],
-        "worker": [python, "-m", "celery", "-A", "lotoops", "worker", "--loglevel", "INFO",
-                   "--concurrency", concurrency, "--hostname", "worker@%h"],
+        "web": [
+            python,
+            "-m",
+            "uvicorn",
+            "lotoops.asgi:application",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "2",
+            "--no-access-log",
+            "--lifespan",
+            "off",
+        ],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "lotoops",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            concurrency,
+            "--hostname",
+            "worker@%h",
+        ],
         "beat": [python, "-m", "celery", "-A", "lotoops", "beat", "--loglevel", "INFO"],
     }
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -83,11 +108,15 @@ def run() -> int:
         # Own process group: Ctrl-C reaches us once, and we stop each child in order.
         children[name] = subprocess.Popen(command, start_new_session=True)
     url = f"http://{host}:{port}/"
-    print(f"\nLotoOps is starting at {url} (database: {engine.rsplit('.', 1)[-1]}; "
-          f"web, worker and beat pids {', '.join(str(c.pid) for c in children.values())})")
+    print(
+        f"\nLotoOps is starting at {url} (database: {engine.rsplit('.', 1)[-1]}; "
+        f"web, worker and beat pids {', '.join(str(c.pid) for c in children.values())})"
+    )
     if password:
-        print(f'First start: created the admin user "admin" with password {password}\n'
-              "(shown only this once: change it in the admin at /admin/).")
+        print(
+            f'First start: created the admin user "admin" with password {password}\n'
+            "(shown only this once: change it in the admin at /admin/)."
+        )
     print("Press Ctrl-C to stop everything.\n", flush=True)
     code = 0
     while not stopping:

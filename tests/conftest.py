@@ -29,26 +29,33 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "")
+
+
 def redis_available() -> bool:
-    if not settings.REDIS_URL:
+    if not redis_url():
         return False
     import redis
 
     try:
-        return bool(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1).ping())
+        return bool(redis.Redis.from_url(redis_url(), socket_timeout=1).ping())
     except redis.RedisError:
         return False
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("postgres") and "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+    if (
+        item.get_closest_marker("postgres")
+        and "postgresql" not in settings.DATABASES["default"]["ENGINE"]
+    ):
         _missing("this test needs PostgreSQL: set DATABASE_URL=postgres://…")
     if item.get_closest_marker("redis") and not redis_available():
         _missing("this test needs Redis: set REDIS_URL=redis://… to a running server")
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:  # noqa: ANN001
+def _fast_password_hashing(settings) -> None:
     # Django's default hasher takes ~0.5 s per user on purpose; tests need no such cost.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -81,12 +88,12 @@ def viewer(runbook: None) -> factories.User:
 
 
 @pytest.fixture
-def incident(responder: factories.User):  # noqa: ANN201
+def incident(responder: factories.User):
     return factories.declare(actor=responder)
 
 
 @pytest.fixture
-def responder_client(client, responder):  # noqa: ANN001, ANN201
+def responder_client(client, responder):
     client.force_login(responder)
     return client
 

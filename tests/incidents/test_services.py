@@ -3,8 +3,7 @@ transaction and refuses what the incident's state does not allow."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import transaction
@@ -16,7 +15,7 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2026, 3, 7, 2, 58, tzinfo=dt_timezone.utc)
+T0 = datetime(2026, 3, 7, 2, 58, tzinfo=UTC)
 
 
 def kinds(incident: Incident) -> list[str]:
@@ -92,7 +91,13 @@ def test_the_whole_lifecycle_stamps_every_transition(incident, responder):
     for status in (Status.INVESTIGATING, Status.MITIGATED, Status.RESOLVED, Status.CLOSED):
         services.transition_incident(incident, status, actor=responder)
         assert incident.status == status
-    for field in ("acknowledged_at", "investigating_at", "mitigated_at", "resolved_at", "closed_at"):
+    for field in (
+        "acknowledged_at",
+        "investigating_at",
+        "mitigated_at",
+        "resolved_at",
+        "closed_at",
+    ):
         assert getattr(incident, field) is not None, field
     assert kinds(incident) == ["declared", "acknowledged", "status", "status", "status", "status"]
 
@@ -107,7 +112,9 @@ def test_the_whole_lifecycle_stamps_every_transition(incident, responder):
         (["ack"], "exploded", "Unknown status"),
     ],
 )
-def test_invalid_transitions_are_refused_with_a_clear_message(incident, responder, setup, target, message):
+def test_invalid_transitions_are_refused_with_a_clear_message(
+    incident, responder, setup, target, message
+):
     for step in setup:
         if step == "ack":
             services.acknowledge_incident(incident, actor=responder)
@@ -165,8 +172,10 @@ def test_a_restricted_incidents_commander_is_granted_access(responder, other_res
     incident = factories.declare(actor=responder, category="security", title="Intrusion")
     assert not other_responder.has_perm("incidents.view_incident", incident)
     services.assign_commander(incident, other_responder, actor=responder)
-    assert type(other_responder).objects.get(pk=other_responder.pk).has_perm(
-        "incidents.view_incident", incident
+    assert (
+        type(other_responder)
+        .objects.get(pk=other_responder.pk)
+        .has_perm("incidents.view_incident", incident)
     )
 
 
