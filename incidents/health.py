@@ -1,4 +1,7 @@
-"""What /healthz reports: database, broker, Redis (when configured) and workers."""
+"""What /healthz reports: database, broker, Redis (when configured) and workers.
+
+A missing worker degrades the service (checks cannot run) but the web still
+serves, so it does not fail the health check a load balancer acts on."""
 
 from __future__ import annotations
 
@@ -84,3 +87,14 @@ def run_checks() -> dict[str, dict[str, Any]]:
         "redis": _timed(check_redis),
         "worker": _timed(check_workers),
     }
+
+
+# Without these the site cannot serve or queue work: /healthz answers 503.
+CRITICAL = ("database", "broker", "redis")
+
+
+def overall_status(checks: dict[str, dict[str, Any]]) -> str:
+    """"error" when a critical dependency fails, "degraded" when no worker is up."""
+    if any(checks[name]["status"] not in ("ok", "not configured") for name in CRITICAL):
+        return "error"
+    return "ok" if checks["worker"]["status"] == "ok" else "degraded"

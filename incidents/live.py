@@ -103,7 +103,9 @@ async def timeline_stream(
     after: int,
     render_since: Callable[[int], tuple[list[tuple[int, str]], int]],
 ) -> AsyncIterator[str]:
-    """Yield SSE messages for events after `after`, forever, until the client goes.
+    """Yield SSE messages for events after `after` until the client goes, or for at
+    most SSE_MAX_DURATION: then the browser reconnects (with Last-Event-ID), which
+    recycles long-lived connections through proxies and deploys.
 
     `render_since(after)` runs in a worker thread (it touches the database and
     templates) and returns [(event_id, html), …] and the new last id.
@@ -117,8 +119,8 @@ async def timeline_stream(
         await waker.open()
         # Tell the browser's EventSource to retry quickly after a drop.
         yield "retry: 1000\n\n"
-        last_write = time.monotonic()
-        while True:
+        last_write = started = time.monotonic()
+        while time.monotonic() - started < settings.SSE_MAX_DURATION:
             messages, after = await sync_to_async(render_since)(after)
             if messages:
                 yield "".join(format_sse(eid, "timeline", html) for eid, html in messages)

@@ -20,7 +20,7 @@ def test_concurrent_acknowledges_give_one_acknowledgement(responder, other_respo
         barrier = threading.Barrier(2)
         outcomes: dict[str, str] = {}
 
-        def acknowledge(user, incident_id=incident.pk) -> None:  # noqa: ANN001
+        def acknowledge(user, incident_id=incident.pk, barrier=barrier, outcomes=outcomes):
             try:
                 mine = Incident.objects.get(pk=incident_id)
                 barrier.wait(timeout=5)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["poll", pytest.param("redis", marks=pytest.mark.redis)])
-def wake_mode(request, settings) -> str:  # noqa: ANN001
+def wake_mode(request, settings) -> str:
     """Streams woken by polling the database, or by Redis pub/sub (polling slowed
     down to 30 s so only Redis can make the 1 s deadline)."""
     if request.param == "redis":
@@ -34,7 +34,7 @@ def wake_mode(request, settings) -> str:  # noqa: ANN001
     return request.param
 
 
-def session_cookie(user) -> dict[str, str]:  # noqa: ANN001
+def session_cookie(user) -> dict[str, str]:
     client = Client()
     client.force_login(user)
     return {"sessionid": client.cookies["sessionid"].value}
@@ -59,7 +59,7 @@ def take(events: Iterator[dict[str, str]], n: int) -> list[dict[str, str]]:
     return [next(events) for _ in range(n)]
 
 
-def in_thread(fn, delay: float = 0.0) -> threading.Thread:  # noqa: ANN001
+def in_thread(fn, delay: float = 0.0) -> threading.Thread:
     """Run `fn` in another thread (its own DB connection, committed), like another browser."""
 
     def run() -> None:
@@ -74,7 +74,7 @@ def in_thread(fn, delay: float = 0.0) -> threading.Thread:  # noqa: ANN001
     return thread
 
 
-def open_stream(server, incident, cookies, **kwargs):  # noqa: ANN001, ANN201
+def open_stream(server, incident, cookies, **kwargs):
     url = f"{server.url}/incidents/{incident.pk}/stream/"
     return httpx.stream("GET", url, cookies=cookies, timeout=httpx.Timeout(5.0), **kwargs)
 
@@ -90,7 +90,7 @@ def test_the_stream_sends_what_came_after_the_given_id(asgi_server, wake_mode, r
         got = take(sse_events(response), 3)
     assert [int(e["id"]) for e in got] == [n.pk for n in notes]
     assert all(e["event"] == "timeline" for e in got)
-    assert 'id="event-%d"' % notes[0].pk in got[0]["data"]
+    assert f'id="event-{notes[0].pk}"' in got[0]["data"]
     assert "note 0" in got[0]["data"]
 
 

@@ -1,0 +1,83 @@
+"""/healthz: no login, JSON status of the database, broker, Redis and workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from diagnostics.models import WorkerHeartbeat
+from diagnostics.tasks import heartbeat
+from tests.conftest import redis_url
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_needs_no_login_and_reports_each_dependency(client, settings, tmp_path):
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = "filesystem://"
+    (tmp_path / "queue").mkdir()
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path / "queue")}
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"  # no worker has ever reported
+    checks = body["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["broker"] == {
+        "status": "ok",
+        "transport": "filesystem",
+        "ms": checks["broker"]["ms"],
+    }
+    assert checks["redis"]["status"] == "not configured"
+    assert checks["worker"]["status"] == "down"
+
+
+def test_a_worker_heartbeat_shows_the_worker_up_until_it_goes_stale(client, settings, tmp_path):
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = "filesystem://"
+    (tmp_path / "queue").mkdir()
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path / "queue")}
+    heartbeat(hostname="worker@test")
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["checks"]["worker"]["alive"] == ["worker@test"]
+    WorkerHeartbeat.objects.filter(hostname="worker@test").update(
+        seen_at=timezone.now() - timedelta(seconds=settings.WORKER_HEARTBEAT_MAX_AGE + 1)
+    )
+    assert client.get("/healthz").json()["checks"]["worker"]["status"] == "down"
+
+
+def test_a_missing_broker_folder_is_an_error_503(client, settings, tmp_path):
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path / "gone")}
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"]["status"] == "error"
+
+
+@pytest.mark.redis
+def test_healthz_pings_redis_when_configured(client, settings):
+    from incidents import live
+
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url()
+    live._redis.cache_clear()
+    checks = client.get("/healthz").json()["checks"]
+    assert checks["redis"]["status"] == "ok"
+    assert checks["broker"]["transport"] == "redis"
+
+
+def test_an_unreachable_redis_is_reported_without_its_password(client, settings):
+    from incidents import live
+
+    settings.REDIS_URL = "redis://:hunter2-secret@127.0.0.1:1/0"
+    live._redis.cache_clear()
+    try:
+        response = client.get("/healthz")
+    finally:
+        live._redis.cache_clear()
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"]["status"] == "error"
+    assert b"hunter2-secret" not in response.content
