@@ -94,7 +94,7 @@ CRITICAL = ("database", "broker", "redis")
 
 
 def overall_status(checks: dict[str, dict[str, Any]]) -> str:
-    """"error" when a critical dependency fails, "degraded" when no worker is up."""
+    """Error when a critical dependency fails, degraded when no worker is up."""
     if any(checks[name]["status"] not in ("ok", "not configured") for name in CRITICAL):
         return "error"
     return "ok" if checks["worker"]["status"] == "ok" else "degraded"
