@@ -1,6 +1,68 @@
-from django.contrib import admin
+from __future__ import annotations
 
-from .models import WorkerHeartbeat
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import CheckRun, Runbook, RunbookStep, Target, WorkerHeartbeat
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "url", "secret_env", "active"]
+    list_filter = ["kind", "active"]
+    search_fields = ["name", "url"]
+
+
+class RunbookStepInline(admin.TabularInline):
+    model = RunbookStep
+    extra = 0
+    fields = ["order", "key", "title", "kind", "probe", "target_kind"]
+    show_change_link = True
+
+
+@admin.register(Runbook)
+class RunbookAdmin(admin.ModelAdmin):
+    list_display = ["section", "title", "key", "order"]
+    inlines = [RunbookStepInline]
+
+
+@admin.register(RunbookStep)
+class RunbookStepAdmin(admin.ModelAdmin):
+    list_display = ["key", "title", "runbook", "kind", "probe", "target_kind", "available"]
+    list_filter = ["runbook", "kind", "target_kind"]
+    search_fields = ["key", "title", "probe", "command"]
+
+    @admin.display(boolean=True)
+    def available(self, obj: RunbookStep) -> bool:
+        return obj.available
+
+
+@admin.register(CheckRun)
+class CheckRunAdmin(admin.ModelAdmin):
+    """Read-only: runs are made from the incident page and by the workers."""
+
+    list_display = [
+        "id",
+        "incident",
+        "step",
+        "target_name",
+        "status",
+        "outcome",
+        "requested_by",
+        "queued_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "outcome", "step__runbook"]
+    search_fields = ["summary", "step__key", "target_name"]
+    list_select_related = ["incident", "step", "requested_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(WorkerHeartbeat)

@@ -1,9 +1,223 @@
-"""Runbooks, steps, targets and check runs arrive with the runbook engine; for now
-the workers' heartbeat, which /healthz reads to say whether a worker is up."""
+"""Runbooks as data, the targets their checks point at, and every check run."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
+
+
+class TargetKind(models.TextChoices):
+    HTTP = "http", "HTTP endpoint (API health)"
+    BANCA = "banca", "Banca endpoint"
+    POSTGRES = "postgres", "PostgreSQL"
+    REDIS = "redis", "Redis"
+    RABBITMQ = "rabbitmq", "RabbitMQ"
+    PROMETHEUS = "prometheus", "Prometheus"
+    KUBERNETES = "kubernetes", "Kubernetes"
+    STRIPE = "stripe", "Stripe"
+
+
+class Target(models.Model):
+    """Where checks point. The URL carries no password: the secret (password or
+    token) is read at run time from the environment variable named here."""
+
+    name = models.CharField(max_length=80, unique=True, help_text="e.g. lotolink-db")
+    kind = models.CharField(max_length=20, choices=TargetKind.choices)
+    url = models.CharField(
+        max_length=500,
+        help_text="Address without password, e.g. postgres://lotolink@db:5432/lotolink",
+    )
+    secret_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable holding the password or token",
+    )
+    options = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        parts = urlsplit(self.url)
+        if not parts.scheme:
+            raise ValidationError({"url": "Give a full URL with its scheme."})
+        if parts.password:
+            raise ValidationError(
+                {"url": "Do not put a password in the URL: name its environment variable."}
+            )
+        if self.secret_env and not self.secret_env.replace("_", "").isalnum():
+            raise ValidationError({"secret_env": "An environment variable name, like DB_PASSWORD."})
+
+    def secret(self) -> str:
+        return os.environ.get(self.secret_env, "") if self.secret_env else ""
+
+    def url_with_secret(self) -> str:
+        """The URL with the secret as its password (never store or print it)."""
+        secret = self.secret()
+        if not secret:
+            return self.url
+        parts = urlsplit(self.url)
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Runbook(models.Model):
+    """One procedure of the runbook (sections 1–6 and the command reference)."""
+
+    key = models.SlugField(max_length=40, unique=True)
+    title = models.CharField(max_length=120)
+    section = models.CharField(max_length=20, help_text="Runbook section: 1–6 or reference")
+    categories = models.JSONField(
+        default=list, blank=True, help_text="Incident categories this procedure is for"
+    )
+    symptoms = models.TextField(blank=True)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order"]
+
+    def __str__(self) -> str:
+        return f"{self.section}. {self.title}"
+
+
+class StepKind(models.TextChoices):
+    DIAGNOSTIC = "diagnostic", "Diagnostic"
+    ACTION = "action", "Resolution action"
+
+
+class RunbookStep(models.Model):
+    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
+    key = models.CharField(max_length=60, unique=True, help_text="Stable id, e.g. db.locks")
+    title = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=StepKind.choices)
+    probe = models.CharField(max_length=60, help_text="Probe name, e.g. postgres.locks")
+    target_kind = models.CharField(max_length=20, choices=TargetKind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    finds = models.JSONField(default=list, blank=True, help_text="Evidence keys it can find")
+    recommended_by = models.JSONField(
+        default=list, blank=True, help_text="Evidence keys that recommend this action"
+    )
+    every_target = models.BooleanField(
+        default=False, help_text="Run once per active target of its kind (e.g. every banca)"
+    )
+    command = models.TextField(blank=True, help_text="The runbook's command, for reference")
+    timeout_seconds = models.PositiveIntegerField(default=30)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["runbook__order", "order"]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.title}"
+
+    @property
+    def is_action(self) -> bool:
+        return self.kind == StepKind.ACTION
+
+    def probe_class(self) -> Any:
+        from .probes.base import get_probe
+
+        return get_probe(self.probe)
+
+    @property
+    def available(self) -> bool:
+        return self.probe_class() is not None
+
+    def clean(self) -> None:
+        from .probes.base import ProbeError, parse_params
+
+        probe = self.probe_class()
+        if probe is None:
+            return  # a probe to come: the page shows "not available yet"
+        if probe.target_kind != self.target_kind:
+            raise ValidationError({"target_kind": f"{self.probe} runs against {probe.target_kind}"})
+        try:
+            parse_params(probe.Params, self.params)
+        except ProbeError as exc:
+            raise ValidationError({"params": str(exc)}) from None
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class CheckRun(models.Model):
+    """One execution of a step for an incident."""
+
+    incident = models.ForeignKey(
+        "incidents.Incident", on_delete=models.CASCADE, related_name="check_runs"
+    )
+    step = models.ForeignKey(RunbookStep, on_delete=models.PROTECT, related_name="runs")
+    target = models.ForeignKey(Target, null=True, on_delete=models.SET_NULL, related_name="runs")
+    target_name = models.CharField(max_length=80, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    params = models.JSONField(default=dict, blank=True)
+    plan = models.TextField(blank=True, help_text="What an action said it would do, confirmed")
+    batch = models.CharField(max_length=40, blank=True, help_text="Run-all group")
+
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    outcome = models.CharField(max_length=10, blank=True)
+    summary = models.TextField(blank=True)
+    output = models.TextField(blank=True)
+    output_size = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    version = models.PositiveIntegerField(default=0, help_text="Bumped on every change")
+
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["incident", "-id"], name="checkrun_incident"),
+            models.Index(fields=["status", "heartbeat_at"], name="checkrun_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step.key} #{self.pk} ({self.status})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES
+
+    @property
+    def duration(self) -> Any:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
 
 
 class WorkerHeartbeat(models.Model):

@@ -49,6 +49,14 @@ def can_work(user: User, incident: Incident) -> bool:
     )
 
 
+def can_run_actions(user: User, incident: Incident) -> bool:
+    """Resolution actions change the platform: they need `incidents.run_actions`,
+    for all incidents or granted on this one."""
+    return can_work(user, incident) and (
+        user.has_perm("incidents.run_actions") or user.has_perm("incidents.run_actions", incident)
+    )
+
+
 def get_incident_for(user: User, pk: int, *, work: bool = False) -> Incident:
     """The incident if `user` may see it (404 otherwise, so its existence stays hidden);
     with `work=True` also require the right to change it (403)."""

@@ -93,22 +93,29 @@ class Waker:
             pass
 
 
-def format_sse(event_id: int, event: str, html: str) -> str:
+# (event id or None, event name, HTML payload)
+Message = tuple[int | None, str, str]
+
+
+def format_sse(event_id: int | None, event: str, html: str) -> str:
+    """One SSE message. Only timeline events carry an id: it is what a reconnect
+    resumes after; run-output updates are idempotent swaps and carry none."""
     lines = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
-    return f"id: {event_id}\nevent: {event}\n{lines}\n"
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\n{lines}\n"
 
 
 async def timeline_stream(
     incident_id: int,
     after: int,
-    render_since: Callable[[int], tuple[list[tuple[int, str]], int]],
+    render_since: Callable[[int], tuple[list[Message], int]],
 ) -> AsyncIterator[str]:
     """Yield SSE messages for events after `after` until the client goes, or for at
     most SSE_MAX_DURATION: then the browser reconnects (with Last-Event-ID), which
     recycles long-lived connections through proxies and deploys.
 
     `render_since(after)` runs in a worker thread (it touches the database and
-    templates) and returns [(event_id, html), …] and the new last id.
+    templates) and returns the messages and the new last event id.
     """
     from asgiref.sync import sync_to_async
 
@@ -123,7 +130,7 @@ async def timeline_stream(
         while time.monotonic() - started < settings.SSE_MAX_DURATION:
             messages, after = await sync_to_async(render_since)(after)
             if messages:
-                yield "".join(format_sse(eid, "timeline", html) for eid, html in messages)
+                yield "".join(format_sse(*message) for message in messages)
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= settings.SSE_KEEPALIVE:
                 yield ": keep-alive\n\n"

@@ -127,7 +127,10 @@ class Incident(models.Model):
 
     class Meta:
         ordering = ["-declared_at"]
-        permissions = [("view_restricted_incident", "Can view every restricted incident")]
+        permissions = [
+            ("view_restricted_incident", "Can view every restricted incident"),
+            ("run_actions", "Can run runbook resolution actions"),
+        ]
         indexes = [
             models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),
             models.Index(fields=["-resolved_at"], name="incident_resolved"),

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms import Form
 from django.http import (
     Http404,
@@ -23,7 +24,10 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from diagnostics.views import runbook_context
 
 from . import forms, health, live, services
 from .access import can_work, get_incident_for, visible_incidents
@@ -107,13 +111,17 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     events = list(
         incident.timeline.select_related("actor").order_by("-id")[: settings.TIMELINE_PAGE_SIZE]
     )
-    context = _detail_context(request, incident) | {
-        "events": events,
-        "last_event_id": events[0].pk if events else 0,
-        "earlier_before": events[-1].pk if len(events) == settings.TIMELINE_PAGE_SIZE else None,
-        "severities": Severity.objects.all(),
-        "users": forms.CommanderForm().fields["commander"].queryset,
-    }
+    context = (
+        _detail_context(request, incident)
+        | runbook_context(request, incident)
+        | {
+            "events": events,
+            "last_event_id": events[0].pk if events else 0,
+            "earlier_before": events[-1].pk if len(events) == settings.TIMELINE_PAGE_SIZE else None,
+            "severities": Severity.objects.all(),
+            "users": forms.CommanderForm().fields["commander"].queryset,
+        }
+    )
     return render(request, "incidents/detail.html", context)
 
 
@@ -169,42 +177,85 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError:
         return HttpResponseBadRequest("Last-Event-ID and after must be event ids")
 
-    def render_since(last: int) -> tuple[list[tuple[int, str]], int]:
-        return render_events_since(request, incident.pk, last)
-
     response = StreamingHttpResponse(
-        live.timeline_stream(incident.pk, after, render_since), content_type="text/event-stream"
+        live.timeline_stream(incident.pk, after, StreamRenderer(request, incident.pk)),
+        content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-def render_events_since(
-    request: HttpRequest, incident_id: int, after: int, limit: int = 200
-) -> tuple[list[tuple[int, str]], int]:
-    """Render the events after `after` as SSE payloads (with out-of-band header and
-    checklist updates where an event changed them)."""
-    events = list(
-        TimelineEvent.objects.filter(incident_id=incident_id, pk__gt=after)
-        .select_related("actor")
-        .order_by("id")[:limit]
-    )
-    if not events:
-        return [], after
-    incident = Incident.objects.select_related("severity", "commander").get(pk=incident_id)
-    messages_out = []
-    for index, event in enumerate(events):
-        context: dict[str, Any] = {"event": event, "incident": incident}
-        is_last = index == len(events) - 1
-        if is_last and any(e.kind in HEADER_KINDS for e in events):
-            context["oob_header"] = True
-            context["can_work"] = can_work(request.user, incident)
-        if event.kind == "checklist" and (item := _checklist_item(event)) is not None:
-            context["oob_item"] = item
-        html = render_to_string("incidents/partials/timeline_event.html", context, request)
-        messages_out.append((event.pk, html))
-    return messages_out, events[-1].pk
+class StreamRenderer:
+    """Renders what changed since the last call: new timeline events (with their id,
+    plus out-of-band header, checklist and runbook updates where an event changed
+    them) and the live output of check runs (id-less "run" messages)."""
+
+    CHECK_KINDS = {"check_run", "check_result", "action"}
+
+    def __init__(self, request: HttpRequest, incident_id: int) -> None:
+        self.request = request
+        self.incident_id = incident_id
+        self.run_versions: dict[int, int] = {}
+        self.checked_at = timezone.now() - timedelta(seconds=5)
+
+    def __call__(self, after: int, limit: int = 200) -> tuple[list[live.Message], int]:
+        events = list(
+            TimelineEvent.objects.filter(incident_id=self.incident_id, pk__gt=after)
+            .select_related("actor")
+            .order_by("id")[:limit]
+        )
+        out: list[live.Message] = []
+        incident = None
+        if events:
+            incident = Incident.objects.select_related("severity", "commander").get(
+                pk=self.incident_id
+            )
+            out += self._events(incident, events)
+            after = events[-1].pk
+        out += self._runs()
+        return out, after
+
+    def _events(self, incident: Incident, events: list[TimelineEvent]) -> list[live.Message]:
+        kinds = {e.kind for e in events}
+        out = []
+        for index, event in enumerate(events):
+            context: dict[str, Any] = {"event": event, "incident": incident}
+            if index == len(events) - 1:
+                if kinds & HEADER_KINDS:
+                    context |= {
+                        "oob_header": True,
+                        "can_work": can_work(self.request.user, incident),
+                    }
+                if kinds & self.CHECK_KINDS:
+                    context |= {"oob_runbook": True} | runbook_context(self.request, incident)
+            if event.kind == "checklist" and (item := _checklist_item(event)) is not None:
+                context["oob_item"] = item
+            html = render_to_string("incidents/partials/timeline_event.html", context, self.request)
+            out.append((event.pk, "timeline", html))
+        return out
+
+    def _runs(self) -> list[live.Message]:
+        from diagnostics.models import ACTIVE_RUN_STATUSES, CheckRun
+        from diagnostics.services import OUTPUT_PAGE_CAP
+
+        now = timezone.now()
+        runs = CheckRun.objects.filter(incident_id=self.incident_id).filter(
+            Q(status__in=ACTIVE_RUN_STATUSES) | Q(finished_at__gte=self.checked_at)
+        )
+        self.checked_at = now - timedelta(seconds=1)
+        changed = [
+            r
+            for r in runs.select_related("requested_by")
+            if self.run_versions.get(r.pk) != r.version
+        ]
+        out = []
+        for run in changed:
+            self.run_versions[run.pk] = run.version
+            context = {"run": run, "oob": True, "latest": True, "output_cap": OUTPUT_PAGE_CAP}
+            html = render_to_string("diagnostics/partials/run.html", context, self.request)
+            out.append((None, "run", html))
+        return out
 
 
 def _checklist_item(event: TimelineEvent) -> ChecklistItem | None:

@@ -149,6 +149,10 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "staticfiles")
 # WhiteNoise serves static files from the app itself (the embedded default has no
 # proxy); finders let tests and a fresh checkout work before collectstatic.
 WHITENOISE_USE_FINDERS = True
+try:  # WhiteNoise warns on every start while the folder does not exist yet
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -213,7 +217,13 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "diagnostics.tasks.heartbeat", "schedule": 15.0},
+    "reap-stale-check-runs": {"task": "diagnostics.tasks.reap_stale_runs", "schedule": 15.0},
 }
+# A running check whose worker sent no sign of life for its step's timeout plus
+# this grace (seconds) is retried (diagnostics) or failed (actions); a run queued
+# for longer than CHECK_RUN_REQUEUE_AFTER is sent to the broker again.
+CHECK_RUN_GRACE = env_float("CHECK_RUN_GRACE", 30.0)
+CHECK_RUN_REQUEUE_AFTER = env_float("CHECK_RUN_REQUEUE_AFTER", 300.0)
 # A worker is reported up in /healthz while its last heartbeat is this recent.
 WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 

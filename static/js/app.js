@@ -72,6 +72,7 @@
   }
   installSse();
   document.addEventListener("htmx:sseBeforeMessage", function (e) {
+    if (e.detail.type !== "timeline") return;  // run output: idempotent swaps, no id
     var id = parseInt(e.detail.lastEventId || "0", 10);
     if (id && (id <= lastSeen || document.getElementById("event-" + id))) {
       e.preventDefault();

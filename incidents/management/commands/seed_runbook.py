@@ -6,9 +6,11 @@ from incidents.seed import seed_runbook
 
 
 class Command(BaseCommand):
-    help = "Seed severities, escalation contacts, checklists and the Responders group (idempotent)."
+    help = "Seed severities, contacts, checklists, groups and the runbooks (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        created = seed_runbook()
+        from diagnostics.seed import seed_runbooks
+
+        created = seed_runbook() | seed_runbooks()
         summary = ", ".join(f"{n} {kind}" for kind, n in created.items())
         self.stdout.write(f"Runbook data seeded: created {summary}.")

@@ -1,0 +1,186 @@
+"""What every probe is: one small class per backend operation.
+
+A probe gets a Target (where to look, with its secret read from the
+environment), typed parameters, a timeout and an `emit` callback for output
+lines. `run()` returns a ProbeResult. Probes touch the platform, never our
+database; the task stores what they return.
+
+Errors: raise ProbeError for what retrying cannot fix (wrong password,
+connection refused, a malformed parameter, a missing object) and
+TransientProbeError for what may pass (a timeout while connecting, a
+server that is starting, a dropped connection). Anything else is a bug and
+is recorded as an error too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+
+class Outcome:
+    OK = "ok"
+    WARNING = "warning"
+    FAILING = "failing"
+    ERROR = "error"
+    ALL = (OK, WARNING, FAILING, ERROR)
+
+
+class ProbeError(Exception):
+    """A failure retrying cannot fix. The message is shown to the responder."""
+
+
+class TransientProbeError(ProbeError):
+    """A failure that may pass: the task retries with backoff."""
+
+
+class ProbeTimeout(ProbeError):
+    """The check did not finish within its timeout (recorded as timed out)."""
+
+
+@dataclass
+class ProbeResult:
+    outcome: str
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+    # Evidence key -> details, e.g. {"long_running_queries": {"pids": [4121, 4188]}}
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in Outcome.ALL:
+            raise ValueError(f"unknown outcome {self.outcome!r}")
+
+
+class TargetLike(Protocol):
+    """What a probe may know of a target (diagnostics.models.Target satisfies it)."""
+
+    name: str
+    kind: str
+    url: str
+    options: dict[str, Any]
+
+    def secret(self) -> str: ...
+
+    def url_with_secret(self) -> str: ...
+
+
+Emit = Callable[[str], None]
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+class Probe:
+    """Subclass, set the class attributes, define `Params` (a dataclass) and `run()`.
+
+    Actions also define `plan()`: the exact sentence of what they will do, shown
+    before the responder confirms ("terminate 7 connections idle for more than
+    30 min on lotolink-db").
+    """
+
+    name: ClassVar[str]
+    target_kind: ClassVar[str]
+    action: ClassVar[bool] = False
+    Params: ClassVar[type] = NoParams
+
+    def __init__(
+        self, target: TargetLike, params: Any, *, timeout: float, emit: Emit | None = None
+    ) -> None:
+        self.target = target
+        self.params = params
+        self.timeout = timeout
+        self.emit: Emit = emit or (lambda line: None)
+
+    @classmethod
+    def build(
+        cls,
+        target: TargetLike,
+        raw_params: dict[str, Any] | None,
+        *,
+        timeout: float,
+        emit: Emit | None = None,
+    ) -> Probe:
+        return cls(target, parse_params(cls.Params, raw_params or {}), timeout=timeout, emit=emit)
+
+    def run(self) -> ProbeResult:
+        raise NotImplementedError
+
+    def plan(self) -> str:
+        raise NotImplementedError(f"{self.name} is not an action")
+
+
+REGISTRY: dict[str, type[Probe]] = {}
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two probes named {cls.name}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_probe(name: str) -> type[Probe] | None:
+    """The probe class, or None when that probe is not implemented (yet)."""
+    from diagnostics import probes  # noqa: F401  (imports every backend module)
+
+    return REGISTRY.get(name)
+
+
+def parse_params(params_class: type, raw: dict[str, Any]) -> Any:
+    """Build the probe's typed params from a step's JSON, refusing unknown keys and
+    values of the wrong type with a clear ProbeError."""
+    if not isinstance(raw, dict):
+        raise ProbeError("parameters must be a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(params_class)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ProbeError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(params_class)
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        values[name] = _coerce(name, value, hints[name])
+    try:
+        return params_class(**values)
+    except TypeError as exc:
+        raise ProbeError(f"missing parameter: {exc}") from None
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(name, value, options[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ProbeError(f"parameter {name} must be a list")
+        return [_coerce(f"{name}[]", v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ProbeError(f"parameter {name} must be an object")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ProbeError(f"parameter {name} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProbeError(f"parameter {name} must be a whole number, not {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProbeError(f"parameter {name} must be a number, not {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ProbeError(f"parameter {name} must be text")
+        return value
+    return value

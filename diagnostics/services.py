@@ -1,0 +1,411 @@
+"""The runbook engine's state changes: ask for a check, confirm an action, record
+output and results, reap runs whose worker died. Each appends the incident's
+timeline through incidents.services in the same transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from incidents import live
+from incidents.models import EventKind, Incident
+from incidents.services import IncidentError, append_event
+
+from .models import (
+    ACTIVE_RUN_STATUSES,
+    CheckRun,
+    Runbook,
+    RunbookStep,
+    RunStatus,
+    StepKind,
+    Target,
+)
+from .probes.base import Probe, ProbeError, ProbeResult
+
+# The page shows this much of a run's output; the whole text (up to the store
+# cap) is downloadable.
+OUTPUT_PAGE_CAP = 16 * 1024
+OUTPUT_STORE_CAP = 2 * 1024 * 1024
+REDACTED = "•••"
+
+
+class CheckError(IncidentError):
+    """A check or action that cannot be run as asked; nothing was changed."""
+
+
+# --- secrets -------------------------------------------------------------------
+
+
+def known_secrets() -> list[str]:
+    """Every secret a probe could see: the values of the targets' environment
+    variables (and the passwords in our own service URLs)."""
+    names = set(Target.objects.exclude(secret_env="").values_list("secret_env", flat=True))
+    values = {os.environ.get(name, "") for name in names}
+    from urllib.parse import urlsplit
+
+    for url in (settings.DATABASE_URL, settings.REDIS_URL, settings.CELERY_BROKER_URL):
+        with contextlib.suppress(ValueError):
+            values.add(urlsplit(url).password or "")
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_json(value: Any, secrets: list[str]) -> Any:
+    if not secrets:
+        return value
+    return json.loads(redact(json.dumps(value), [json.dumps(s)[1:-1] for s in secrets]))
+
+
+# --- which steps for which incident ----------------------------------------------
+
+
+def runbooks_for(incident: Incident) -> list[Runbook]:
+    """The procedures for the incident's category first, then the general ones
+    (initial response, reference), then the rest."""
+    books = list(Runbook.objects.prefetch_related("steps"))
+
+    def rank(book: Runbook) -> tuple[int, int]:
+        if incident.category in book.categories:
+            return (0, book.order)
+        return (1 if not book.categories else 2, book.order)
+
+    return sorted(books, key=rank)
+
+
+def default_target(kind: str) -> Target | None:
+    return Target.objects.filter(kind=kind, active=True).order_by("name").first()
+
+
+def targets_for(step: RunbookStep, target: Target | None = None) -> list[Target]:
+    if target is not None:
+        if target.kind != step.target_kind or not target.active:
+            raise CheckError(f"{target.name} is not an active {step.get_target_kind_display()}.")
+        return [target]
+    if step.every_target:
+        found = list(Target.objects.filter(kind=step.target_kind, active=True).order_by("name"))
+    else:
+        found = [t for t in [default_target(step.target_kind)] if t is not None]
+    if not found:
+        raise CheckError(
+            f"No {step.get_target_kind_display()} target is configured: add one in the admin."
+        )
+    return found
+
+
+def evidence_found(incident: Incident) -> dict[str, dict[str, Any]]:
+    """Evidence keys found by the incident's finished diagnostics, latest first."""
+    found: dict[str, dict[str, Any]] = {}
+    runs = incident.check_runs.filter(status=RunStatus.SUCCEEDED).exclude(evidence={})
+    for run in runs.select_related("step").order_by("-id")[:200]:
+        for key, details in run.evidence.items():
+            found.setdefault(key, {"run": run.pk, "step": run.step.key, "details": details})
+    return found
+
+
+# --- asking for checks -------------------------------------------------------------
+
+
+def _probe_for(step: RunbookStep) -> type[Probe]:
+    probe = step.probe_class()
+    if probe is None:
+        raise CheckError(f"{step.key} is not available yet: its {step.probe} probe is to come.")
+    return probe
+
+
+def _enqueue(runs: list[CheckRun]) -> None:
+    from .tasks import run_check
+
+    def send() -> None:
+        for run in runs:
+            run_check.apply_async(
+                (run.pk,),
+                soft_time_limit=run.step.timeout_seconds + 5,
+                time_limit=run.step.timeout_seconds + 30,
+            )
+
+    transaction.on_commit(send)
+
+
+def request_check(
+    incident: Incident,
+    step: RunbookStep,
+    *,
+    actor: AbstractBaseUser,
+    target: Target | None = None,
+    batch: str = "",
+) -> list[CheckRun]:
+    """Queue a diagnostic (once per target for every-target steps)."""
+    if step.kind != StepKind.DIAGNOSTIC:
+        raise CheckError(f"{step.key} changes the platform: review and confirm it first.")
+    probe = _probe_for(step)
+    try:
+        probe.build(_any_target(step), step.params, timeout=step.timeout_seconds)
+    except ProbeError as exc:
+        raise CheckError(f"{step.key} has a malformed parameter: {exc}") from None
+    targets = targets_for(step, target)
+    with transaction.atomic():
+        runs = [
+            CheckRun.objects.create(
+                incident=incident,
+                step=step,
+                target=t,
+                target_name=t.name,
+                requested_by=actor,
+                params=step.params,
+                batch=batch,
+            )
+            for t in targets
+        ]
+        append_event(
+            incident,
+            EventKind.CHECK_RUN,
+            f"{_name(actor)} ran {step.key} ({step.title}) on {', '.join(t.name for t in targets)}",
+            actor=actor,
+            data={"step": step.key, "runs": [r.pk for r in runs]},
+        )
+        _enqueue(runs)
+    return runs
+
+
+def _any_target(step: RunbookStep) -> Target:
+    return Target(name="-", kind=step.target_kind, url="x://-")
+
+
+def run_all_diagnostics(
+    incident: Incident, runbook: Runbook, *, actor: AbstractBaseUser
+) -> list[CheckRun]:
+    """Every available diagnostic of one procedure, in parallel (one task each)."""
+    batch = uuid.uuid4().hex[:12]
+    runs: list[CheckRun] = []
+    skipped: list[str] = []
+    with transaction.atomic():
+        for step in runbook.steps.filter(kind=StepKind.DIAGNOSTIC).order_by("order"):
+            if not step.available:
+                skipped.append(f"{step.key} (not available yet)")
+                continue
+            try:
+                runs += request_check(incident, step, actor=actor, batch=batch)
+            except CheckError as exc:
+                skipped.append(f"{step.key} ({exc})")
+        if not runs:
+            raise CheckError("Nothing to run here: " + "; ".join(skipped))
+        if skipped:
+            append_event(
+                incident,
+                EventKind.CHECK_RUN,
+                f"Run all diagnostics of “{runbook.title}” skipped: " + "; ".join(skipped),
+                actor=actor,
+                data={"batch": batch, "skipped": skipped},
+            )
+    return runs
+
+
+# --- actions -----------------------------------------------------------------------
+
+
+def plan_action(step: RunbookStep, target: Target, params: dict[str, Any]) -> str:
+    """The exact sentence of what the action will do (may read the platform)."""
+    probe = _probe_for(step)
+    if step.kind != StepKind.ACTION:
+        raise CheckError(f"{step.key} is a diagnostic, not an action.")
+    try:
+        return probe.build(target, params, timeout=min(step.timeout_seconds, 15)).plan()
+    except ProbeError as exc:
+        raise CheckError(str(exc)) from None
+
+
+def run_action(
+    incident: Incident,
+    step: RunbookStep,
+    *,
+    actor: AbstractBaseUser,
+    target: Target,
+    params: dict[str, Any],
+    plan: str,
+) -> CheckRun:
+    """Queue a confirmed action; the confirmation and its plan go on the timeline."""
+    _probe_for(step)
+    if step.kind != StepKind.ACTION:
+        raise CheckError(f"{step.key} is a diagnostic, not an action.")
+    if not incident.is_open:
+        raise CheckError("The incident is not open: reopen it before changing the platform.")
+    with transaction.atomic():
+        run = CheckRun.objects.create(
+            incident=incident,
+            step=step,
+            target=target,
+            target_name=target.name,
+            requested_by=actor,
+            confirmed_by=actor,
+            params=params,
+            plan=plan,
+        )
+        append_event(
+            incident,
+            EventKind.ACTION,
+            f"{_name(actor)} confirmed {step.key}: {plan}",
+            actor=actor,
+            data={"step": step.key, "run": run.pk, "plan": plan, "params": params},
+        )
+        _enqueue([run])
+    return run
+
+
+# --- the worker side ------------------------------------------------------------------
+
+
+def claim(run_id: int, worker: str) -> bool:
+    """Take a queued run; a second delivery of the same task finds nothing to take."""
+    now = timezone.now()
+    return bool(
+        CheckRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker[:200],
+            attempts=F("attempts") + 1,
+            version=F("version") + 1,
+        )
+    )
+
+
+def append_output(run: CheckRun, text: str, secrets: list[str]) -> None:
+    """Add streamed output (redacted, capped) and wake the incident's streams."""
+    if not text:
+        return
+    text = redact(text, secrets)
+    room = max(0, OUTPUT_STORE_CAP - run.output_size)
+    stored = text[:room]
+    if len(stored) < len(text) and room > 0:
+        stored += "\n[output cut: over the storage cap]\n"
+    CheckRun.objects.filter(pk=run.pk).update(
+        output=Concat(F("output"), Value(stored)),
+        output_size=F("output_size") + len(text),
+        heartbeat_at=timezone.now(),
+        version=F("version") + 1,
+    )
+    run.output_size += len(text)
+    transaction.on_commit(lambda: live.publish(run.incident_id, 0))
+
+
+def heartbeat(run: CheckRun) -> None:
+    CheckRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
+
+
+def requeue(run: CheckRun, reason: str) -> bool:
+    """Put a running run back in the queue for a retry (after a transient error)."""
+    with transaction.atomic():
+        done = CheckRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=RunStatus.QUEUED, version=F("version") + 1
+        )
+        if done:
+            append_event(
+                run.incident,
+                EventKind.CHECK_RESULT,
+                f"{run.step.key} on {run.target_name}: {reason}; retrying",
+                data={"step": run.step.key, "run": run.pk, "status": "retrying"},
+            )
+    return bool(done)
+
+
+def finish_run(
+    run: CheckRun,
+    status: str,
+    *,
+    result: ProbeResult | None = None,
+    error: str = "",
+    secrets: list[str] | None = None,
+) -> bool:
+    """Record the final state (once) and put the result on the timeline."""
+    secrets = known_secrets() if secrets is None else secrets
+    now = timezone.now()
+    if result is not None:
+        outcome, summary = result.outcome, redact(result.summary, secrets)
+        data, evidence = redact_json(result.data, secrets), redact_json(result.evidence, secrets)
+    else:
+        outcome, summary, data, evidence = "error", redact(error, secrets), {}, {}
+    with transaction.atomic():
+        done = CheckRun.objects.filter(pk=run.pk, status__in=ACTIVE_RUN_STATUSES).update(
+            status=status,
+            outcome=outcome,
+            summary=summary[:2000],
+            result=data,
+            evidence=evidence,
+            finished_at=now,
+            version=F("version") + 1,
+        )
+        if not done:
+            return False
+        label = RunStatus(status).label.lower()
+        verb = "action" if run.step.kind == StepKind.ACTION else "check"
+        message = f"{run.step.key} on {run.target_name}: {summary}" if summary else ""
+        if status != RunStatus.SUCCEEDED:
+            message = f"{run.step.key} on {run.target_name} {label}: {summary}"
+        append_event(
+            run.incident,
+            EventKind.CHECK_RESULT,
+            message,
+            data={
+                "step": run.step.key,
+                "run": run.pk,
+                "status": status,
+                "outcome": outcome,
+                "evidence": sorted(evidence),
+                "kind": verb,
+            },
+        )
+    return True
+
+
+def reap_stale_runs(now: datetime | None = None, *, max_attempts: int = 2) -> list[int]:
+    """Runs whose worker died (no heartbeat past the step's timeout and a grace
+    period): retried once more if attempts remain, else failed. Queued runs whose
+    message was lost are sent again (the claim makes a double delivery harmless)."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.CHECK_RUN_GRACE)
+    reaped: list[int] = []
+    running = CheckRun.objects.filter(status=RunStatus.RUNNING).select_related("step", "incident")
+    for run in running:
+        limit = run.heartbeat_at + timedelta(seconds=run.step.timeout_seconds) + grace
+        if now < limit:
+            continue
+        if run.attempts < max_attempts and run.step.kind == StepKind.DIAGNOSTIC:
+            if requeue(run, f"worker {run.worker or '?'} lost mid-run"):
+                _enqueue([run])
+                reaped.append(run.pk)
+        elif finish_run(run, RunStatus.FAILED, error=f"worker {run.worker or '?'} lost mid-run"):
+            reaped.append(run.pk)
+    stale_queue = now - timedelta(seconds=settings.CHECK_RUN_REQUEUE_AFTER)
+    lost = list(
+        CheckRun.objects.filter(status=RunStatus.QUEUED, queued_at__lt=stale_queue).select_related(
+            "step"
+        )
+    )
+    if lost:
+        CheckRun.objects.filter(pk__in=[r.pk for r in lost]).update(queued_at=now)
+        _enqueue(lost)
+    return reaped
+
+
+def _name(user: AbstractBaseUser | None) -> str:
+    if user is None:
+        return "LotoOps"
+    return user.get_full_name() or user.get_username()  # type: ignore[attr-defined]

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "diagnostics"
+
+# Mounted under incidents/<int:pk>/ (every view gets the incident's pk).
+urlpatterns = [
+    path("steps/<str:key>/run/", views.run_step, name="run_step"),
+    path("steps/<str:key>/action/", views.action, name="action"),
+    path("runbooks/<slug:key>/run-all/", views.run_all, name="run_all"),
+    path("runs/<int:run_pk>/output.txt", views.run_output, name="run_output"),
+]
