@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,22 @@ from django.db import connection
 from tests import factories
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Tasks sent by the code under test go to a queue of this test session only: on
+# Redis when configured (a real worker started by a test consumes it), else to
+# an in-memory broker. Nothing reaches a queue some other worker reads.
+TEST_QUEUE = f"lotoops-test-{uuid.uuid4().hex[:8]}"
+
+
+def _configure_celery() -> None:
+    from lotoops.celery import app
+
+    app.conf.broker_url = os.environ.get("REDIS_URL") or "memory://"
+    app.conf.task_default_queue = TEST_QUEUE
+    app.conf.broker_transport_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
+_configure_celery()
 
 
 def _missing(reason: str) -> None:

@@ -1,0 +1,196 @@
+"""The runbook panel's buttons: who may press them, what HTMX and plain requests
+get back, and the review-then-confirm path of an action."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core import signing
+from guardian.shortcuts import assign_perm
+
+from diagnostics.models import CheckRun, RunbookStep, RunStatus, Target
+from diagnostics.tasks import run_check
+from diagnostics.views import ACTION_SIGNING_SALT
+from incidents.models import EventKind
+from tests import factories
+from tests.diagnostics.conftest import step
+
+pytestmark = pytest.mark.django_db
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def db_incident(responder, testbook, api_target):
+    return factories.declare(actor=responder, category="database", title="Slow checkout queries")
+
+
+@pytest.fixture
+def operator(responder):
+    """A responder who may also run actions."""
+    responder.user_permissions.add(Permission.objects.get(codename="run_actions"))
+    return type(responder).objects.get(pk=responder.pk)
+
+
+def base(incident) -> str:
+    return f"/incidents/{incident.pk}"
+
+
+def test_the_incident_page_shows_the_runbook_for_its_category(client, db_incident, responder):
+    client.force_login(responder)
+    page = client.get(base(db_incident) + "/").content.decode()
+    assert 'id="runbook"' in page
+    assert "Test procedure" in page and "Run all diagnostics" in page
+    assert "not available yet" in page  # test.soon: its probe is to come
+    assert "Review…" not in page  # ana may not run actions
+
+
+def test_run_a_step_by_htmx_and_by_plain_post(client, db_incident, responder):
+    client.force_login(responder)
+    response = client.post(base(db_incident) + "/steps/test.diag/run/", **HX)
+    assert response.status_code == 200 and b'id="runbook"' in response.content
+    assert b"queued" in response.content
+    response = client.post(base(db_incident) + "/steps/test.diag/run/")
+    assert response.status_code == 302
+    assert CheckRun.objects.filter(step__key="test.diag").count() == 2
+
+
+def test_run_all_from_the_page(client, db_incident, responder):
+    client.force_login(responder)
+    response = client.post(base(db_incident) + "/runbooks/testbook/run-all/", **HX)
+    assert response.status_code == 200
+    assert CheckRun.objects.count() == 2
+
+
+def test_bad_requests_are_clear_and_change_nothing(client, db_incident, responder):
+    client.force_login(responder)
+    soon = client.post(base(db_incident) + "/steps/test.soon/run/", **HX)
+    assert soon.status_code == 422 and b"not available yet" in soon.content
+    assert client.post(base(db_incident) + "/steps/no.such/run/").status_code == 404
+    assert client.get(base(db_incident) + "/steps/test.diag/run/").status_code == 405
+    act = client.post(base(db_incident) + "/steps/test.act/run/", **HX)
+    assert act.status_code == 422 and b"confirm it first" in act.content
+    assert not CheckRun.objects.exists()
+
+
+def test_a_viewer_and_an_outsider_cannot_run_anything(
+    client, db_incident, viewer, other_responder, responder
+):
+    client.force_login(viewer)
+    assert client.post(base(db_incident) + "/steps/test.diag/run/").status_code == 403
+    secret = factories.declare(actor=responder, category="security", title="Leak")
+    client.force_login(other_responder)
+    assert client.post(base(secret) + "/steps/test.diag/run/").status_code == 404
+    assert client.get(base(secret) + "/steps/test.act/action/").status_code == 404
+    assert not CheckRun.objects.exists()
+
+
+def test_an_action_needs_the_run_actions_permission(client, db_incident, responder):
+    client.force_login(responder)
+    response = client.get(base(db_incident) + "/steps/test.act/action/", **HX)
+    assert response.status_code == 422 and b"may not run actions" in response.content
+    assign_perm("incidents.run_actions", responder, db_incident)  # granted on this incident only
+    assert client.get(base(db_incident) + "/steps/test.act/action/", **HX).status_code == 200
+
+
+def test_review_then_confirm_an_action(client, db_incident, operator, api_target):
+    client.force_login(operator)
+    url = base(db_incident) + "/steps/test.act/action/"
+    form = client.get(url)
+    assert form.status_code == 200 and b"Show exactly what it will do" in form.content
+    review = client.post(url, {"stage": "review", "target": api_target.pk}, **HX)
+    assert b"This will <strong>restart 7 workers on lotolink-api</strong>" in review.content
+    assert not CheckRun.objects.exists()  # reviewing changes nothing
+    token = review.context["token"]
+    confirm = client.post(url, {"stage": "confirm", "token": token}, **HX)
+    assert confirm.status_code == 200 and b'id="runbook"' in confirm.content
+    run = CheckRun.objects.get()
+    assert (run.plan, run.confirmed_by, run.status) == (
+        "restart 7 workers on lotolink-api",
+        operator,
+        RunStatus.QUEUED,
+    )
+    assert db_incident.timeline.filter(kind=EventKind.ACTION).count() == 1
+    run_check.apply(args=(run.pk,))
+    run.refresh_from_db()
+    assert run.summary == "restarted 7 workers"
+
+
+@pytest.mark.parametrize("tamper", ["garbage", "other-incident", "other-step"])
+def test_a_forged_confirmation_is_refused(
+    client, db_incident, operator, api_target, responder, tamper
+):
+    client.force_login(operator)
+    payload = {
+        "target": api_target.pk,
+        "params": {},
+        "plan": "restart 7 workers",
+        "incident": db_incident.pk,
+        "step": "test.act",
+    }
+    if tamper == "other-incident":
+        payload["incident"] = factories.declare(actor=responder, title="Other").pk
+    if tamper == "other-step":
+        payload["step"] = "test.diag"
+    token = "garbage" if tamper == "garbage" else signing.dumps(payload, salt=ACTION_SIGNING_SALT)
+    response = client.post(
+        base(db_incident) + "/steps/test.act/action/", {"stage": "confirm", "token": token}, **HX
+    )
+    assert response.status_code == 422
+    assert not CheckRun.objects.exists()
+
+
+def test_an_expired_confirmation_is_refused(client, db_incident, operator, api_target, monkeypatch):
+    client.force_login(operator)
+    url = base(db_incident) + "/steps/test.act/action/"
+    token = client.post(url, {"stage": "review", "target": api_target.pk}).context["token"]
+    import time as time_module
+
+    real = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: real() + 3600)
+    response = client.post(url, {"stage": "confirm", "token": token}, follow=True)
+    assert b"confirmation expired" in response.content
+    assert not CheckRun.objects.exists()
+
+
+def test_terminate_query_offers_only_pids_a_diagnostic_found(
+    client, db_incident, operator, monkeypatch
+):
+    """db.terminate_query's pid is picked from db.slow_queries' evidence, never typed."""
+    monkeypatch.setenv("LOTOLINK_DB_PASSWORD", "x")
+    Target.objects.create(
+        name="lotolink-db", kind="postgres", url="postgres://postgres@127.0.0.1:1/x"
+    )
+    from diagnostics.seed import seed_runbooks
+
+    seed_runbooks()
+    db_incident.check_runs.create(
+        step=RunbookStep.objects.get(key="db.slow_queries"),
+        status=RunStatus.SUCCEEDED,
+        outcome="warning",
+        evidence={
+            "long_running_queries": {
+                "pids": [4121],
+                "queries": [{"pid": 4121, "seconds": 412, "query": "SELECT pg_sleep(600)"}],
+            }
+        },
+    )
+    client.force_login(operator)
+    url = base(db_incident) + "/steps/db.terminate_query/action/"
+    form = client.get(url)
+    assert form.status_code == 200
+    content = form.content.decode()
+    assert "pid 4121 (412 s): SELECT pg_sleep(600)" in content
+    target = Target.objects.get(name="lotolink-db")
+    bad = client.post(url, {"stage": "review", "target": target.pk, "pid": "999"})
+    assert bad.status_code == 422 and b"Select a valid choice" in bad.content
+    assert not CheckRun.objects.filter(step__key="db.terminate_query").exists()
+
+
+def test_output_download_follows_incident_access(client, db_incident, responder, other_responder):
+    secret = factories.declare(actor=responder, category="security", title="Leak")
+    run = secret.check_runs.create(step=step("diag"), output="hello")
+    client.force_login(other_responder)
+    assert client.get(f"{base(secret)}/runs/{run.pk}/output.txt").status_code == 404
+    assert client.get(f"{base(db_incident)}/runs/{run.pk}/output.txt").status_code == 404
+    client.force_login(responder)
+    assert client.get(f"{base(secret)}/runs/{run.pk}/output.txt").content == b"hello"
