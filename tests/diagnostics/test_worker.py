@@ -1,0 +1,93 @@
+"""Check runs on a real Celery worker over Redis: a worker killed mid-run never
+leaves its run "running"; the run is retried and finishes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from diagnostics import services
+from diagnostics.models import CheckRun, RunStatus
+from incidents.models import EventKind
+from tests import factories
+from tests.diagnostics.conftest import step
+from tests.diagnostics.worker import start_worker  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_real_worker_runs_checks_in_parallel_and_streams_output(
+    start_worker, responder, testbook, api_target
+):
+    incident = factories.declare(actor=responder, category="database", title="Slow queries")
+    diag = step("diag")
+    diag.params = {"lines": 10, "delay": 0.1}
+    diag.save()
+    start_worker(concurrency=2, include="tests.diagnostics.engine_probes")
+    started = time.monotonic()
+    runs = services.run_all_diagnostics(incident, testbook, actor=responder)
+    seen_partial = wait_for(
+        lambda: (
+            CheckRun.objects.filter(pk=runs[0].pk, status=RunStatus.RUNNING)
+            .exclude(output="")
+            .exists()
+            or CheckRun.objects.get(pk=runs[0].pk).status == RunStatus.SUCCEEDED
+        ),
+        10,
+        "output while running",
+    )
+    assert seen_partial
+    wait_for(
+        lambda: all(r.status == RunStatus.SUCCEEDED for r in CheckRun.objects.all()),
+        20,
+        "both runs",
+    )
+    assert time.monotonic() - started < 15
+    assert incident.timeline.filter(kind=EventKind.CHECK_RESULT).count() == 2
+
+
+def test_a_worker_killed_mid_run_leaves_no_run_running(
+    start_worker, responder, testbook, api_target, settings
+):
+    settings.CHECK_RUN_GRACE = 1
+    incident = factories.declare(actor=responder, category="database", title="OOM on the worker")
+    diag = step("diag")
+    diag.params = {"lines": 20, "delay": 0.1}
+    diag.timeout_seconds = 4
+    diag.save()
+    worker = start_worker(concurrency=1, include="tests.diagnostics.engine_probes")
+    (run,) = services.request_check(incident, diag, actor=responder)
+    wait_for(
+        lambda: (
+            CheckRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).exclude(output="").exists()
+        ),
+        10,
+        "the run to start",
+    )
+    worker.kill()
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING  # nobody knows yet ...
+    # ... until its heartbeat is older than the step's timeout plus the grace.
+    reaped = wait_for(lambda: services.reap_stale_runs(), 10, "the reaper to notice")
+    assert reaped == [run.pk]
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+    lost = incident.timeline.filter(kind=EventKind.CHECK_RESULT).last()
+    assert f"worker {worker.hostname} lost mid-run; retrying" in lost.message
+    # A fresh worker takes the retry and finishes it.
+    start_worker(concurrency=1, include="tests.diagnostics.engine_probes")
+    wait_for(lambda: CheckRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, 20, "the retry")
+    run.refresh_from_db()
+    assert run.attempts == 2
+    assert run.output.count("line 0") == 2  # both attempts' output, in order
