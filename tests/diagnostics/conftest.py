@@ -4,6 +4,7 @@ import pytest
 
 from diagnostics.models import Runbook, RunbookStep, Target
 from tests.diagnostics import engine_probes  # noqa: F401  (registers test.echo, test.restart)
+from tests.diagnostics.worker import start_worker  # noqa: F401  (fixture)
 
 TOKEN = "tok-9f8e7d6c5b4a-secret"
 

@@ -12,7 +12,6 @@ from diagnostics.models import CheckRun, RunStatus
 from incidents.models import EventKind
 from tests import factories
 from tests.diagnostics.conftest import step
-from tests.diagnostics.worker import start_worker  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
