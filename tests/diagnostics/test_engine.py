@@ -218,7 +218,9 @@ def test_an_action_whose_worker_died_is_never_retried(db_incident, responder, ap
     assert run.status == RunStatus.FAILED and run.attempts == 1
 
 
-def test_known_secrets_never_reach_output_results_timeline_or_logs(db_incident, responder, caplog):
+def test_known_secrets_never_reach_output_results_timeline_pages_or_logs(
+    db_incident, responder, caplog, client, rf
+):
     diag = step("diag")
     diag.params = {"leak_secret": True, "lines": 1}
     diag.save()
@@ -236,6 +238,16 @@ def test_known_secrets_never_reach_output_results_timeline_or_logs(db_incident, 
     )
     assert TOKEN not in stored
     assert TOKEN not in caplog.text
+    client.force_login(responder)
+    assert TOKEN not in client.get(db_incident.get_absolute_url()).content.decode()
+    download = client.get(f"/incidents/{db_incident.pk}/runs/{run.pk}/output.txt")
+    assert download.status_code == 200 and TOKEN not in download.content.decode()
+    from incidents.views import StreamRenderer
+
+    request = rf.get("/")
+    request.user = responder
+    messages, _ = StreamRenderer(request, db_incident.pk)(0)
+    assert messages and TOKEN not in json.dumps(messages)
 
 
 def test_output_is_capped_on_the_page_and_downloadable_whole(db_incident, responder, client):

@@ -90,3 +90,57 @@ def test_a_worker_killed_mid_run_leaves_no_run_running(
     run.refresh_from_db()
     assert run.attempts == 2
     assert run.output.count("line 0") == 2  # both attempts' output, in order
+
+
+def test_run_output_reaches_the_open_page_within_a_second(
+    start_worker, asgi_server, responder, testbook, api_target
+):
+    """The worker writes output lines; the incident's SSE stream (woken by Redis)
+    delivers each within 1 s of the worker flushing it."""
+    import httpx
+    from django.utils import timezone
+
+    from tests.incidents.test_stream import session_cookie
+
+    incident = factories.declare(actor=responder, category="database", title="Live output")
+    diag = step("diag")
+    diag.params = {"lines": 6, "delay": 0.5}
+    diag.save()
+    start_worker(concurrency=1, include="tests.diagnostics.engine_probes")
+    last = incident.timeline.last().pk
+    url = f"{asgi_server.url}/incidents/{incident.pk}/stream/"
+    lags: list[float] = []
+    with httpx.stream(
+        "GET", url, params={"after": last}, cookies=session_cookie(responder), timeout=10
+    ) as response:
+        events = sse_events_any(response)
+        (run,) = services.request_check(incident, diag, actor=responder)
+        seen = 0
+        for event in events:
+            if event.get("event") != "run" or f'id="run-{run.pk}"' not in event["data"]:
+                continue
+            count = event["data"].count("line ")
+            if count > seen:
+                seen = count
+                flushed = CheckRun.objects.get(pk=run.pk).heartbeat_at
+                lags.append((timezone.now() - flushed).total_seconds())
+            if seen >= 6:
+                break
+    assert seen == 6
+    assert max(lags) < 1.0, lags
+
+
+def sse_events_any(response):
+    """Like sse_events, but also yields id-less messages (run output)."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if event:
+                yield event
+            event = {}
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        event[field] = event[field] + "\n" + value if field in event else value
