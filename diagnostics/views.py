@@ -41,7 +41,8 @@ def runbook_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
         "runbooks": [
             {
                 "book": book,
-                "matches": incident.category in book.categories or not book.categories,
+                # Open: the procedure for this category, and the initial response.
+                "matches": incident.category in book.categories or book.section == "1",
                 "steps": [
                     {
                         "step": step,

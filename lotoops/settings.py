@@ -7,6 +7,7 @@ no Redis (SSE streams poll the database).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -149,10 +150,9 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "staticfiles")
 # WhiteNoise serves static files from the app itself (the embedded default has no
 # proxy); finders let tests and a fresh checkout work before collectstatic.
 WHITENOISE_USE_FINDERS = True
-try:  # WhiteNoise warns on every start while the folder does not exist yet
+# WhiteNoise warns on every start while the folder does not exist yet.
+with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-except OSError:
-    pass
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
