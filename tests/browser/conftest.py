@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import _missing
+from tests.diagnostics.worker import start_worker  # noqa: F401  (fixture)
 
 CHROMIUM_ARGS = [
     "--headless",
