@@ -214,9 +214,8 @@ def main() -> None:
     for name, values in (("Run -> first output", first_output), ("Run -> result", result)):
         print(f"{name:<24}{pct(values, 0.5):>10.1f}{pct(values, 0.95):>10.1f}{max(values):>10.1f}")
     print(f"\n'Run all diagnostics' (median of {args.repeats})")
-    print(
-        f"{'procedure':<12}{'steps':>6}{'wall ms':>10}{'sum ms':>10}{'slowest ms':>12}{'wall/slowest':>14}"
-    )
+    head = ("procedure", "steps", "wall ms", "sum ms", "slowest ms", "wall/slowest")
+    print(f"{head[0]:<12}{head[1]:>6}{head[2]:>10}{head[3]:>10}{head[4]:>12}{head[5]:>14}")
     for key, count, wall, total, slow in rows:
         print(f"{key:<12}{count:>6}{wall:>10.0f}{total:>10.0f}{slow:>12.0f}{wall / slow:>14.2f}")
 
