@@ -194,3 +194,85 @@ def test_output_download_follows_incident_access(client, db_incident, responder,
     assert client.get(f"{base(db_incident)}/runs/{run.pk}/output.txt").status_code == 404
     client.force_login(responder)
     assert client.get(f"{base(secret)}/runs/{run.pk}/output.txt").content == b"hello"
+
+
+@pytest.fixture
+def admin_client(client, runbook):
+    user = factories.UserFactory(username="root", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/diagnostics/target/",
+        "/admin/diagnostics/target/add/",
+        "/admin/diagnostics/runbook/",
+        "/admin/diagnostics/runbookstep/?kind__exact=action&q=postgres",
+        "/admin/diagnostics/checkrun/?status__exact=failed",
+    ],
+)
+def test_admins_maintain_runbooks_and_targets(admin_client, path):
+    from diagnostics.seed import seed_runbooks
+
+    seed_runbooks()
+    assert admin_client.get(path).status_code == 200
+
+
+def test_a_target_url_with_a_password_is_refused_in_admin(admin_client):
+    response = admin_client.post(
+        "/admin/diagnostics/target/add/",
+        {
+            "name": "lotolink-db",
+            "kind": "postgres",
+            "url": "postgres://lotolink:hunter2@db:5432/x",
+            "secret_env": "",
+            "options": "{}",
+            "active": "on",
+        },
+    )
+    assert response.status_code == 200
+    assert b"Do not put a password in the URL" in response.content
+    assert not Target.objects.exists()
+    ok = admin_client.post(
+        "/admin/diagnostics/target/add/",
+        {
+            "name": "lotolink-db",
+            "kind": "postgres",
+            "url": "postgres://lotolink@db:5432/x",
+            "secret_env": "LOTOLINK_DB_PASSWORD",
+            "options": "{}",
+            "active": "on",
+        },
+    )
+    assert ok.status_code == 302
+    assert Target.objects.get().secret_env == "LOTOLINK_DB_PASSWORD"
+
+
+def test_a_step_with_a_malformed_parameter_is_refused_in_admin(admin_client):
+    from diagnostics.seed import seed_runbooks
+
+    seed_runbooks()
+    step_ = RunbookStep.objects.get(key="db.slow_queries")
+    response = admin_client.post(
+        f"/admin/diagnostics/runbookstep/{step_.pk}/change/",
+        {
+            "runbook": step_.runbook_id,
+            "key": step_.key,
+            "title": step_.title,
+            "kind": step_.kind,
+            "probe": step_.probe,
+            "target_kind": step_.target_kind,
+            "params": '{"min_seconds": "soon"}',
+            "finds": "[]",
+            "recommended_by": "[]",
+            "command": "",
+            "timeout_seconds": 30,
+            "order": 1,
+        },
+    )
+    assert response.status_code == 200
+    assert b"min_seconds must be a whole number" in response.content
+    step_.refresh_from_db()
+    assert step_.params == {"min_seconds": 300}
