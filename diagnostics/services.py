@@ -80,7 +80,7 @@ def redact_json(value: Any, secrets: list[str]) -> Any:
 def runbooks_for(incident: Incident) -> list[Runbook]:
     """The procedures for the incident's category first, then the general ones
     (initial response, reference), then the rest."""
-    books = list(Runbook.objects.prefetch_related("steps"))
+    books = list(Runbook.objects.all())
 
     def rank(book: Runbook) -> tuple[int, int]:
         if incident.category in book.categories:
@@ -110,11 +110,22 @@ def targets_for(step: RunbookStep, target: Target | None = None) -> list[Target]
     return found
 
 
-def evidence_found(incident: Incident) -> dict[str, dict[str, Any]]:
-    """Evidence keys found by the incident's finished diagnostics, latest first."""
+def evidence_found(
+    incident: Incident, runs: Iterable[CheckRun] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Evidence keys found by the incident's finished diagnostics, latest first
+    (from `runs`, newest first, when the caller already has them)."""
     found: dict[str, dict[str, Any]] = {}
-    runs = incident.check_runs.filter(status=RunStatus.SUCCEEDED).exclude(evidence={})
-    for run in runs.select_related("step").order_by("-id")[:200]:
+    if runs is None:
+        runs = (
+            incident.check_runs.filter(status=RunStatus.SUCCEEDED)
+            .exclude(evidence={})
+            .select_related("step")
+            .order_by("-id")[:200]
+        )
+    for run in runs:
+        if run.status != RunStatus.SUCCEEDED:
+            continue
         for key, details in run.evidence.items():
             found.setdefault(key, {"run": run.pk, "step": run.step.key, "details": details})
     return found

@@ -9,5 +9,6 @@ urlpatterns = [
     path("steps/<str:key>/run/", views.run_step, name="run_step"),
     path("steps/<str:key>/action/", views.action, name="action"),
     path("runbooks/<slug:key>/run-all/", views.run_all, name="run_all"),
+    path("runbooks/<slug:key>/", views.procedure, name="procedure"),
     path("runs/<int:run_pk>/output.txt", views.run_output, name="run_output"),
 ]

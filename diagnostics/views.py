@@ -22,36 +22,37 @@ ACTION_SIGNING_SALT = "lotoops.action-confirmation"
 CONFIRMATION_MAX_AGE = 600  # seconds between "review" and "confirm"
 
 
-def runbook_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
-    """Everything the runbook panel shows, in a fixed number of queries."""
+def runbook_context(
+    request: HttpRequest, incident: Incident, *, expand: str | None = None
+) -> dict[str, Any]:
+    """Everything the runbook panel shows, in a fixed number of queries.
+
+    Procedures are expanded (their steps rendered) when they are for the
+    incident's category, the initial response, one the responder asked for, or
+    one with runs on this incident; the others load when opened."""
     runbooks = services.runbooks_for(incident)
+    runs = list(incident.check_runs.select_related("requested_by", "step").order_by("-id")[:300])
     latest: dict[int, list[CheckRun]] = {}
-    for run in incident.check_runs.select_related("requested_by").order_by("-id")[:300]:
-        runs = latest.setdefault(run.step_id, [])
-        if len(runs) < 3:
-            runs.append(run)
-    evidence = services.evidence_found(incident)
-    recommended = {
-        step.pk
+    for run in runs:
+        kept = latest.setdefault(run.step_id, [])
+        if len(kept) < 3:
+            kept.append(run)
+    evidence = services.evidence_found(incident, runs)
+    expanded = {run.step.runbook_id for run in runs} | {
+        book.pk
         for book in runbooks
-        for step in book.steps.all()
-        if step.kind == StepKind.ACTION and set(step.recommended_by) & set(evidence)
+        if incident.category in book.categories or book.section == "1" or book.key == expand
     }
+    steps: dict[int, list[RunbookStep]] = {}
+    for step in RunbookStep.objects.filter(runbook_id__in=expanded).order_by("order"):
+        steps.setdefault(step.runbook_id, []).append(step)
     return {
         "runbooks": [
             {
                 "book": book,
-                # Open: the procedure for this category, and the initial response.
-                "matches": incident.category in book.categories or book.section == "1",
-                "steps": [
-                    {
-                        "step": step,
-                        "runs": latest.get(step.pk, []),
-                        "recommended": step.pk in recommended,
-                        "because": sorted(set(step.recommended_by) & set(evidence)),
-                    }
-                    for step in book.steps.all()
-                ],
+                "steps": _step_rows(steps.get(book.pk, []), latest, evidence)
+                if book.pk in expanded
+                else None,
             }
             for book in runbooks
         ],
@@ -60,6 +61,34 @@ def runbook_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
         "can_act": can_run_actions(request.user, incident),
         "output_cap": services.OUTPUT_PAGE_CAP,
     }
+
+
+def _step_rows(
+    steps: list[RunbookStep], latest: dict[int, list[CheckRun]], evidence: dict[str, Any]
+) -> list[dict[str, Any]]:
+    rows = []
+    for step in steps:
+        because = sorted(set(step.recommended_by) & set(evidence))
+        recommended = step.kind == StepKind.ACTION and bool(because)
+        rows.append(
+            {
+                "step": step,
+                "runs": latest.get(step.pk, []),
+                "recommended": recommended,
+                "because": because,
+            }
+        )
+    return rows
+
+
+@require_GET
+def procedure(request: HttpRequest, pk: int, key: str) -> HttpResponse:
+    """One procedure's steps, loaded when a collapsed procedure is opened."""
+    incident = get_incident_for(request.user, pk)
+    get_object_or_404(Runbook, key=key)
+    context = {"incident": incident} | runbook_context(request, incident, expand=key)
+    entry = next(e for e in context["runbooks"] if e["book"].key == key)
+    return render(request, "diagnostics/partials/steps.html", context | {"entry": entry})
 
 
 def _panel(request: HttpRequest, incident: Incident) -> HttpResponse:

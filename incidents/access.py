@@ -61,7 +61,9 @@ def get_incident_for(user: User, pk: int, *, work: bool = False) -> Incident:
     """The incident if `user` may see it (404 otherwise, so its existence stays hidden);
     with `work=True` also require the right to change it (403)."""
     try:
-        incident = Incident.objects.select_related("severity", "commander").get(pk=pk)
+        incident = Incident.objects.select_related("severity", "commander", "declared_by").get(
+            pk=pk
+        )
     except Incident.DoesNotExist:
         raise Http404("No such incident") from None
     if not can_view(user, incident):

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
 from django.db.models import Q, QuerySet
 from django.forms import Form
 from django.http import (
@@ -25,6 +26,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from diagnostics.views import runbook_context
@@ -99,8 +101,6 @@ def declare(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def channel_preview(request: HttpRequest) -> HttpResponse:
-    from django.utils import timezone
-
     name = channel_name_for(request.GET.get("title", "")[:200], timezone.now())
     return render(request, "incidents/declare.html#channel", {"channel_name": name})
 
@@ -113,9 +113,10 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = (
         _detail_context(request, incident)
-        | runbook_context(request, incident)
+        | runbook_context(request, incident, expand=request.GET.get("procedure"))
         | {
             "events": events,
+            "event_html": rendered_events(events),
             "last_event_id": events[0].pk if events else 0,
             "earlier_before": events[-1].pk if len(events) == settings.TIMELINE_PAGE_SIZE else None,
             "severities": Severity.objects.all(),
@@ -125,8 +126,26 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "incidents/detail.html", context)
 
 
+def rendered_events(events: list[TimelineEvent]) -> list[str]:
+    """Each event's HTML. Events never change (append-only), so their rendering is
+    cached by id: a long timeline costs one cache read, not a template per event."""
+    keys = {event.pk: f"timeline-event:v1:{event.pk}" for event in events}
+    cached = cache.get_many(list(keys.values()))
+    fresh = {}
+    html = []
+    for event in events:
+        piece = cached.get(keys[event.pk])
+        if piece is None:
+            piece = render_to_string("incidents/partials/timeline_event.html", {"event": event})
+            fresh[keys[event.pk]] = piece
+        html.append(mark_safe(piece))  # noqa: S308  (our own rendered, escaped template)
+    if fresh:
+        cache.set_many(fresh, timeout=24 * 3600)
+    return html
+
+
 def _detail_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
-    items = list(incident.checklist.all())
+    items = list(incident.checklist.select_related("done_by"))
     phases = [
         (label, [item for item in items if item.phase == phase])
         for phase, label in ChecklistPhase.choices
@@ -153,6 +172,7 @@ def timeline_page(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "incident": incident,
         "events": events,
+        "event_html": rendered_events(events),
         "earlier_before": events[-1].pk if len(events) == size else None,
     }
     return render(request, "incidents/partials/timeline_page.html", context)

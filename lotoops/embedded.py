@@ -4,6 +4,7 @@ Ctrl-C. Also `test`, which runs the suite."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -14,8 +15,17 @@ import time
 from pathlib import Path
 
 
+def prepare() -> int:
+    """Migrate and seed (in a child process: the supervisor itself never loads
+    Django, which keeps the embedded run's memory down); the last line printed
+    is JSON with the database engine and, on first start, the admin password."""
+    engine, password = _prepare()
+    print(json.dumps({"engine": engine, "password": password}), flush=True)
+    return 0
+
+
 def _prepare() -> tuple[str, str | None]:
-    """Migrate and seed; return the URL and, on first start, the admin password."""
+    """Migrate and seed; return the database engine and, on first start, the admin password."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotoops.settings")
     import django
 
@@ -60,8 +70,17 @@ def run() -> int:
     if not _port_free(host, port):
         print(f"Port {port} on {host} is in use: stop what uses it or set PORT.", file=sys.stderr)
         return 2
-    engine, password = _prepare()
     python = sys.executable
+    prepared = subprocess.run(
+        [python, "-m", "lotoops.embedded", "prepare"], stdout=subprocess.PIPE, text=True
+    )
+    if prepared.returncode != 0:
+        print("Preparing the database failed (see above).", file=sys.stderr)
+        return prepared.returncode
+    *log, last = prepared.stdout.strip().splitlines() or ["{}"]
+    print("\n".join(log))
+    state = json.loads(last)
+    engine, password = state["engine"], state["password"]
     concurrency = os.environ.get("CELERY_CONCURRENCY", "2")
     commands = {
         "web": [
@@ -152,6 +171,8 @@ def test(args: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "run":
         return run()
+    if argv and argv[0] == "prepare":
+        return prepare()
     if argv and argv[0] == "test":
         return test(argv[1:])
     print("usage: python3 lotoops/cli.py run|test [pytest args]", file=sys.stderr)

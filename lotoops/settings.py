@@ -121,6 +121,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+    if env_bool("DATABASE_POOL", True):
+        # Under ASGI, Django's persistent connections are off: a pool keeps a few
+        # connections open instead of connecting on every request (~3.5 ms here).
+        DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 10, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
@@ -232,7 +236,7 @@ WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 SSE_POLL_INTERVAL = env_float("SSE_POLL_INTERVAL", 0.25)
 SSE_KEEPALIVE = env_float("SSE_KEEPALIVE", 15.0)
 SSE_MAX_DURATION = env_float("SSE_MAX_DURATION", 300.0)
-TIMELINE_PAGE_SIZE = 100
+TIMELINE_PAGE_SIZE = 50
 
 LOGGING = {
     "version": 1,
