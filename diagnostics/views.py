@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from incidents.access import can_run_actions, can_work, get_incident_for
+from incidents.htmx import htmx_error
 from incidents.models import Incident
 
 from . import services
@@ -98,10 +99,7 @@ def _panel(request: HttpRequest, incident: Incident) -> HttpResponse:
 
 def _refuse(request: HttpRequest, incident: Incident, error: str) -> HttpResponse:
     if request.htmx:
-        response = render(request, "partials/flash.html", {"error": error}, status=422)
-        response["HX-Retarget"] = "#flash"
-        response["HX-Reswap"] = "innerHTML"
-        return response
+        return htmx_error(request, error)
     messages.error(request, error)
     return redirect(incident)
 

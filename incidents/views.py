@@ -33,6 +33,7 @@ from diagnostics.views import runbook_context
 
 from . import forms, health, live, services
 from .access import can_work, get_incident_for, visible_incidents
+from .htmx import htmx_error
 from .models import (
     OPEN_STATUSES,
     ChecklistItem,
@@ -305,7 +306,7 @@ def _act(
         error = _form_error(form)
     if request.htmx:
         if error:
-            return _htmx_error(request, error)
+            return htmx_error(request, error)
         incident.refresh_from_db()
         context = _detail_context(request, incident)
         return render(request, "incidents/partials/header.html", context)
@@ -321,13 +322,6 @@ def _form_error(form: Form) -> str:
         label = (field.label or name.replace("_", " ").capitalize()) if field else ""
         parts.append(f"{label}: {' '.join(errors)}" if label else " ".join(errors))
     return "; ".join(parts)
-
-
-def _htmx_error(request: HttpRequest, error: str) -> HttpResponse:
-    response = render(request, "partials/flash.html", {"error": error}, status=422)
-    response["HX-Retarget"] = "#flash"
-    response["HX-Reswap"] = "innerHTML"
-    return response
 
 
 @require_POST
