@@ -112,7 +112,7 @@ def run() -> int:
             "--hostname",
             "worker@%h",
         ],
-        "beat": [python, "-m", "celery", "-A", "lotoops", "beat", "--loglevel", "INFO"],
+        "beat": [python, "-m", "celery", "-A", "lotoops", "beat", "--loglevel", "WARNING"],
     }
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -150,14 +150,17 @@ def run() -> int:
 
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """SIGTERM each process (Celery's worker then stops its own pool), then
+    SIGKILL the process group of whatever is still running after the grace."""
     for child in children.values():
         if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            child.terminate()
     deadline = time.monotonic() + grace
-    for child in children.values():
+    for name, child in children.items():
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"{name} did not stop within {grace:g} s: killing it.", file=sys.stderr)
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
     print("Stopped web server, worker and beat.")
