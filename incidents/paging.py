@@ -203,9 +203,9 @@ def page(incident: Incident, *, now: datetime | None = None) -> list[int]:
         if contact is None or (key, decision.reason) in existing:
             continue
         person = person_for(contact, now)
+        label = _label(contact, person)
         for channel in channels:
             address = channel.address_for(person)
-            label = f"{contact.get_role_display()} {person.name}"
             row = _create(
                 incident,
                 contact=contact,
@@ -228,6 +228,11 @@ def page(incident: Incident, *, now: datetime | None = None) -> list[int]:
     if created:
         _record_decisions(incident, created, now)
     return [n.pk for n in created if n.status == NotificationStatus.PENDING]
+
+
+def _label(contact: EscalationContact, person: notify.Person) -> str:
+    role = contact.get_role_display()
+    return person.name if person.name.startswith(role) else f"{role} {person.name}"
 
 
 def _record_decisions(incident: Incident, rows: list[Notification], now: datetime) -> None:
@@ -334,7 +339,7 @@ def fan_out_update(incident: Incident, event: TimelineEvent) -> list[int]:
                     incident,
                     contact=contact,
                     recipient_key=f"contact:{contact.pk}",
-                    recipient=f"{contact.get_role_display()} {person.name}"[:160],
+                    recipient=_label(contact, person)[:160],
                     role=contact.role,
                     channel="email",
                     address=person.email,
@@ -351,9 +356,10 @@ def cancel_pending(incident: Incident) -> int:
     ).update(status=NotificationStatus.CANCELLED, last_error="acknowledged before sending")
 
 
-def enqueue(ids: Iterable[int]) -> None:
-    """Send delivery tasks once the rows are committed. A broker that is down costs
-    only time: the beat sweep (`requeue_stale`) sends them again."""
+def enqueue(ids: Iterable[int], queue: str | None = None) -> None:
+    """Send delivery tasks once the rows are committed (to `queue`: the queue of the
+    task that made them, else the default). A broker that is down costs only time:
+    the beat sweep (`requeue_stale`) sends them again."""
     ids = list(ids)
     if not ids:
         return
@@ -363,7 +369,7 @@ def enqueue(ids: Iterable[int]) -> None:
 
         for pk in ids:
             try:
-                deliver_notification.delay(pk)
+                deliver_notification.apply_async((pk,), queue=queue)
             except Exception as exc:  # the broker: never fail the incident's workflow
                 log.warning("could not enqueue notification %s: %s", pk, type(exc).__name__)
 

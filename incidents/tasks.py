@@ -11,8 +11,14 @@ from . import paging
 from .models import OPEN_STATUSES, Incident, TimelineEvent
 
 
-@shared_task(ignore_result=True)
-def page_incident(incident_id: int) -> int:
+def _queue(task: Any) -> str | None:
+    """The queue this task came from: follow-up tasks go to the same workers."""
+    info = getattr(task.request, "delivery_info", None) or {}
+    return info.get("routing_key") or None
+
+
+@shared_task(bind=True, ignore_result=True)
+def page_incident(self: Any, incident_id: int) -> int:
     """Tell whoever must be told of this incident now (after declaring, or a change
     of severity or flags). Run twice, the second run finds every row made."""
     with transaction.atomic():
@@ -25,16 +31,16 @@ def page_incident(incident_id: int) -> int:
         if incident is None:
             return 0
         ids = paging.page(incident) + paging.page_channel(incident)
-        paging.enqueue(ids)
+        paging.enqueue(ids, _queue(self))
     return len(ids)
 
 
-@shared_task(ignore_result=True)
-def fan_out_status_update(event_id: int) -> int:
+@shared_task(bind=True, ignore_result=True)
+def fan_out_status_update(self: Any, event_id: int) -> int:
     event = TimelineEvent.objects.select_related("incident__severity", "actor").get(pk=event_id)
     with transaction.atomic():
         ids = paging.fan_out_update(event.incident, event)
-        paging.enqueue(ids)
+        paging.enqueue(ids, _queue(self))
     return len(ids)
 
 
@@ -44,7 +50,7 @@ def deliver_notification(self: Any, notification_id: int) -> str:
     failure comes back after its backoff (the beat sweep is the safety net)."""
     outcome, retry_in = paging.deliver(notification_id)
     if retry_in is not None:
-        self.apply_async((notification_id,), countdown=retry_in)
+        self.apply_async((notification_id,), countdown=retry_in, queue=_queue(self))
     return outcome
 
 
