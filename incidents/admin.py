@@ -12,6 +12,10 @@ from .models import (
     ChecklistTemplateItem,
     EscalationContact,
     Incident,
+    Notification,
+    RotaOverride,
+    Rotation,
+    RotationMember,
     Severity,
     TimelineEvent,
 )
@@ -35,6 +39,7 @@ class EscalationContactAdmin(admin.ModelAdmin):
         "email",
         "slack_handle",
         "active",
+        "in_escalation_chain",
     ]
     list_filter = ["role", "active", "severities"]
     search_fields = ["name", "email", "phone", "slack_handle", "when_to_escalate"]
@@ -91,7 +96,7 @@ class IncidentAdmin(GuardedModelAdmin):
         "resolved_at",
         "restricted",
     ]
-    list_filter = ["status", "severity", "category", "restricted"]
+    list_filter = ["status", "severity", "category", "restricted", "security", "data_breach"]
     search_fields = ["title", "summary", "channel_name", "alert_fingerprint"]
     date_hierarchy = "declared_at"
     list_select_related = ["severity", "commander"]
@@ -137,3 +142,66 @@ class TimelineEventAdmin(admin.ModelAdmin):
         if not change:
             obj.actor = request.user
             super().save_model(request, obj, form, change)
+
+
+# --- on-call rota and notifications ---------------------------------------------------
+
+
+class RotationMemberInline(admin.TabularInline):
+    model = RotationMember
+    extra = 1
+    fields = ["position", "name", "user", "email", "slack_handle", "phone"]
+    autocomplete_fields = ["user"]
+
+
+class RotaOverrideInline(admin.TabularInline):
+    model = RotaOverride
+    extra = 0
+    fields = ["member", "starts_at", "ends_at", "reason"]
+
+
+@admin.register(Rotation)
+class RotationAdmin(admin.ModelAdmin):
+    list_display = ["name", "role", "time_zone", "handoff_time", "shift_days", "on_call_now"]
+    list_filter = ["role", "active"]
+    inlines = [RotationMemberInline, RotaOverrideInline]
+
+    @admin.display(description="On call now")
+    def on_call_now(self, obj: Rotation) -> str:
+        from django.utils import timezone
+
+        from . import paging, rota
+
+        spec, overrides = paging.rotation_spec(obj)
+        shift = rota.on_call_at(spec, overrides, timezone.now())
+        if shift is None or shift.starts_at > timezone.now():
+            return "—"
+        member = obj.members.filter(pk=shift.member).first()
+        return member.name if member else "—"
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Read-only: notifications are made by escalation and delivered by the workers."""
+
+    list_display = [
+        "id",
+        "incident",
+        "recipient",
+        "channel",
+        "reason",
+        "status",
+        "attempts",
+        "created_at",
+        "sent_at",
+    ]
+    list_filter = ["status", "channel", "kind"]
+    search_fields = ["recipient", "address", "reason", "last_error"]
+    list_select_related = ["incident"]
+    raw_id_fields = ["incident", "contact"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

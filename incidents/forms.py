@@ -10,7 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 
-from .models import Category, Severity, Status
+from .models import INCIDENT_FLAGS, Category, Severity, Status
 
 
 class ServicesField(forms.CharField):
@@ -30,6 +30,12 @@ class DeclareForm(forms.Form):
         required=False, max_length=500, help_text="Comma-separated, e.g. lotolink-backend, stripe"
     )
     affected_users = forms.IntegerField(min_value=0, required=False, help_text="Estimate")
+    flags = forms.MultipleChoiceField(
+        choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Escalation flags: who must be told follows them",
+    )
 
     def clean_title(self) -> str:
         title = self.cleaned_data["title"].strip()
@@ -73,3 +79,11 @@ class DashboardFilterForm(forms.Form):
     )
     status = forms.ChoiceField(choices=[("", "any open"), *list(Status.choices)], required=False)
     category = forms.ChoiceField(choices=[("", "any"), *list(Category.choices)], required=False)
+
+
+class FlagsForm(forms.Form):
+    flags = forms.MultipleChoiceField(
+        choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )

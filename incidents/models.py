@@ -80,6 +80,10 @@ def channel_name_for(title: str, when: datetime) -> str:
     return f"#{prefix}{brief}"
 
 
+# Incident flags that escalation rules may name (each is a boolean field of Incident).
+INCIDENT_FLAGS = ("security", "data_loss", "data_breach", "regulatory")
+
+
 class Incident(models.Model):
     title = models.CharField(max_length=200)
     category = models.CharField(max_length=20, choices=Category.choices)
@@ -114,6 +118,11 @@ class Incident(models.Model):
         default=False, help_text="Visible only to users granted access (security incidents)"
     )
     alert_fingerprint = models.CharField(max_length=200, blank=True, default="")
+    # The runbook's escalation flags: setting one re-evaluates who must be told.
+    security = models.BooleanField(default=False, help_text="Major security incident")
+    data_loss = models.BooleanField(default=False)
+    data_breach = models.BooleanField(default=False)
+    regulatory = models.BooleanField(default=False, help_text="Regulatory issue")
 
     declared_at = models.DateTimeField(default=timezone.now)
     response_deadline = models.DateTimeField()
@@ -158,6 +167,10 @@ class Incident(models.Model):
     def allowed_transitions(self) -> tuple[str, ...]:
         return TRANSITIONS.get(self.status, ())
 
+    @property
+    def flags(self) -> list[str]:
+        return [flag for flag in INCIDENT_FLAGS if getattr(self, flag)]
+
 
 class EscalationRole(models.TextChoices):
     ON_CALL = "on_call", "On-call engineer"
@@ -197,6 +210,11 @@ class EscalationContact(models.Model):
         null=True, blank=True, help_text="Escalate when an incident stays open longer than this"
     )
     active = models.BooleanField(default=True)
+    in_escalation_chain = models.BooleanField(
+        default=True,
+        help_text="Paged when an unacknowledged incident escalates up to this level "
+        "(off for contacts told only by their own rule, such as legal)",
+    )
 
     class Meta:
         ordering = ["level", "role", "name"]
@@ -312,3 +330,149 @@ class TimelineEvent(models.Model):
         if self.pk is not None and not self._state.adding:
             raise TypeError("Timeline events are append-only: add a correcting event instead")
         super().save(*args, **kwargs)
+
+
+# --- on-call rota and notifications -------------------------------------------------
+
+
+class Rotation(models.Model):
+    """Who holds a role (the on-call engineer) when: members take turns, handing
+    over at a local wall-clock time in the rotation's time zone."""
+
+    name = models.CharField(max_length=120)
+    role = models.CharField(
+        max_length=30, choices=EscalationRole.choices, default=EscalationRole.ON_CALL
+    )
+    time_zone = models.CharField(
+        max_length=64, default="America/Santo_Domingo", help_text="IANA name, e.g. Europe/Madrid"
+    )
+    start_date = models.DateField(help_text="Local date of the first handoff")
+    handoff_time = models.TimeField(help_text="Local wall-clock time of every handoff")
+    shift_days = models.PositiveSmallIntegerField(
+        default=7, help_text="7 for a weekly rotation; any number of days for a custom one"
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["role", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from zoneinfo import available_timezones
+
+        from django.core.exceptions import ValidationError
+
+        if self.time_zone not in available_timezones():
+            raise ValidationError({"time_zone": f"Unknown time zone {self.time_zone!r}."})
+        if self.shift_days < 1:
+            raise ValidationError({"shift_days": "A shift lasts at least one day."})
+
+
+class RotationMember(models.Model):
+    """One person of a rotation, in turn order."""
+
+    rotation = models.ForeignKey(Rotation, on_delete=models.CASCADE, related_name="members")
+    position = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=120)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    email = models.EmailField(blank=True)
+    slack_handle = models.CharField(
+        max_length=80, blank=True, help_text="Slack user id (U…) to DM and invite"
+    )
+    phone = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["rotation", "position", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RotaOverride(models.Model):
+    """A swap: `member` is on call from `starts_at` to `ends_at`, whatever the rota says."""
+
+    rotation = models.ForeignKey(Rotation, on_delete=models.CASCADE, related_name="overrides")
+    member = models.ForeignKey(RotationMember, on_delete=models.CASCADE, related_name="overrides")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["rotation", "starts_at"]
+
+    def __str__(self) -> str:
+        return f"{self.member} {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError("An override ends after it starts.")
+        if self.member_id and self.rotation_id and self.member.rotation_id != self.rotation_id:
+            raise ValidationError({"member": "Choose a member of this rotation."})
+
+
+class NotifyChannel(models.TextChoices):
+    EMAIL = "email", "Email"
+    SLACK = "slack", "Slack"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    NO_ADDRESS = "no_address", "No address"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Notification(models.Model):
+    """One message to one recipient by one channel. The unique key makes creating it
+    idempotent (two beat runs cannot page twice); the status is claimed with a
+    conditional UPDATE before sending (two workers cannot send twice)."""
+
+    PAGE = "page"
+    UPDATE = "update"
+    CHANNEL = "channel"  # the incident's own channel (Slack) or the webhook's stream
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notifications")
+    contact = models.ForeignKey(EscalationContact, null=True, blank=True, on_delete=models.SET_NULL)
+    recipient_key = models.CharField(
+        max_length=40, help_text="contact:<id> or channel: who this is for, for the unique key"
+    )
+    recipient = models.CharField(max_length=160, help_text="Name (and role) as told")
+    role = models.CharField(max_length=30, blank=True)
+    channel = models.CharField(max_length=10, choices=NotifyChannel.choices)
+    address = models.CharField(max_length=254, blank=True)
+    reason = models.CharField(max_length=40, help_text="rule, escalation-<n>, update-<event id>…")
+    why = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=10, default=PAGE)
+    subject = models.CharField(max_length=200)
+    text = models.TextField()
+    status = models.CharField(
+        max_length=12, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField(default=timezone.now, help_text="Next attempt not before")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["incident", "recipient_key", "channel", "reason"],
+                name="notification_once",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "due_at"], name="notification_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} to {self.recipient} ({self.reason})"

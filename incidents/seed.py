@@ -184,6 +184,7 @@ def seed_runbook() -> dict[str, int]:
             categories=list(categories),
             flags=flags,
             extended_outage_after=outage,
+            in_escalation_chain=role != EscalationRole.LEGAL,
         )
         contact.severities.set([by_key[k] for k in severities])
         created["contacts"] += 1

@@ -17,8 +17,10 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from . import paging
 from .formatting import format_duration as _duration
 from .models import (
+    INCIDENT_FLAGS,
     REOPENABLE,
     STATUS_TIMESTAMP,
     Category,
@@ -94,6 +96,7 @@ def declare_incident(
     commander: AbstractBaseUser | None = None,
     restricted: bool | None = None,
     alert_fingerprint: str = "",
+    flags: Iterable[str] = (),
     now: datetime | None = None,
 ) -> Incident:
     """Open an incident: start its SLA clock, its checklists and its timeline."""
@@ -102,6 +105,9 @@ def declare_incident(
         raise IncidentError("An incident needs a title.")
     if category not in Category.values:
         raise IncidentError(f"Unknown category {category!r}.")
+    flags = set(flags)
+    if flags - set(INCIDENT_FLAGS):
+        raise IncidentError(f"Unknown flags: {', '.join(sorted(flags - set(INCIDENT_FLAGS)))}.")
     now = now or timezone.now()
     if restricted is None:
         restricted = category == Category.SECURITY
@@ -120,6 +126,7 @@ def declare_incident(
             channel_name=channel_name_for(title, now),
             declared_at=now,
             response_deadline=now + severity.response_time,
+            **{flag: flag in flags for flag in INCIDENT_FLAGS},
         )
         for user in {u for u in (actor, commander) if u is not None}:
             assign_perm("incidents.view_incident", user, incident)
@@ -136,9 +143,11 @@ def declare_incident(
                 "category": category,
                 "response_deadline": incident.response_deadline.isoformat(),
                 "channel": incident.channel_name,
+                "flags": sorted(flags),
             },
             at=now,
         )
+        _page_on_commit(incident)
     return incident
 
 
@@ -175,6 +184,7 @@ def acknowledge_incident(
         locked.acknowledged_at = now
         locked.acknowledged_by = actor
         locked.save(update_fields=["status", "acknowledged_at", "acknowledged_by", "updated_at"])
+        cancelled = paging.cancel_pending(locked)
         took = now - locked.declared_at
         met = now <= locked.response_deadline
         event = append_event(
@@ -186,6 +196,15 @@ def acknowledge_incident(
             data={"status": Status.ACKNOWLEDGED, "sla_met": met, "seconds": took.total_seconds()},
             at=now,
         )
+        if cancelled:
+            append_event(
+                locked,
+                EventKind.ESCALATION,
+                f"Escalation stopped: {cancelled} pending page{'s' if cancelled > 1 else ''} "
+                "cancelled",
+                data={"cancelled": cancelled},
+                at=now,
+            )
     incident.refresh_from_db()
     return event
 
@@ -306,6 +325,7 @@ def change_severity(
                 "response_deadline": locked.response_deadline.isoformat(),
             },
         )
+        _page_on_commit(locked)
     incident.refresh_from_db()
     return event
 
@@ -349,7 +369,7 @@ def post_status_update(incident: Incident, text: str, *, actor: AbstractBaseUser
         raise IncidentError("A status update cannot be empty.")
     with transaction.atomic():
         locked = _locked(incident)
-        return append_event(
+        event = append_event(
             locked,
             EventKind.STATUS_UPDATE,
             text,
@@ -360,6 +380,8 @@ def post_status_update(incident: Incident, text: str, *, actor: AbstractBaseUser
                 "channel": locked.channel_name,
             },
         )
+        transaction.on_commit(lambda: _send_task("fan_out_status_update", event.pk))
+        return event
 
 
 def set_checklist_item(
@@ -384,3 +406,55 @@ def set_checklist_item(
         )
     item.refresh_from_db()
     return event
+
+
+# --- escalation flags and paging ----------------------------------------------------
+
+
+def set_incident_flags(
+    incident: Incident, flags: Iterable[str], *, actor: AbstractBaseUser
+) -> TimelineEvent | None:
+    """Set the escalation flags (security, data loss, data breach, regulatory); who
+    must be told is re-evaluated once the change commits. No change: None."""
+    wanted = set(flags)
+    if wanted - set(INCIDENT_FLAGS):
+        raise IncidentError(f"Unknown flags: {', '.join(sorted(wanted - set(INCIDENT_FLAGS)))}.")
+    with transaction.atomic():
+        locked = _locked(incident)
+        before = set(locked.flags)
+        if before == wanted:
+            return None
+        for flag in INCIDENT_FLAGS:
+            setattr(locked, flag, flag in wanted)
+        locked.save(update_fields=[*INCIDENT_FLAGS, "updated_at"])
+        added, removed = sorted(wanted - before), sorted(before - wanted)
+        words = [f"set {', '.join(f.replace('_', ' ') for f in added)}"] if added else []
+        words += [f"cleared {', '.join(f.replace('_', ' ') for f in removed)}"] if removed else []
+        event = append_event(
+            locked,
+            EventKind.ESCALATION,
+            f"{_name(actor)} {' and '.join(words)} (flags)",
+            actor=actor,
+            data={"flags": sorted(wanted), "added": added, "removed": removed},
+        )
+        _page_on_commit(locked)
+    incident.refresh_from_db()
+    return event
+
+
+def _page_on_commit(incident: Incident) -> None:
+    """Decide and send who must be told once the change is committed; if the broker
+    is down, the beat's `escalate_due` does it within ESCALATION_CHECK_INTERVAL."""
+    pk = incident.pk
+    transaction.on_commit(lambda: _send_task("page_incident", pk))
+
+
+def _send_task(name: str, pk: int) -> None:
+    import logging
+
+    from . import tasks
+
+    try:
+        getattr(tasks, name).delay(pk)
+    except Exception as exc:  # the broker: never fail the incident's workflow
+        logging.getLogger(__name__).warning("could not enqueue %s(%s): %s", name, pk, exc)

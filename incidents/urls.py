@@ -23,4 +23,7 @@ urlpatterns = [
         views.checklist_item,
         name="checklist_item",
     ),
+    path("incidents/<int:pk>/flags/", views.set_flags, name="flags"),
+    path("incidents/<int:pk>/told/", views.whos_told, name="whos_told"),
+    path("ack/<str:token>/", views.ack_link, name="ack_link"),
 ]

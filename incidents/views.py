@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core import signing
 from django.core.cache import cache
 from django.db.models import Q, QuerySet
 from django.forms import Form
@@ -31,7 +32,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from diagnostics.views import runbook_context
 
-from . import forms, health, live, services
+from . import forms, health, live, paging, services
 from .access import can_work, get_incident_for, visible_incidents
 from .htmx import htmx_error
 from .models import (
@@ -48,6 +49,8 @@ from .models import (
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
 HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "commander"}
+# Events that change the "Who's told" card.
+TOLD_KINDS = {"escalation", "notification", "acknowledged"}
 
 
 @require_GET
@@ -60,6 +63,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     open_incidents = _filter_open(incidents, filters)[:200]
     context = {
         "form": form,
+        "on_call": on_call_context(),
         "open_incidents": open_incidents,
         "recent_closed": incidents.filter(status__in=[Status.RESOLVED, Status.CLOSED]).order_by(
             "-resolved_at", "-pk"
@@ -123,6 +127,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
             "severities": Severity.objects.all(),
             "users": forms.CommanderForm().fields["commander"].queryset,
         }
+        | whos_told_context(incident)
     )
     return render(request, "incidents/detail.html", context)
 
@@ -250,6 +255,8 @@ class StreamRenderer:
                     }
                 if kinds & self.CHECK_KINDS:
                     context |= {"oob_runbook": True} | runbook_context(self.request, incident)
+                if kinds & TOLD_KINDS:
+                    context |= {"oob_told": True} | whos_told_context(incident)
             if event.kind == "checklist" and (item := _checklist_item(event)) is not None:
                 context["oob_item"] = item
             html = render_to_string("incidents/partials/timeline_event.html", context, self.request)
@@ -420,3 +427,68 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "ms": round((time.perf_counter() - started) * 1000, 2),
     }
     return JsonResponse(body, status=503 if status == "error" else 200)
+
+
+# --- escalation: on call, who's told, flags, acknowledge links -----------------------
+
+
+def on_call_context() -> dict[str, Any]:
+    now_member, next_member, now_shift, next_shift = paging.on_call()
+    return {
+        "now": now_member,
+        "next": next_member,
+        "now_shift": now_shift,
+        "next_shift": next_shift,
+    }
+
+
+def whos_told_context(incident: Incident) -> dict[str, Any]:
+    notifications = incident.notifications.order_by("-created_at", "-pk")[:100]
+    return {
+        "on_call": on_call_context(),
+        "notifications": notifications,
+        "flag_choices": forms.FlagsForm.base_fields["flags"].choices,
+    }
+
+
+@require_GET
+def whos_told(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk)
+    context = {"incident": incident, "can_work": can_work(request.user, incident)}
+    context |= whos_told_context(incident)
+    return render(request, "incidents/partials/whos_told.html", context)
+
+
+@require_POST
+def set_flags(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        forms.FlagsForm,
+        lambda i, d: services.set_incident_flags(i, d["flags"], actor=request.user),
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def ack_link(request: HttpRequest, token: str) -> HttpResponse:
+    """The acknowledge link of a notification: GET shows what it acknowledges, POST
+    acknowledges as the logged-in user. Forged or expired: a clear page, no change."""
+    try:
+        incident_id, _ = paging.read_ack_token(token)
+    except signing.SignatureExpired:
+        if (pk := paging.token_incident(token)) is not None:
+            paging.record_expired_link(pk, request.user)
+        context = {"problem": "This acknowledge link has expired. Open the incident instead."}
+        return render(request, "incidents/ack_link.html", context, status=410)
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        context = {"problem": "This acknowledge link is not valid: nothing was acknowledged."}
+        return render(request, "incidents/ack_link.html", context, status=400)
+    incident = get_incident_for(request.user, incident_id, work=True)
+    if request.method == "POST":
+        try:
+            services.acknowledge_incident(incident, actor=request.user)
+            messages.success(request, f"You acknowledged incident #{incident.pk}.")
+        except services.IncidentError as exc:
+            messages.info(request, str(exc))
+        return redirect(incident)
+    return render(request, "incidents/ack_link.html", {"incident": incident, "token": token})

@@ -222,6 +222,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "diagnostics.tasks.heartbeat", "schedule": 15.0},
     "reap-stale-check-runs": {"task": "diagnostics.tasks.reap_stale_runs", "schedule": 15.0},
+    "escalate-due": {
+        "task": "incidents.tasks.escalate_due",
+        "schedule": env_float("ESCALATION_CHECK_INTERVAL", 30.0),
+    },
 }
 # A running check whose worker sent no sign of life for its step's timeout plus
 # this grace (seconds) is retried (diagnostics) or failed (actions); a run queued
@@ -237,6 +241,38 @@ SSE_POLL_INTERVAL = env_float("SSE_POLL_INTERVAL", 0.25)
 SSE_KEEPALIVE = env_float("SSE_KEEPALIVE", 15.0)
 SSE_MAX_DURATION = env_float("SSE_MAX_DURATION", 300.0)
 TIMELINE_PAGE_SIZE = 50
+
+# Escalation and notifications. Links in messages start with SITE_URL.
+SITE_URL = env_str("SITE_URL") or "http://127.0.0.1:8000"
+# An unacknowledged incident escalates again every severity response time, at
+# most this many seconds apart, and at most ESCALATION_MAX_STEPS times.
+ESCALATION_INTERVAL = env_float("ESCALATION_INTERVAL", 900.0)
+ESCALATION_MAX_STEPS = int(env_float("ESCALATION_MAX_STEPS", 8))
+# Acknowledge links in notifications expire after this many seconds.
+ACK_LINK_MAX_AGE = int(env_float("ACK_LINK_MAX_AGE", 24 * 3600))
+# Timeout (s) of every call to Slack or the webhook; a send claimed longer ago than
+# the lease is taken as lost and sent again; pending rows older than
+# NOTIFY_REQUEUE_AFTER go to the broker again.
+NOTIFY_TIMEOUT = env_float("NOTIFY_TIMEOUT", 10.0)
+NOTIFY_SEND_LEASE = env_float("NOTIFY_SEND_LEASE", 120.0)
+NOTIFY_REQUEUE_AFTER = env_float("NOTIFY_REQUEUE_AFTER", 30.0)
+SLACK_BOT_TOKEN = env_str("SLACK_BOT_TOKEN")
+SLACK_API_URL = env_str("SLACK_API_URL") or "https://slack.com/api"
+SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL")
+NOTIFY_WEBHOOK_URL = env_str("NOTIFY_WEBHOOK_URL")
+NOTIFY_WEBHOOK_SECRET = env_str("NOTIFY_WEBHOOK_SECRET")
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = int(env_float("EMAIL_PORT", 25))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "LotoOps <lotoops@localhost>"
 
 LOGGING = {
     "version": 1,
