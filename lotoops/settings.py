@@ -218,6 +218,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "diagnostics.tasks.heartbeat", "schedule": 15.0},
     "reap-stale-check-runs": {"task": "diagnostics.tasks.reap_stale_runs", "schedule": 15.0},
+    "post-incident-reminders": {
+        "task": "incidents.tasks.send_checklist_reminders",
+        "schedule": 60.0,
+    },
 }
 # A running check whose worker sent no sign of life for its step's timeout plus
 # this grace (seconds) is retried (diagnostics) or failed (actions); a run queued
@@ -233,6 +237,22 @@ SSE_POLL_INTERVAL = env_float("SSE_POLL_INTERVAL", 0.25)
 SSE_KEEPALIVE = env_float("SSE_KEEPALIVE", 15.0)
 SSE_MAX_DURATION = env_float("SSE_MAX_DURATION", 300.0)
 TIMELINE_PAGE_SIZE = 100
+
+# Email (post-incident reminders). Without EMAIL_HOST, mail is printed to the log.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = int(env_float("EMAIL_PORT", 25))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "lotoops@localhost")
+# The site's address, for links in emails.
+LOTOOPS_BASE_URL = env_str("LOTOOPS_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 LOGGING = {
     "version": 1,
