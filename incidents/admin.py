@@ -7,11 +7,13 @@ from django.http import HttpRequest
 from guardian.admin import GuardedModelAdmin
 
 from .models import (
+    ActionItem,
     ChecklistItem,
     ChecklistTemplate,
     ChecklistTemplateItem,
     EscalationContact,
     Incident,
+    PostMortem,
     Severity,
     TimelineEvent,
 )
@@ -137,3 +139,23 @@ class TimelineEventAdmin(admin.ModelAdmin):
         if not change:
             obj.actor = request.user
             super().save_model(request, obj, form, change)
+
+
+# --- post-incident ------------------------------------------------------------------
+
+
+@admin.register(PostMortem)
+class PostMortemAdmin(admin.ModelAdmin):
+    list_display = ["incident", "title", "author", "version", "updated_at", "updated_by"]
+    search_fields = ["title", "summary", "root_cause", "incident__title"]
+    raw_id_fields = ["incident"]
+    readonly_fields = ["version", "updated_at", "updated_by"]
+
+
+@admin.register(ActionItem)
+class ActionItemAdmin(admin.ModelAdmin):
+    list_display = ["text", "incident", "owner", "due_date", "status", "step", "verified_at"]
+    list_filter = ["status"]
+    search_fields = ["text", "incident__title"]
+    raw_id_fields = ["incident", "verification_run"]
+    readonly_fields = ["verified_at"]
