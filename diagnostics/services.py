@@ -383,6 +383,9 @@ def finish_run(
                 "kind": verb,
             },
         )
+        from incidents.postmortem import on_check_finished
+
+        on_check_finished(run, status=status, outcome=outcome, summary=summary)
     return True
 
 

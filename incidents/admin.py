@@ -7,12 +7,14 @@ from django.http import HttpRequest
 from guardian.admin import GuardedModelAdmin
 
 from .models import (
+    ActionItem,
     ChecklistItem,
     ChecklistTemplate,
     ChecklistTemplateItem,
     EscalationContact,
     Incident,
     Notification,
+    PostMortem,
     RotaOverride,
     Rotation,
     RotationMember,
@@ -205,3 +207,21 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+# --- post-incident ------------------------------------------------------------------
+
+
+@admin.register(PostMortem)
+class PostMortemAdmin(admin.ModelAdmin):
+    list_display = ["incident", "title", "author", "version", "updated_at", "updated_by"]
+    search_fields = ["title", "summary", "root_cause", "incident__title"]
+    raw_id_fields = ["incident"]
+    readonly_fields = ["version", "updated_at", "updated_by"]
+
+
+@admin.register(ActionItem)
+class ActionItemAdmin(admin.ModelAdmin):
+    list_display = ["text", "incident", "owner", "due_date", "status", "step", "verified_at"]
+    list_filter = ["status"]
+    search_fields = ["text", "incident__title"]
+    raw_id_fields = ["incident", "verification_run"]
+    readonly_fields = ["verified_at"]

@@ -10,7 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 
-from .models import INCIDENT_FLAGS, Category, Severity, Status
+from .models import INCIDENT_FLAGS, ActionItemStatus, Category, Severity, Status
 
 
 class ServicesField(forms.CharField):
@@ -87,3 +87,66 @@ class FlagsForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
+# --- post-incident: action items and the period report ------------------------------
+
+
+def _active_users() -> Any:
+    return get_user_model().objects.filter(is_active=True).order_by("username")
+
+
+class ActionItemForm(forms.Form):
+    text = forms.CharField(max_length=300, label="Item")
+    owner = forms.ModelChoiceField(queryset=_active_users(), required=False, empty_label="nobody")
+    due_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    step = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="no check",
+        label="Verified by",
+        help_text="A runbook check that proves it is fixed",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from diagnostics.models import RunbookStep, StepKind
+
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = _active_users()
+        self.fields["step"].queryset = RunbookStep.objects.filter(kind=StepKind.DIAGNOSTIC)
+
+
+class ActionItemUpdateForm(forms.Form):
+    status = forms.ChoiceField(choices=ActionItemStatus.choices)
+    owner = forms.ModelChoiceField(queryset=_active_users(), required=False)
+    due_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class ActionItemFilterForm(forms.Form):
+    mine = forms.BooleanField(required=False, label="Mine only")
+    overdue = forms.BooleanField(required=False, label="Overdue only")
+    open = forms.BooleanField(required=False, label="Open only")
+
+
+class ReportForm(forms.Form):
+    """The period: incidents declared from `start` to `end`, both days included."""
+
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="From")
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="To")
+    severity = forms.ModelChoiceField(
+        queryset=Severity.objects.all(), required=False, empty_label="any"
+    )
+    category = forms.ChoiceField(choices=[("", "any"), *list(Category.choices)], required=False)
+
+    MAX_DAYS = 3 * 366
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end:
+            if end < start:
+                raise forms.ValidationError(
+                    f"The period ends ({end:%Y-%m-%d}) before it starts ({start:%Y-%m-%d}): "
+                    "swap the dates."
+                )
+            if (end - start).days > self.MAX_DAYS:
+                raise forms.ValidationError("Choose a period of at most three years.")
+        return data

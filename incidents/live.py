@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from functools import cache
 
@@ -21,8 +22,8 @@ from django.db import connections
 
 log = logging.getLogger(__name__)
 
-# Streams open in this process (for /healthz-style introspection and tests).
-active_streams = 0
+# Streams open in this process, per incident (for introspection and tests).
+active_streams: Counter[int] = Counter()
 
 
 def channel_for(incident_id: int) -> str:
@@ -119,8 +120,7 @@ async def timeline_stream(
     """
     from asgiref.sync import sync_to_async
 
-    global active_streams
-    active_streams += 1
+    active_streams[incident_id] += 1
     waker = Waker(incident_id)
     try:
         await waker.open()
@@ -137,7 +137,7 @@ async def timeline_stream(
                 last_write = time.monotonic()
             await waker.wait(settings.SSE_KEEPALIVE)
     finally:
-        active_streams -= 1
+        active_streams[incident_id] -= 1
         await waker.close()
         # The stream may stay open for hours: do not keep its DB connection
         # (render_since ran in this request's thread) past the stream's end.

@@ -271,6 +271,8 @@ class ChecklistItem(models.Model):
     done_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Set once, by the beat task that claims the item to send its reminder.
+    reminded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["incident", "phase", "order", "pk"]
@@ -476,3 +478,107 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()} to {self.recipient} ({self.reason})"
+# --- post-incident: post-mortem and action items -----------------------------------
+
+
+POST_PHASES = (ChecklistPhase.POST_24H, ChecklistPhase.POST_3D, ChecklistPhase.POST_1W)
+
+
+class PostMortem(models.Model):
+    """The runbook's incident report template, one per incident. Date, duration and
+    severity come from the incident itself; the rest is written here.
+
+    `version` guards against lost updates: a save is a conditional UPDATE on the
+    version the editor loaded, so of two people editing, the later save is refused
+    (and shown both texts) instead of silently overwriting the earlier one."""
+
+    incident = models.OneToOneField(Incident, on_delete=models.CASCADE, related_name="postmortem")
+    title = models.CharField(max_length=200)
+    author = models.CharField(max_length=150, blank=True)
+    summary = models.TextField(blank=True)
+    root_cause = models.TextField(blank=True)
+    impact_users = models.TextField(blank=True)
+    impact_revenue = models.TextField(blank=True)
+    impact_data = models.TextField(blank=True)
+    resolution = models.TextField(blank=True)
+    lessons_learned = models.TextField(blank=True)
+    # Ids of the timeline events shown in the report's Timeline section; kept in this
+    # row so the picker is covered by the same version check as the text.
+    timeline_event_ids = models.JSONField(default=list, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"Post-mortem of #{self.incident_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("incidents:postmortem", args=[self.incident_id])
+
+
+class ActionItemStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    IN_PROGRESS = "in_progress", "In progress"
+    DONE = "done", "Done"
+    VERIFIED = "verified", "Verified"
+
+
+OPEN_ACTION_STATUSES = (ActionItemStatus.OPEN, ActionItemStatus.IN_PROGRESS)
+
+
+class ActionItem(models.Model):
+    """A follow-up from the post-mortem: who does what by when. Tied to a runbook
+    step, it is verified by re-running that check (and only when it passes)."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="action_items")
+    text = models.CharField(max_length=300)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="action_items",
+    )
+    due_date = models.DateField(null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=ActionItemStatus.choices, default=ActionItemStatus.OPEN
+    )
+    step = models.ForeignKey(
+        "diagnostics.RunbookStep",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="action_items",
+        help_text="The check that proves this is fixed",
+    )
+    verification_run = models.ForeignKey(
+        "diagnostics.CheckRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="verified_items",
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["incident", "due_date", "pk"]
+        indexes = [models.Index(fields=["owner", "status", "due_date"], name="actionitem_owner")]
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_ACTION_STATUSES
+
+    def is_overdue(self, today: Any = None) -> bool:
+        today = today or timezone.localdate()
+        return self.is_open and self.due_date is not None and self.due_date < today

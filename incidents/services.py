@@ -241,6 +241,10 @@ def transition_incident(
             data={"status": to_status, "from": from_status},
             at=now,
         )
+        if to_status == Status.RESOLVED:
+            from .postmortem import start_post_incident
+
+            start_post_incident(locked, actor=actor, now=now)
     incident.refresh_from_db()
     return event
 

@@ -1,4 +1,5 @@
-"""Celery tasks of escalation and notification: thin, idempotent, keyed by primary key."""
+"""Celery tasks of the incidents app (escalation, notifications, post-incident
+reminders): thin, idempotent, keyed by primary key."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from celery import shared_task
 from django.db import transaction
 
-from . import paging
+from . import paging, postmortem
 from .models import OPEN_STATUSES, Incident, TimelineEvent
 
 
@@ -58,3 +59,10 @@ def deliver_notification(self: Any, notification_id: int) -> str:
 def escalate_due() -> dict[str, int]:
     """Beat, every ESCALATION_CHECK_INTERVAL: page what is due, resend what was lost."""
     return {"paged": len(paging.escalate_due()), "requeued": len(paging.requeue_stale())}
+
+
+@shared_task(ignore_result=True)
+def send_checklist_reminders() -> int:
+    """Beat, every minute: remind each due post-incident checklist item once (the
+    claim on `reminded_at` makes overlapping or repeated runs harmless)."""
+    return len(postmortem.send_due_reminders())

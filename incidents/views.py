@@ -46,6 +46,7 @@ from .models import (
     TimelineEvent,
     channel_name_for,
 )
+from .views_postincident import overdue_followups
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
 HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "commander"}
@@ -72,6 +73,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     if request.htmx:
         return render(request, "incidents/dashboard.html#incident-list", context)
+    context["followups"] = overdue_followups(request.user)
     return render(request, "incidents/dashboard.html", context)
 
 

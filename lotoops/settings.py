@@ -226,6 +226,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "incidents.tasks.escalate_due",
         "schedule": env_float("ESCALATION_CHECK_INTERVAL", 30.0),
     },
+    "post-incident-reminders": {
+        "task": "incidents.tasks.send_checklist_reminders",
+        "schedule": 60.0,
+    },
 }
 # A running check whose worker sent no sign of life for its step's timeout plus
 # this grace (seconds) is retried (diagnostics) or failed (actions); a run queued

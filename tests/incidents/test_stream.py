@@ -153,14 +153,14 @@ def test_a_bad_last_event_id_is_a_400(asgi_server, responder):
 def test_closing_the_tab_ends_the_server_side_generator(asgi_server, responder):
     incident = factories.declare(actor=responder)
     cookies = session_cookie(responder)
-    before = live.active_streams  # streams of earlier tests' servers may still be closing
+    assert live.active_streams[incident.pk] == 0
     with open_stream(asgi_server, incident, cookies) as response:
         next(sse_events(response))
-        assert live.active_streams == before + 1
+        assert live.active_streams[incident.pk] == 1
     deadline = time.monotonic() + 3
-    while live.active_streams > before and time.monotonic() < deadline:
+    while live.active_streams[incident.pk] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert live.active_streams <= before
+    assert live.active_streams[incident.pk] == 0
 
 
 def test_the_stream_needs_login_and_access(asgi_server, responder, other_responder):

@@ -1,0 +1,454 @@
+"""Post-incident pages: the post-mortem editor (per-section HTMX editing that also
+works as plain forms), action items, exports, and the managers' reports page.
+
+Every incident is fetched through incidents.access (restricted incidents stay
+hidden: 404), every change goes through incidents.postmortem's services."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import charts, exports, forms, reports
+from .access import can_work, get_incident_for, visible_incidents
+from .models import (
+    OPEN_ACTION_STATUSES,
+    ActionItem,
+    ActionItemStatus,
+    Incident,
+    PostMortem,
+)
+from .postmortem import (
+    SECTION_LABELS,
+    SECTIONS,
+    PostMortemConflict,
+    add_action_item,
+    ensure_postmortem,
+    is_postmortem_noise,
+    save_section,
+    save_timeline_selection,
+    update_action_item,
+    verify_action_item,
+)
+from .services import IncidentError
+
+MULTILINE = {"summary", "root_cause", "resolution", "lessons_learned"}
+FIELD_LABELS = {
+    "impact_users": "Number of affected users",
+    "impact_revenue": "Revenue impact",
+    "impact_data": "Data impact",
+}
+
+
+# --- the post-mortem page --------------------------------------------------------------
+
+
+def _section(
+    pm: PostMortem,
+    key: str,
+    *,
+    editing: bool = False,
+    mine: dict[str, str] | None = None,
+    conflict: bool = False,
+    error: str = "",
+) -> dict[str, Any]:
+    """What one section's partial shows; `mine` is the user's unsaved text."""
+    fields = [
+        {
+            "name": name,
+            "label": FIELD_LABELS.get(name, SECTION_LABELS[key]),
+            "value": getattr(pm, name),
+            "mine": (mine or {}).get(name),
+            "multiline": key in MULTILINE or key == "impact",
+        }
+        for name in SECTIONS[key]
+    ]
+    return {
+        "key": key,
+        "label": SECTION_LABELS[key],
+        "fields": fields,
+        "editing": editing or conflict or bool(error),
+        "conflict": conflict,
+        "error": error,
+    }
+
+
+def _picker(pm: PostMortem, chosen: list[int] | None = None, **extra: Any) -> dict[str, Any]:
+    selected = set(pm.timeline_event_ids if chosen is None else chosen)
+    events = [
+        e
+        for e in pm.incident.timeline.select_related("actor").order_by("id")
+        if not is_postmortem_noise(e)
+    ]
+    return {"events": events, "selected": selected, "original": pm.timeline_event_ids} | extra
+
+
+def _page_context(request: HttpRequest, incident: Incident, pm: PostMortem | None) -> dict:
+    context: dict[str, Any] = {
+        "incident": incident,
+        "pm": pm,
+        "can_work": can_work(request.user, incident),
+    }
+    if pm is None:
+        return context
+    editing = request.GET.get("edit", "")
+    return (
+        context
+        | {
+            "sections": [_section(pm, key, editing=key == editing) for key in SECTIONS],
+            "picker": _picker(pm),
+            "facts": {
+                "date": exports.report_date(incident),
+                "duration": exports.report_duration(incident),
+                "severity": incident.severity.key,
+            },
+        }
+        | _items_context(incident)
+    )
+
+
+def _items_context(incident: Incident) -> dict[str, Any]:
+    items = incident.action_items.select_related("owner", "step", "verification_run")
+    return {
+        "items": list(items.order_by("due_date", "pk")),
+        "item_form": forms.ActionItemForm(),
+        "users": forms.ActionItemUpdateForm().fields["owner"].queryset,
+        "statuses": ActionItemStatus.choices,
+        "today": timezone.localdate(),
+    }
+
+
+@require_GET
+def postmortem(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk)
+    pm = PostMortem.objects.filter(incident=incident).select_related("updated_by").first()
+    return render(request, "incidents/postmortem.html", _page_context(request, incident, pm))
+
+
+@require_POST
+def postmortem_start(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk, work=True)
+    try:
+        ensure_postmortem(incident, actor=request.user)
+    except IncidentError as exc:
+        messages.error(request, str(exc))
+    return redirect("incidents:postmortem", pk=pk)
+
+
+@require_http_methods(["GET", "POST"])
+def postmortem_section(request: HttpRequest, pk: int, section: str) -> HttpResponse:
+    """GET: the section (`?edit=1`: its editor). POST: save it, refusing a stale save."""
+    incident = get_incident_for(request.user, pk, work=request.method == "POST")
+    pm = get_object_or_404(PostMortem, incident=incident)
+    if section not in SECTIONS:
+        raise Http404("No such section")
+    context = {"incident": incident, "pm": pm, "can_work": can_work(request.user, incident)}
+    if request.method == "GET":
+        context["s"] = _section(pm, section, editing=request.GET.get("edit") == "1")
+        return render(request, "incidents/postmortem.html#section", context)
+    fields = SECTIONS[section]
+    mine = {f: request.POST.get(f, "") for f in fields}
+    original = {f: request.POST.get(f"original_{f}", "") for f in fields}
+    status = 200
+    try:
+        pm = save_section(
+            pm, section, mine, version=_int(request.POST.get("version")), original=original,
+            actor=request.user,
+        )  # fmt: skip
+        context |= {"pm": pm, "s": _section(pm, section)}
+    except PostMortemConflict as exc:
+        pm, status = exc.current, 409
+        context |= {"pm": pm, "s": _section(pm, section, mine=mine, conflict=True, error=str(exc))}
+    except IncidentError as exc:
+        status = 422
+        context["s"] = _section(pm, section, mine=mine, error=str(exc))
+    if request.htmx:
+        return render(request, "incidents/postmortem.html#section", context, status=status)
+    if status == 200:
+        return redirect(reverse("incidents:postmortem", args=[pk]) + f"#pm-{section}")
+    page = _page_context(request, incident, pm)
+    page["sections"] = [context["s"] if s["key"] == section else s for s in page["sections"]]
+    return render(request, "incidents/postmortem.html", page, status=status)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+@require_POST
+def postmortem_timeline(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save which timeline events the report shows."""
+    incident = get_incident_for(request.user, pk, work=True)
+    pm = get_object_or_404(PostMortem, incident=incident)
+    chosen = [_int(v) for v in request.POST.getlist("events")]
+    original = [_int(v) for v in request.POST.get("original", "").split(",") if v]
+    status, picker = 200, None
+    try:
+        pm = save_timeline_selection(
+            pm, chosen, version=_int(request.POST.get("version")), original=original,
+            actor=request.user,
+        )  # fmt: skip
+    except PostMortemConflict as exc:
+        pm, status = exc.current, 409
+        picker = _picker(pm, chosen, error=str(exc), conflict=True)
+    except IncidentError as exc:
+        status, picker = 422, _picker(pm, chosen, error=str(exc))
+    context = {"incident": incident, "pm": pm, "can_work": True, "picker": picker or _picker(pm)}
+    if request.htmx:
+        return render(request, "incidents/postmortem.html#picker", context, status=status)
+    if status == 200:
+        return redirect(reverse("incidents:postmortem", args=[pk]) + "#pm-timeline")
+    page = _page_context(request, incident, pm) | {"picker": context["picker"]}
+    return render(request, "incidents/postmortem.html", page, status=status)
+
+
+# --- action items ------------------------------------------------------------------------
+
+
+@require_POST
+def action_item_add(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk, work=True)
+    form = forms.ActionItemForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            add_action_item(incident, actor=request.user, **form.cleaned_data)
+        except IncidentError as exc:
+            error = str(exc)
+    else:
+        error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+    if request.htmx:
+        context = {"incident": incident, "can_work": True, "item_error": error}
+        context |= _items_context(incident)
+        if error:
+            context["item_form"] = form
+        return render(
+            request, "incidents/postmortem.html#action-items", context, status=422 if error else 200
+        )
+    if error:
+        messages.error(request, error)
+    return redirect(reverse("incidents:postmortem", args=[pk]) + "#action-items")
+
+
+@require_http_methods(["GET", "POST"])
+def action_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    """GET: the item's row (polled while its check runs). POST: status, owner, due date."""
+    incident = get_incident_for(request.user, pk, work=request.method == "POST")
+    item = get_object_or_404(ActionItem, pk=item_pk, incident=incident)
+    error = ""
+    if request.method == "POST":
+        form = forms.ActionItemUpdateForm(request.POST)
+        if form.is_valid():
+            try:
+                item = update_action_item(item, actor=request.user, **form.cleaned_data)
+            except IncidentError as exc:
+                error = str(exc)
+        else:
+            error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+    return _item_response(request, incident, item, error)
+
+
+@require_POST
+def action_item_verify(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk, work=True)
+    item = get_object_or_404(ActionItem, pk=item_pk, incident=incident)
+    error = ""
+    try:
+        verify_action_item(item, actor=request.user)
+    except IncidentError as exc:
+        error = str(exc)
+    return _item_response(request, incident, item, error)
+
+
+def _item_response(
+    request: HttpRequest, incident: Incident, item: ActionItem, error: str
+) -> HttpResponse:
+    if not request.htmx and request.method == "POST":
+        if error:
+            messages.error(request, error)
+        return redirect(request.POST.get("next") or _pm_items_url(incident))
+    item = ActionItem.objects.select_related("owner", "step", "verification_run").get(pk=item.pk)
+    context = {
+        "item": item,
+        "incident": incident,
+        "can_work": can_work(request.user, incident),
+        "item_error": error,
+        "users": forms.ActionItemUpdateForm().fields["owner"].queryset,
+        "statuses": ActionItemStatus.choices,
+        "today": timezone.localdate(),
+        "show_incident": request.GET.get("list") == "1" or request.POST.get("list") == "1",
+    }
+    return render(
+        request, "incidents/partials/action_item.html", context, status=422 if error else 200
+    )
+
+
+def _pm_items_url(incident: Incident) -> str:
+    return reverse("incidents:postmortem", args=[incident.pk]) + "#action-items"
+
+
+@require_GET
+def action_items(request: HttpRequest) -> HttpResponse:
+    """Action items across the incidents the user may see: ?mine=1, ?overdue=1, ?open=1."""
+    form = forms.ActionItemFilterForm(request.GET)
+    form.is_valid()
+    flags = form.cleaned_data
+    today = timezone.localdate()
+    items = ActionItem.objects.filter(incident__in=visible_incidents(request.user)).select_related(
+        "incident", "incident__severity", "owner", "step", "verification_run"
+    )
+    if flags.get("mine"):
+        items = items.filter(owner=request.user)
+    if flags.get("overdue"):
+        items = items.filter(status__in=OPEN_ACTION_STATUSES, due_date__lt=today)
+    elif flags.get("open"):
+        items = items.filter(status__in=OPEN_ACTION_STATUSES)
+    context = {
+        "form": form,
+        "items": list(items.order_by("due_date", "pk")[:500]),
+        "today": today,
+        "users": forms.ActionItemUpdateForm().fields["owner"].queryset,
+        "statuses": ActionItemStatus.choices,
+        "show_incident": True,
+    }
+    return render(request, "incidents/action_items.html", context)
+
+
+# --- exports of one incident --------------------------------------------------------------
+
+
+@require_GET
+def export_markdown(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk)
+    body = exports.incident_markdown(exports.incident_report(incident))
+    response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="incident-{pk}-report.md"'
+    return response
+
+
+@require_GET
+def export_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_incident_for(request.user, pk)
+    body = exports.incident_pdf(exports.incident_report(incident))
+    response = HttpResponse(body, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="incident-{pk}-report.pdf"'
+    return response
+
+
+# --- the period report ---------------------------------------------------------------------
+
+
+def _period(request: HttpRequest) -> tuple[forms.ReportForm, Any]:
+    """The bound form (last 30 days when nothing is asked) and, when valid, the report."""
+    data = request.GET.copy()
+    if not data:
+        today = timezone.localdate()
+        data.update({"start": f"{today - timedelta(days=29):%Y-%m-%d}", "end": f"{today:%Y-%m-%d}"})
+    form = forms.ReportForm(data)
+    if not form.is_valid():
+        return form, None
+    d = form.cleaned_data
+    tz = timezone.get_current_timezone()
+    incidents = visible_incidents(request.user).filter(
+        declared_at__gte=datetime.combine(d["start"], time.min, tz),
+        declared_at__lt=datetime.combine(d["end"] + timedelta(days=1), time.min, tz),
+    )
+    filters = [f"Declared {d['start']:%Y-%m-%d} to {d['end']:%Y-%m-%d}"]
+    if d.get("severity"):
+        incidents = incidents.filter(severity=d["severity"])
+        filters.append(f"severity {d['severity'].key}")
+    if d.get("category"):
+        incidents = incidents.filter(category=d["category"])
+        filters.append(f"category {dict(forms.Category.choices)[d['category']]}")
+    rows = reports.rows_for(incidents)
+    open_items = list(
+        ActionItem.objects.filter(incident__in=incidents, status__in=OPEN_ACTION_STATUSES)
+        .select_related("owner")
+        .order_by("due_date", "pk")
+    )
+    return form, exports.period_report(rows, d["start"], d["end"], ", ".join(filters), open_items)
+
+
+def _invalid(request: HttpRequest, form: forms.ReportForm) -> HttpResponse:
+    return render(request, "incidents/reports.html", {"form": form, "report": None}, status=422)
+
+
+@require_GET
+def reports_page(request: HttpRequest) -> HttpResponse:
+    form, report = _period(request)
+    if report is None:
+        return _invalid(request, form)
+    context = {
+        "form": form,
+        "report": report,
+        "query": form.data.urlencode(),
+        "rows": [(r, reports.sla_state(r, report.now)) for r in report.rows[:200]],
+        "figures": [
+            (
+                f,
+                exports.duration_text(f.mtta),
+                exports.duration_text(f.mttr),
+                reports.percent(f.compliance),
+            )
+            for f in report.figures
+        ],
+        "weekly_svg": charts.weekly_bars(report.weekly),
+        "mttr_svg": charts.mttr_line(report.mttr_trend),
+        "sla_svg": charts.sla_bars(report.figures),
+    }
+    return render(request, "incidents/reports.html", context)
+
+
+@require_GET
+def reports_csv(request: HttpRequest) -> HttpResponse:
+    form, report = _period(request)
+    if report is None:
+        return _invalid(request, form)
+    response = HttpResponse(
+        exports.period_csv(report.rows, report.now), content_type="text/csv; charset=utf-8"
+    )
+    name = f"incidents-{report.start:%Y%m%d}-{report.end:%Y%m%d}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@require_GET
+def reports_pdf(request: HttpRequest) -> HttpResponse:
+    form, report = _period(request)
+    if report is None:
+        return _invalid(request, form)
+    response = HttpResponse(exports.period_pdf(report), content_type="application/pdf")
+    name = f"incidents-{report.start:%Y%m%d}-{report.end:%Y%m%d}.pdf"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def overdue_followups(user: Any) -> dict[str, Any]:
+    """For the dashboard: post-incident checklist items past due and not done, and
+    overdue action items, on incidents the user may see."""
+    from .models import POST_PHASES, ChecklistItem
+
+    now = timezone.now()
+    visible = visible_incidents(user)
+    checklist = ChecklistItem.objects.filter(
+        incident__in=visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
+    ).select_related("incident", "incident__severity")
+    items = ActionItem.objects.filter(
+        incident__in=visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
+    ).select_related("incident", "owner")
+    return {
+        "overdue_checklist": list(checklist.order_by("due_at", "pk")[:20]),
+        "overdue_checklist_count": checklist.count(),
+        "overdue_items": list(items.order_by("due_date", "pk")[:20]),
+        "overdue_items_count": items.count(),
+    }
