@@ -207,6 +207,8 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
 # --- post-incident ------------------------------------------------------------------
 
 

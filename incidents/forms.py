@@ -87,6 +87,8 @@ class FlagsForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
+
+
 # --- post-incident: action items and the period report ------------------------------
 
 

@@ -478,6 +478,8 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()} to {self.recipient} ({self.reason})"
+
+
 # --- post-incident: post-mortem and action items -----------------------------------
 
 
