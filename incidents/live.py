@@ -122,6 +122,7 @@ async def timeline_stream(
 
     active_streams[incident_id] += 1
     waker = Waker(incident_id)
+    ended = "max duration"
     try:
         await waker.open()
         # Tell the browser's EventSource to retry quickly after a drop.
@@ -136,7 +137,14 @@ async def timeline_stream(
                 yield ": keep-alive\n\n"
                 last_write = time.monotonic()
             await waker.wait(settings.SSE_KEEPALIVE)
+    except (asyncio.CancelledError, GeneratorExit):
+        ended = "client gone"
+        raise
+    except Exception as exc:
+        ended = f"error: {type(exc).__name__}: {exc}"
+        raise
     finally:
+        log.debug("timeline stream of incident %s ended: %s", incident_id, ended)
         active_streams[incident_id] -= 1
         await waker.close()
         # The stream may stay open for hours: do not keep its DB connection

@@ -150,13 +150,14 @@ def test_a_bad_last_event_id_is_a_400(asgi_server, responder):
         assert response.status_code == 400
 
 
-def test_closing_the_tab_ends_the_server_side_generator(asgi_server, responder):
+def test_closing_the_tab_ends_the_server_side_generator(asgi_server, responder, caplog):
+    caplog.set_level("DEBUG", logger="incidents.live")
     incident = factories.declare(actor=responder)
     cookies = session_cookie(responder)
     assert live.active_streams[incident.pk] == 0
     with open_stream(asgi_server, incident, cookies) as response:
         next(sse_events(response))
-        assert live.active_streams[incident.pk] == 1
+        assert live.active_streams[incident.pk] == 1, caplog.text
     deadline = time.monotonic() + 3
     while live.active_streams[incident.pk] and time.monotonic() < deadline:
         time.sleep(0.05)
