@@ -156,12 +156,16 @@ def test_closing_the_tab_ends_the_server_side_generator(asgi_server, responder, 
     cookies = session_cookie(responder)
     assert live.active_streams[incident.pk] == 0
     with open_stream(asgi_server, incident, cookies) as response:
-        next(sse_events(response))
+        # Keep the reader: a discarded generator would close the response at once.
+        events = sse_events(response)
+        next(events)
         assert live.active_streams[incident.pk] == 1, caplog.text
+        events.close()
     deadline = time.monotonic() + 3
     while live.active_streams[incident.pk] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert live.active_streams[incident.pk] == 0
+    assert f"timeline stream of incident {incident.pk} ended: client gone" in caplog.text
 
 
 def test_the_stream_needs_login_and_access(asgi_server, responder, other_responder):
