@@ -276,6 +276,14 @@ class ChecklistItem(models.Model):
 
     class Meta:
         ordering = ["incident", "phase", "order", "pk"]
+        indexes = [
+            # The dashboard's overdue follow-ups and the reminder beat: open items by due time.
+            models.Index(
+                fields=["due_at"],
+                condition=models.Q(done_at__isnull=True),
+                name="checklist_open_due",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.text

@@ -10,14 +10,15 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib import messages
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import charts, exports, forms, reports
-from .access import can_work, get_incident_for, visible_incidents
+from . import charts, forms, reports
+from .access import can_work, get_incident_for, visible_condition, visible_incidents
 from .models import (
     OPEN_ACTION_STATUSES,
     ActionItem,
@@ -91,6 +92,8 @@ def _picker(pm: PostMortem, chosen: list[int] | None = None, **extra: Any) -> di
 
 
 def _page_context(request: HttpRequest, incident: Incident, pm: PostMortem | None) -> dict:
+    from . import exports  # fpdf2 loads only when someone exports
+
     context: dict[str, Any] = {
         "incident": incident,
         "pm": pm,
@@ -329,6 +332,8 @@ def action_items(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def export_markdown(request: HttpRequest, pk: int) -> HttpResponse:
+    from . import exports  # fpdf2 loads only when someone exports
+
     incident = get_incident_for(request.user, pk)
     body = exports.incident_markdown(exports.incident_report(incident))
     response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
@@ -338,6 +343,8 @@ def export_markdown(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def export_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    from . import exports  # fpdf2 loads only when someone exports
+
     incident = get_incident_for(request.user, pk)
     body = exports.incident_pdf(exports.incident_report(incident))
     response = HttpResponse(body, content_type="application/pdf")
@@ -350,6 +357,8 @@ def export_pdf(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _period(request: HttpRequest) -> tuple[forms.ReportForm, Any]:
     """The bound form (last 30 days when nothing is asked) and, when valid, the report."""
+    from . import exports  # fpdf2 loads only when someone exports
+
     data = request.GET.copy()
     if not data:
         today = timezone.localdate()
@@ -385,6 +394,8 @@ def _invalid(request: HttpRequest, form: forms.ReportForm) -> HttpResponse:
 
 @require_GET
 def reports_page(request: HttpRequest) -> HttpResponse:
+    from . import exports  # fpdf2 loads only when someone exports
+
     form, report = _period(request)
     if report is None:
         return _invalid(request, form)
@@ -411,6 +422,8 @@ def reports_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def reports_csv(request: HttpRequest) -> HttpResponse:
+    from . import exports  # fpdf2 loads only when someone exports
+
     form, report = _period(request)
     if report is None:
         return _invalid(request, form)
@@ -424,6 +437,8 @@ def reports_csv(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def reports_pdf(request: HttpRequest) -> HttpResponse:
+    from . import exports  # fpdf2 loads only when someone exports
+
     form, report = _period(request)
     if report is None:
         return _invalid(request, form)
@@ -439,16 +454,16 @@ def overdue_followups(user: Any) -> dict[str, Any]:
     from .models import POST_PHASES, ChecklistItem
 
     now = timezone.now()
-    visible = visible_incidents(user)
+    visible = visible_condition(user, "incident__") or Q()
     checklist = ChecklistItem.objects.filter(
-        incident__in=visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
+        visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
     ).select_related("incident", "incident__severity")
     items = ActionItem.objects.filter(
-        incident__in=visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
+        visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
     ).select_related("incident", "owner")
     return {
-        "overdue_checklist": list(checklist.order_by("due_at", "pk")[:20]),
+        "overdue_checklist": list(checklist.order_by("due_at", "pk")[:5]),
         "overdue_checklist_count": checklist.count(),
-        "overdue_items": list(items.order_by("due_date", "pk")[:20]),
+        "overdue_items": list(items.order_by("due_date", "pk")[:5]),
         "overdue_items_count": items.count(),
     }
