@@ -42,7 +42,6 @@ from .models import (
     ChecklistTemplate,
     Incident,
     Severity,
-    Status,
     TimelineEvent,
     channel_name_for,
 )
@@ -66,9 +65,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "form": form,
         "on_call": on_call_context(),
         "open_incidents": open_incidents,
-        "recent_closed": incidents.filter(status__in=[Status.RESOLVED, Status.CLOSED]).order_by(
-            "-resolved_at", "-pk"
-        )[:10],
+        # resolved_at is set exactly while an incident is resolved or closed: this
+        # walks the resolved_at index instead of sorting every closed incident.
+        "recent_closed": incidents.filter(resolved_at__isnull=False).order_by("-resolved_at")[:10],
         "query": request.GET.urlencode(),
     }
     if request.htmx:

@@ -448,6 +448,12 @@ def reports_pdf(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def _capped_count(queryset: Any, cap: int = 100) -> str:
+    """How many, up to `cap` ("100+"): a dashboard needs no exact count of a backlog."""
+    found = len(queryset.order_by().values("pk")[: cap + 1])
+    return f"{cap}+" if found > cap else str(found)
+
+
 def overdue_followups(user: Any) -> dict[str, Any]:
     """For the dashboard: post-incident checklist items past due and not done, and
     overdue action items, on incidents the user may see."""
@@ -463,7 +469,7 @@ def overdue_followups(user: Any) -> dict[str, Any]:
     ).select_related("incident", "owner")
     return {
         "overdue_checklist": list(checklist.order_by("due_at", "pk")[:5]),
-        "overdue_checklist_count": checklist.count(),
+        "overdue_checklist_count": _capped_count(checklist),
         "overdue_items": list(items.order_by("due_date", "pk")[:5]),
-        "overdue_items_count": items.count(),
+        "overdue_items_count": _capped_count(items),
     }
