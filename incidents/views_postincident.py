@@ -448,10 +448,14 @@ def reports_pdf(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _capped_count(queryset: Any, cap: int = 100) -> str:
-    """How many, up to `cap` ("100+"): a dashboard needs no exact count of a backlog."""
-    found = len(queryset.order_by().values("pk")[: cap + 1])
-    return f"{cap}+" if found > cap else str(found)
+SHOWN, CAP = 5, 100
+
+
+def _first_and_count(queryset: Any) -> tuple[list[Any], str]:
+    """The first few rows and how many there are, up to CAP ("100+"), in one query:
+    a dashboard needs no exact count of a backlog."""
+    rows = list(queryset[: CAP + 1])
+    return rows[:SHOWN], f"{CAP}+" if len(rows) > CAP else str(len(rows))
 
 
 def overdue_followups(user: Any) -> dict[str, Any]:
@@ -461,15 +465,23 @@ def overdue_followups(user: Any) -> dict[str, Any]:
 
     now = timezone.now()
     visible = visible_condition(user, "incident__") or Q()
-    checklist = ChecklistItem.objects.filter(
-        visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
-    ).select_related("incident", "incident__severity")
-    items = ActionItem.objects.filter(
-        visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
-    ).select_related("incident", "owner")
+    checklist, checklist_count = _first_and_count(
+        ChecklistItem.objects.filter(
+            visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
+        )
+        .only("text", "phase", "due_at", "incident_id")
+        .order_by("due_at", "pk")
+    )
+    items, items_count = _first_and_count(
+        ActionItem.objects.filter(
+            visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
+        )
+        .select_related("owner")
+        .order_by("due_date", "pk")
+    )
     return {
-        "overdue_checklist": list(checklist.order_by("due_at", "pk")[:5]),
-        "overdue_checklist_count": _capped_count(checklist),
-        "overdue_items": list(items.order_by("due_date", "pk")[:5]),
-        "overdue_items_count": _capped_count(items),
+        "overdue_checklist": checklist,
+        "overdue_checklist_count": checklist_count,
+        "overdue_items": items,
+        "overdue_items_count": items_count,
     }

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django import template
+from django.forms import BoundField
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from incidents.formatting import format_duration
@@ -78,4 +79,43 @@ def open_incident_row(incident: Incident) -> str:
         age(incident.declared_at),
         sla(incident),
         commander,
+    )
+
+
+@register.simple_tag
+def resolved_incident_row(incident: Incident) -> str:
+    """One row of the dashboard's recently resolved incidents (see open_incident_row)."""
+    url = incident.get_absolute_url()
+    severity = incident.severity.key
+    resolved = timezone.localtime(incident.resolved_at).strftime("%Y-%m-%d %H:%M")
+    return format_html(
+        '<tr><td><a href="{}">{}</a></td><td><span class="sev sev-{}">{}</span></td>'
+        '<td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+        url,
+        incident.pk,
+        severity.lower(),
+        severity,
+        url,
+        incident.title,
+        incident.get_status_display(),
+        resolved,
+        sla(incident),
+    )
+
+
+@register.simple_tag
+def select(field: BoundField) -> str:
+    """A <select> for a choice field, built in Python: Django's widget templates
+    render one template per option, a few ms for a handful of small filters."""
+    current = "" if field.value() is None else str(field.value())
+    options = format_html_join(
+        "",
+        '<option value="{}"{}>{}</option>',
+        (
+            (value, " selected" if str(value) == current else "", label)
+            for value, label in field.field.choices
+        ),
+    )
+    return format_html(
+        '<select name="{}" id="{}">{}</select>', field.html_name, field.id_for_label, options
     )
