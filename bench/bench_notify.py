@@ -144,11 +144,12 @@ def main() -> None:
             if n >= 3:  # warm-up
                 webhook.append((ARRIVED[("webhook", str(incident.pk))] - started) * 1000)
                 slack.append((ARRIVED[("slack", channel)] - started) * 1000)
-        Incident.objects.all().delete()
     finally:
         worker.terminate()
         worker.wait(timeout=20)
         server.shutdown()
+    # Only once the worker has stopped: it may still be recording deliveries.
+    Incident.objects.all().delete()
 
     print(
         f"\nDeclaration -> first notification handed to the channel, Redis broker, "
