@@ -97,6 +97,9 @@ class Runbook(models.Model):
 class StepKind(models.TextChoices):
     DIAGNOSTIC = "diagnostic", "Diagnostic"
     ACTION = "action", "Resolution action"
+    # Interactive by nature (a shell in a pod, a psql session): the page shows the
+    # exact command to copy and never runs it.
+    MANUAL = "manual", "Run by hand (copy the command)"
 
 
 class RunbookStep(models.Model):
@@ -135,7 +138,7 @@ class RunbookStep(models.Model):
 
     @property
     def available(self) -> bool:
-        return self.probe_class() is not None
+        return self.kind != StepKind.MANUAL and self.probe_class() is not None
 
     def clean(self) -> None:
         from .probes.base import ProbeError, parse_params

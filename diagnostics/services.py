@@ -135,6 +135,8 @@ def evidence_found(
 
 
 def _probe_for(step: RunbookStep) -> type[Probe]:
+    if step.kind == StepKind.MANUAL:
+        raise CheckError(f"{step.key} is run by hand: copy its command.")
     probe = step.probe_class()
     if probe is None:
         raise CheckError(f"{step.key} is not available yet: its {step.probe} probe is to come.")
@@ -164,9 +166,9 @@ def request_check(
     batch: str = "",
 ) -> list[CheckRun]:
     """Queue a diagnostic (once per target for every-target steps)."""
+    probe = _probe_for(step)
     if step.kind != StepKind.DIAGNOSTIC:
         raise CheckError(f"{step.key} changes the platform: review and confirm it first.")
-    probe = _probe_for(step)
     try:
         probe.build(_any_target(step), step.params, timeout=step.timeout_seconds)
     except ProbeError as exc:

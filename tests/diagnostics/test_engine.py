@@ -334,3 +334,20 @@ def test_the_seeded_runbook_has_every_step_of_the_spec(runbook):
     assert seed_runbooks() == {"runbooks": 0, "steps": 0}
     for step_ in RunbookStep.objects.all():
         step_.full_clean()  # probe, target kind and params agree where the probe exists
+
+
+def test_interactive_commands_are_shown_to_copy_never_run(runbook, responder, client, api_target):
+    from diagnostics.seed import seed_runbooks
+
+    seed_runbooks()
+    incident = factories.declare(actor=responder, category="database", title="Need a shell")
+    for key in ("ref.shell", "ref.psql"):
+        manual = RunbookStep.objects.get(key=key)
+        assert manual.kind == "manual" and not manual.available
+        with pytest.raises(services.CheckError, match="is run by hand: copy its command"):
+            services.request_check(incident, manual, actor=responder)
+    client.force_login(responder)
+    page = client.get(f"/incidents/{incident.pk}/?procedure=reference").content.decode()
+    assert "kubectl exec -it -n lotolink deployment/postgres -- psql -U lotolink" in page
+    assert "Copy command" in page
+    assert not CheckRun.objects.exists()
