@@ -85,6 +85,12 @@
     if (live) live.dataset.lastEventId = String(lastSeen);
     tickSla();
   });
-  document.addEventListener("htmx:sseOpen", function () { document.body.classList.remove("sse-down"); });
-  document.addEventListener("htmx:sseError", function () { document.body.classList.add("sse-down"); });
+  document.addEventListener("htmx:sseOpen", function () {
+    document.body.classList.remove("sse-down");
+    document.body.dataset.live = "open";
+  });
+  document.addEventListener("htmx:sseError", function () {
+    document.body.classList.add("sse-down");
+    document.body.dataset.live = "reconnecting";
+  });
 })();

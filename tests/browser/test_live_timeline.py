@@ -21,10 +21,10 @@ def test_an_acknowledge_in_one_browser_appears_in_the_other_within_a_second(
     ben = login(other_responder)
     for page in (ana, ben):
         page.goto(f"/incidents/{incident.pk}/")
-        page.wait_for_function("document.body && !document.body.classList.contains('sse-down')")
-    ben.evaluate("window.__notReloaded = true")
+        page.wait_for_selector("body[data-live=open]")
+    ben.evaluate("() => { window.__notReloaded = true; }")
     # Both streams are open before anyone acts.
-    ben.wait_for_function("document.querySelector('#live') && window.htmx")
+    ben.wait_for_load_state("load")
     time.sleep(0.3)
 
     ana.click("#acknowledge")
@@ -34,11 +34,8 @@ def test_an_acknowledge_in_one_browser_appears_in_the_other_within_a_second(
     assert elapsed < 1.0, f"took {elapsed:.2f}s"
     assert "ana acknowledged" in ben.inner_text("#timeline li.kind-acknowledged")
     # The header followed (out of band) and the page was never reloaded.
-    ben.wait_for_function(
-        "document.querySelector('#incident-status').textContent.trim() == 'Acknowledged'",
-        timeout=1000,
-    )
-    assert ben.evaluate("window.__notReloaded") is True
+    ben.wait_for_selector("#incident-status:text-is('Acknowledged')", timeout=1000)
+    assert ben.evaluate("() => window.__notReloaded") is True
     assert ben.locator("#acknowledge").count() == 0
     incident.refresh_from_db()
     assert incident.status == Status.ACKNOWLEDGED
@@ -50,7 +47,7 @@ def test_a_note_from_elsewhere_and_a_checklist_tick_appear_live(login, responder
     )
     ben = login(other_responder)
     ben.goto(f"/incidents/{incident.pk}/")
-    ben.wait_for_function("window.htmx")
+    ben.wait_for_selector("body[data-live=open]")  # the live stream is open
     time.sleep(0.3)
     item = incident.checklist.get(text="Identify impacted services")
     services.add_note(incident, "Banca Central answers 502", actor=responder)
@@ -71,7 +68,7 @@ def test_the_extensions_recreated_connection_resumes_after_the_last_id(login, re
     streams: list[str] = []
     ana.on("request", lambda r: streams.append(r.url) if "/stream/" in r.url else None)
     ana.goto(f"/incidents/{incident.pk}/")
-    ana.wait_for_function("window.htmx")
+    ana.wait_for_selector("body[data-live=open]")  # the live stream is open
     time.sleep(0.3)
     services.add_note(incident, "before the drop", actor=responder)
     ana.wait_for_selector("text=before the drop", timeout=2000)
@@ -98,7 +95,7 @@ def test_streams_recycled_by_the_server_lose_and_double_nothing(login, responder
     incident = factories.declare(actor=responder, title="Recycled streams")
     ana = login(responder)
     ana.goto(f"/incidents/{incident.pk}/")
-    ana.wait_for_function("window.htmx")
+    ana.wait_for_selector("body[data-live=open]")  # the live stream is open
     expected = []
     for n in range(8):
         text = f"note {n}"

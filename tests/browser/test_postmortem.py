@@ -29,14 +29,14 @@ def test_resolve_complete_the_post_mortem_and_export_its_pdf(login, responder, t
     services.acknowledge_incident(incident, actor=responder)
     ana = login(responder)
     ana.goto(f"/incidents/{incident.pk}/")
-    ana.wait_for_function("window.htmx")
+    ana.wait_for_selector("body[data-live=open]")  # the live stream is open
     ana.click('button[data-status="resolved"]')
     ana.wait_for_selector("#incident-status:has-text('Resolved')", timeout=3000)
     ana.reload()
     ana.click("text=Open the post-mortem")
     ana.wait_for_selector("#pm-root_cause")
-    ana.wait_for_function("window.htmx")
-    ana.evaluate("window.__notReloaded = true")
+    ana.wait_for_load_state("load")  # deferred htmx has run
+    ana.evaluate("() => { window.__notReloaded = true; }")
 
     edit_section(ana, "root_cause", "root_cause", "Webhook signing secret rotated without deploy")
     edit_section(ana, "lessons_learned", "lessons_learned", "Rotate secrets with a checklist")
@@ -45,7 +45,7 @@ def test_resolve_complete_the_post_mortem_and_export_its_pdf(login, responder, t
     ana.fill("#id_due_date", "2026-12-01")
     ana.click("#add-action-item")
     ana.wait_for_selector("#action-items >> text=Automate secret rotation")
-    assert ana.evaluate("window.__notReloaded") is True  # all of it in place
+    assert ana.evaluate("() => window.__notReloaded") is True  # all of it in place
     pm = PostMortem.objects.get(incident=incident)
     assert pm.root_cause == "Webhook signing secret rotated without deploy"
     assert pm.lessons_learned == "Rotate secrets with a checklist"

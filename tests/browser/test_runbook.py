@@ -79,8 +79,8 @@ def test_run_all_diagnostics_then_the_recommended_action(
 
     page = login(responder)
     page.goto(f"/incidents/{incident.pk}/")
-    page.wait_for_function("window.htmx")
-    page.evaluate("window.__notReloaded = true")
+    page.wait_for_selector("body[data-live=open]")  # the live stream is open
+    page.evaluate("() => { window.__notReloaded = true; }")
     page.click("button.run-all[data-runbook=database]")
 
     # Each diagnostic's result lands on the timeline, live.
@@ -88,7 +88,7 @@ def test_run_all_diagnostics_then_the_recommended_action(
         page.wait_for_selector(
             f"#timeline li.kind-check_result:has-text('{key} on lotolink-db')", timeout=15000
         )
-    assert page.evaluate("window.__notReloaded") is True
+    assert page.evaluate("() => window.__notReloaded") is True
     assert "db.disk (not available yet)" in page.inner_text("#timeline")
     slow = page.inner_text("#timeline li.kind-check_result:has-text('db.slow_queries')")
     assert "long-running" in slow or "running longer" in slow or "1 " in slow
