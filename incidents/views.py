@@ -156,7 +156,12 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 def rendered_events(events: list[TimelineEvent]) -> list[str]:
     """Each event's HTML. Events never change (append-only), so their rendering is
     cached by id: a long timeline costs one cache read, not a template per event."""
-    keys = {event.pk: f"timeline-event:v1:{event.pk}" for event in events}
+    # The id alone is not enough: a database restored or recreated under a cache that
+    # lives on (Redis) reuses ids; the incident and the creation time make it unique.
+    keys = {
+        event.pk: f"timeline-event:v2:{event.pk}:{event.incident_id}:{event.created_at.timestamp()}"
+        for event in events
+    }
     cached = cache.get_many(list(keys.values()))
     fresh = {}
     html = []

@@ -382,3 +382,22 @@ def test_incident_page_queries_do_not_grow_with_events(
         services.add_note(incident, f"note {n}", actor=responder if n % 2 else other_responder)
     many = _queries(client, path, django_assert_max_num_queries, 25)
     assert many == few
+
+
+def test_cached_timeline_html_never_shows_another_incidents_event(responder_client, responder):
+    """Event HTML is cached; a recreated database reuses ids under a cache that lives on."""
+    from django.core.cache import cache
+
+    from incidents.models import TimelineEvent
+    from incidents.views import rendered_events
+
+    incident = factories.declare(actor=responder, title="First")
+    note = services.add_note(incident, "from the first database", actor=responder)
+    rendered_events([note])
+    pk = note.pk
+    TimelineEvent.objects.filter(pk=pk).delete()
+    other = factories.declare(actor=responder, title="Second")
+    reused = TimelineEvent.objects.create(pk=pk, incident=other, kind="note", message="fresh")
+    html = rendered_events([reused])[0]
+    assert "fresh" in html and "from the first database" not in html
+    cache.clear()
