@@ -62,6 +62,16 @@ class Endpoint(BaseHTTPRequestHandler):
         pass
 
 
+def start_worker(env: dict[str, str], queue: str) -> subprocess.Popen[bytes]:
+    """A real Celery worker (prefork, 4 processes) consuming only `queue`."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "lotoops", "worker", "--loglevel", "WARNING",
+        "--pool", "prefork", "--concurrency", "4", "--queues", queue,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -134,30 +144,7 @@ def main() -> None:
     incident = declare_incident(
         title="Benchmark", category="database", severity=Severity.objects.get(key="P2"), actor=user
     )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lotoops",
-            "worker",
-            "--loglevel",
-            "WARNING",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "4",
-            "--queues",
-            QUEUE,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+    worker = start_worker(env, QUEUE)
     try:
         from diagnostics.models import WorkerHeartbeat
 

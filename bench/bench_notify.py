@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_engine import PG, REDIS, ensure_database, pct, wait  # noqa: E402
+from bench_engine import PG, REDIS, ensure_database, pct, start_worker, wait  # noqa: E402
 
 QUEUE = f"lotoops-bench-notify-{uuid.uuid4().hex[:6]}"
 ARRIVED: dict[tuple[str, str], float] = {}
@@ -100,30 +99,7 @@ def main() -> None:
     user = get_user_model().objects.create_user("bench")
     p1 = Severity.objects.get(key="P1")
 
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lotoops",
-            "worker",
-            "--loglevel",
-            "WARNING",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "4",
-            "--queues",
-            QUEUE,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+    worker = start_worker(env, QUEUE)
     webhook: list[float] = []
     slack: list[float] = []
     try:
