@@ -76,6 +76,27 @@ class NoParams:
     pass
 
 
+@dataclass(frozen=True)
+class ParamChoice:
+    """A parameter the responder sets when reviewing an action, declared by the
+    probe so the generic action form needs no knowledge of any backend.
+
+    Either `options` (value, label) pairs, usually taken from what a diagnostic
+    found (the pid from `long_running_queries`): the responder picks one, never
+    types it; or a whole number within `minimum`..`maximum` (a replica count);
+    or, with `text=True`, free text that the probe's `Params` then validates
+    (addresses to block)."""
+
+    name: str
+    label: str
+    help: str = ""
+    options: tuple[tuple[Any, str], ...] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    initial: Any = None
+    text: bool = False
+
+
 class Probe:
     """Subclass, set the class attributes, define `Params` (a dataclass) and `run()`.
 
@@ -107,6 +128,13 @@ class Probe:
         emit: Emit | None = None,
     ) -> Probe:
         return cls(target, parse_params(cls.Params, raw_params or {}), timeout=timeout, emit=emit)
+
+    @classmethod
+    def choices(cls, step_params: dict[str, Any], evidence: dict[str, Any]) -> list[ParamChoice]:
+        """The parameters a responder sets when reviewing this action, given the
+        step's parameters and the evidence found on the incident so far
+        (evidence key -> {"details": ..., ...}). None by default."""
+        return []
 
     def run(self) -> ProbeResult:
         raise NotImplementedError
