@@ -42,6 +42,17 @@ class ProbeTimeout(ProbeError):
     """The check did not finish within its timeout (recorded as timed out)."""
 
 
+@dataclass(frozen=True)
+class ProbeFile:
+    """A file a probe produced (a log export, a database dump), written to a
+    temporary path. The engine, not the probe, stores it on the incident as
+    evidence (with its SHA-256, size, who and when) and removes the temporary file."""
+
+    name: str  # the file name shown and offered for download, e.g. "backend-logs.txt"
+    path: str  # where the probe wrote it
+    content_type: str = "application/octet-stream"
+
+
 @dataclass
 class ProbeResult:
     outcome: str
@@ -49,6 +60,7 @@ class ProbeResult:
     data: dict[str, Any] = field(default_factory=dict)
     # Evidence key -> details, e.g. {"long_running_queries": {"pids": [4121, 4188]}}
     evidence: dict[str, Any] = field(default_factory=dict)
+    files: list[ProbeFile] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.outcome not in Outcome.ALL:
