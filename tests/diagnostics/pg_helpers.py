@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import os
+
 import psycopg
 from psycopg.rows import dict_row
 
 HOST, PORT = "127.0.0.1", 5432
-DB = "lotoops_probe_pg"
+# Overridable so two checkouts can run the suite at once on one server.
+DB = os.environ.get("LOTOOPS_PROBE_PG_DB", "lotoops_probe_pg")
 ADMIN_URL = f"postgres://postgres@{HOST}:{PORT}/postgres"
 DB_URL = f"postgres://postgres@{HOST}:{PORT}/{DB}"
 TEST_APP = "pg-probe-test"  # application_name of every session the tests open
