@@ -68,8 +68,10 @@ def main() -> None:
     from django.test import RequestFactory
     from django.utils import timezone
 
-    from incidents import exports, postmortem, views_postincident
     from incidents.models import Incident
+    from incidents.postincident import postmortem
+    from incidents.reporting import exports
+    from incidents.views import reports as report_views
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
@@ -94,12 +96,12 @@ def main() -> None:
         return request
 
     def period_csv() -> bytes:
-        return views_postincident.reports_csv(period_request()).content
+        return report_views.reports_csv(period_request()).content
 
     def period_pdf() -> bytes:
-        return views_postincident.reports_pdf(period_request()).content
+        return report_views.reports_pdf(period_request()).content
 
-    _, report = views_postincident._period(period_request())
+    _, report = report_views._period(period_request())
     rows = len(report.rows)
 
     big = Incident.objects.order_by("-pk").first()

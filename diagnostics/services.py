@@ -1,16 +1,17 @@
 """The runbook engine's state changes: ask for a check, confirm an action, record
 output and results, reap runs whose worker died. Each appends the incident's
-timeline through incidents.services in the same transaction."""
+timeline through incidents.timeline in the same transaction; a finished run
+sends `diagnostics.signals.check_finished`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -21,8 +22,10 @@ from django.utils import timezone
 
 from incidents import live
 from incidents.models import EventKind, Incident
-from incidents.services import IncidentError, append_event
+from incidents.services import IncidentError
+from incidents.timeline import actor_name, append_event
 
+from . import signals
 from .models import (
     ACTIVE_RUN_STATUSES,
     CheckRun,
@@ -33,12 +36,12 @@ from .models import (
     Target,
 )
 from .probes.base import Probe, ProbeError, ProbeResult
+from .probes.redact import redact, redact_json
 
 # The page shows this much of a run's output; the whole text (up to the store
 # cap) is downloadable.
 OUTPUT_PAGE_CAP = 16 * 1024
 OUTPUT_STORE_CAP = 2 * 1024 * 1024
-REDACTED = "•••"
 
 
 class CheckError(IncidentError):
@@ -53,25 +56,10 @@ def known_secrets() -> list[str]:
     variables (and the passwords in our own service URLs)."""
     names = set(Target.objects.exclude(secret_env="").values_list("secret_env", flat=True))
     values = {os.environ.get(name, "") for name in names}
-    from urllib.parse import urlsplit
-
     for url in (settings.DATABASE_URL, settings.REDIS_URL, settings.CELERY_BROKER_URL):
         with contextlib.suppress(ValueError):
             values.add(urlsplit(url).password or "")
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def redact_json(value: Any, secrets: list[str]) -> Any:
-    if not secrets:
-        return value
-    return json.loads(redact(json.dumps(value), [json.dumps(s)[1:-1] for s in secrets]))
 
 
 # --- which steps for which incident ----------------------------------------------
@@ -144,6 +132,7 @@ def _probe_for(step: RunbookStep) -> type[Probe]:
 
 
 def _enqueue(runs: list[CheckRun]) -> None:
+    # The task module imports this one (it calls claim/finish_run): import it here.
     from .tasks import run_check
 
     def send() -> None:
@@ -190,7 +179,8 @@ def request_check(
         append_event(
             incident,
             EventKind.CHECK_RUN,
-            f"{_name(actor)} ran {step.key} ({step.title}) on {', '.join(t.name for t in targets)}",
+            f"{actor_name(actor)} ran {step.key} ({step.title}) on "
+            f"{', '.join(t.name for t in targets)}",
             actor=actor,
             data={"step": step.key, "runs": [r.pk for r in runs]},
         )
@@ -274,7 +264,7 @@ def run_action(
         append_event(
             incident,
             EventKind.ACTION,
-            f"{_name(actor)} confirmed {step.key}: {plan}",
+            f"{actor_name(actor)} confirmed {step.key}: {plan}",
             actor=actor,
             data={"step": step.key, "run": run.pk, "plan": plan, "params": params},
         )
@@ -385,9 +375,9 @@ def finish_run(
                 "kind": verb,
             },
         )
-        from incidents.postmortem import on_check_finished
-
-        on_check_finished(run, status=status, outcome=outcome, summary=summary)
+        signals.check_finished.send(
+            sender=CheckRun, run=run, status=status, outcome=outcome, summary=summary
+        )
     return True
 
 
@@ -419,9 +409,3 @@ def reap_stale_runs(now: datetime | None = None, *, max_attempts: int = 2) -> li
         CheckRun.objects.filter(pk__in=[r.pk for r in lost]).update(queued_at=now)
         _enqueue(lost)
     return reaped
-
-
-def _name(user: AbstractBaseUser | None) -> str:
-    if user is None:
-        return "LotoOps"
-    return user.get_full_name() or user.get_username()  # type: ignore[attr-defined]

@@ -11,4 +11,9 @@ urlpatterns = [
     path("runbooks/<slug:key>/run-all/", views.run_all, name="run_all"),
     path("runbooks/<slug:key>/", views.procedure, name="procedure"),
     path("runs/<int:run_pk>/output.txt", views.run_output, name="run_output"),
+    path(
+        "action-items/<int:item_pk>/verify/",
+        views.action_item_verify,
+        name="action_item_verify",
+    ),
 ]

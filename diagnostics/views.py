@@ -3,28 +3,32 @@ diagnostics in parallel, review and confirm an action, download a run's output."
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.core import signing
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from incidents.access import can_run_actions, can_work, get_incident_for
 from incidents.htmx import htmx_error
-from incidents.models import Incident
+from incidents.models import ActionItem, Incident
+from incidents.panels import LiveUpdates, Message, Panel
+from incidents.services import IncidentError
+from incidents.views.postmortem import item_response
 
-from . import services
-from .models import CheckRun, Runbook, RunbookStep, StepKind, Target
-
-ACTION_SIGNING_SALT = "lotoops.action-confirmation"
-CONFIRMATION_MAX_AGE = 600  # seconds between "review" and "confirm"
+from . import actions, services, verification
+from .models import ACTIVE_RUN_STATUSES, CheckRun, Runbook, RunbookStep, StepKind, Target
+from .probes.base import ParamChoice
 
 
 def runbook_context(
-    request: HttpRequest, incident: Incident, *, expand: str | None = None
+    request: HttpRequest, incident: Incident, *, expand: str | None = None, **_: Any
 ) -> dict[str, Any]:
     """Everything the runbook panel shows, in a fixed number of queries.
 
@@ -62,6 +66,49 @@ def runbook_context(
         "can_act": can_run_actions(request.user, incident),
         "output_cap": services.OUTPUT_PAGE_CAP,
     }
+
+
+class RunUpdates(LiveUpdates):
+    """A stream's live output of check runs: each run whose version changed since
+    this stream last sent it (id-less "run" messages, idempotent swaps)."""
+
+    def __init__(self) -> None:
+        self.run_versions: dict[int, int] = {}
+        self.checked_at = timezone.now() - timedelta(seconds=5)
+
+    def __call__(self, request: HttpRequest, incident_id: int) -> list[Message]:
+        now = timezone.now()
+        runs = CheckRun.objects.filter(incident_id=incident_id).filter(
+            Q(status__in=ACTIVE_RUN_STATUSES) | Q(finished_at__gte=self.checked_at)
+        )
+        self.checked_at = now - timedelta(seconds=1)
+        changed = [
+            r
+            for r in runs.select_related("requested_by")
+            if self.run_versions.get(r.pk) != r.version
+        ]
+        out: list[Message] = []
+        for run in changed:
+            self.run_versions[run.pk] = run.version
+            context = {
+                "run": run,
+                "oob": True,
+                "latest": True,
+                "output_cap": services.OUTPUT_PAGE_CAP,
+            }
+            html = render_to_string("diagnostics/partials/run.html", context, request)
+            out.append((None, "run", html))
+        return out
+
+
+# The runbook panel of the incident page (registered in DiagnosticsConfig.ready).
+RUNBOOK_PANEL = Panel(
+    name="runbook",
+    template="diagnostics/partials/runbook.html",
+    context=runbook_context,
+    refresh_on=frozenset({"check_run", "check_result", "action"}),
+    live=RunUpdates,
+)
 
 
 def _step_rows(
@@ -127,8 +174,9 @@ def run_all(request: HttpRequest, pk: int, key: str) -> HttpResponse:
 
 
 class ActionForm(forms.Form):
-    """What a responder may choose for an action: the target, and for some
-    actions one value picked from what a diagnostic found (never typed free-hand)."""
+    """What a responder may choose for an action: the target, and what the probe
+    declares (`Probe.choices`): a value picked from what a diagnostic found (never
+    typed free-hand), a bounded number, or text the probe then validates."""
 
     target = forms.ModelChoiceField(queryset=Target.objects.none(), empty_label=None)
 
@@ -136,28 +184,27 @@ class ActionForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.step = step
         self.fields["target"].queryset = Target.objects.filter(kind=step.target_kind, active=True)
-        if step.probe == "postgres.terminate_query":
-            found = services.evidence_found(incident).get("long_running_queries", {})
-            queries = found.get("details", {}).get("queries", [])
-            choices = [
-                (
-                    str(q["pid"]),
-                    f"pid {q['pid']} ({int(q.get('seconds', 0))} s): "
-                    f"{str(q.get('query', ''))[:80]}",
-                )
-                for q in queries
-            ]
-            self.fields["pid"] = forms.TypedChoiceField(
-                choices=choices, coerce=int, help_text="From the latest db.slow_queries result"
-            )
-        if "replicas" in step.params:
-            self.fields["replicas"] = forms.IntegerField(
-                min_value=1, max_value=50, initial=step.params["replicas"]
-            )
+        self.chosen = actions.choices(step, incident)
+        for choice in self.chosen:
+            self.fields[choice.name] = _field(choice)
 
-    def params(self) -> dict[str, Any]:
-        chosen = {k: v for k, v in self.cleaned_data.items() if k != "target"}
-        return {**self.step.params, **chosen}
+    def chosen_params(self) -> dict[str, Any]:
+        return {c.name: self.cleaned_data[c.name] for c in self.chosen}
+
+
+def _field(choice: ParamChoice) -> forms.Field:
+    common = {"label": choice.label, "help_text": choice.help}
+    if choice.options is not None:
+        kinds = {type(value) for value, _ in choice.options}
+        coerce = int if kinds == {int} else str
+        return forms.TypedChoiceField(
+            choices=[(str(v), label) for v, label in choice.options], coerce=coerce, **common
+        )
+    if choice.text:
+        return forms.CharField(max_length=2000, initial=choice.initial, **common)
+    return forms.IntegerField(
+        min_value=choice.minimum, max_value=choice.maximum, initial=choice.initial, **common
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -170,62 +217,28 @@ def action(request: HttpRequest, pk: int, key: str) -> HttpResponse:
         return _refuse(request, incident, "You may not run actions on this incident.")
     if not step.available:
         return _refuse(request, incident, f"{step.key} is not available yet.")
-    context: dict[str, Any] = {"incident": incident, "step": step}
     if request.POST.get("stage") == "confirm":
-        return _confirm(request, incident, step)
+        try:
+            actions.confirm(incident, step, request.POST.get("token", ""), actor=request.user)
+        except services.CheckError as exc:
+            return _refuse(request, incident, str(exc))
+        return _panel(request, incident) if request.htmx else redirect(incident)
+    context: dict[str, Any] = {"incident": incident, "step": step}
     form = ActionForm(request.POST or None, step=step, incident=incident)
     if request.method == "POST" and form.is_valid():
-        target, params = form.cleaned_data["target"], form.params()
+        target = form.cleaned_data["target"]
         try:
-            plan = services.plan_action(step, target, params)
+            review = actions.review(incident, step, target, form.chosen_params())
         except services.CheckError as exc:
             form.add_error(None, str(exc))
         else:
-            token = signing.dumps(
-                {
-                    "target": target.pk,
-                    "params": params,
-                    "plan": plan,
-                    "incident": incident.pk,
-                    "step": step.key,
-                },
-                salt=ACTION_SIGNING_SALT,
-            )
-            context |= {"plan": plan, "token": token, "target": target}
+            context |= {"plan": review.plan, "token": review.token, "target": target}
     context["form"] = form
     template = "diagnostics/partials/action.html"
     status = 422 if form.errors else 200
     if request.htmx:
         return render(request, template, context, status=status)
     return render(request, "diagnostics/action_page.html", context, status=status)
-
-
-def _confirm(request: HttpRequest, incident: Incident, step: RunbookStep) -> HttpResponse:
-    try:
-        data = signing.loads(
-            request.POST.get("token", ""), salt=ACTION_SIGNING_SALT, max_age=CONFIRMATION_MAX_AGE
-        )
-    except signing.SignatureExpired:
-        return _refuse(request, incident, "That confirmation expired: review the action again.")
-    except signing.BadSignature:
-        return _refuse(
-            request, incident, "That confirmation is not valid: review the action again."
-        )
-    if data["incident"] != incident.pk or data["step"] != step.key:
-        return _refuse(request, incident, "That confirmation is for another action.")
-    target = get_object_or_404(Target, pk=data["target"], active=True)
-    try:
-        services.run_action(
-            incident,
-            step,
-            actor=request.user,
-            target=target,
-            params=data["params"],
-            plan=data["plan"],
-        )
-    except services.CheckError as exc:
-        return _refuse(request, incident, str(exc))
-    return _panel(request, incident) if request.htmx else redirect(incident)
 
 
 @require_GET
@@ -239,3 +252,16 @@ def run_output(request: HttpRequest, pk: int, run_pk: int) -> HttpResponse:
         f'attachment; filename="incident-{incident.pk}-{run.step.key}-run-{run.pk}.txt"'
     )
     return response
+
+
+@require_POST
+def action_item_verify(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    """Re-run an action item's check: the item is verified only if it passes."""
+    incident = get_incident_for(request.user, pk, work=True)
+    item = get_object_or_404(ActionItem, pk=item_pk, incident=incident)
+    error = ""
+    try:
+        verification.verify_action_item(item, actor=request.user)
+    except IncidentError as exc:
+        error = str(exc)
+    return item_response(request, incident, item, error)

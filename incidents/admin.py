@@ -4,8 +4,10 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
 
+from . import timeline
 from .models import (
     ActionItem,
     ChecklistItem,
@@ -21,6 +23,8 @@ from .models import (
     Severity,
     TimelineEvent,
 )
+from .paging import oncall
+from .rules import rota
 
 
 @admin.register(Severity)
@@ -141,9 +145,11 @@ class TimelineEventAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: TimelineEvent, form: Any, change: bool) -> None:
-        if not change:
-            obj.actor = request.user
-            super().save_model(request, obj, form, change)
+        if not change:  # through the one timeline writer, which wakes the live streams
+            event = timeline.append_event(
+                obj.incident, obj.kind, obj.message, actor=request.user, data=obj.data
+            )
+            obj.pk, obj.actor, obj.created_at = event.pk, event.actor, event.created_at
 
 
 # --- on-call rota and notifications ---------------------------------------------------
@@ -170,11 +176,7 @@ class RotationAdmin(admin.ModelAdmin):
 
     @admin.display(description="On call now")
     def on_call_now(self, obj: Rotation) -> str:
-        from django.utils import timezone
-
-        from . import paging, rota
-
-        spec, overrides = paging.rotation_spec(obj)
+        spec, overrides = oncall.rotation_spec(obj)
         shift = rota.on_call_at(spec, overrides, timezone.now())
         if shift is None or shift.starts_at > timezone.now():
             return "—"

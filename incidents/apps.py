@@ -6,4 +6,6 @@ class IncidentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401
+        # Side effects listen to the incident's signals (incidents/signals.py).
+        from .paging import receivers as paging_receivers  # noqa: F401
+        from .postincident import receivers as postincident_receivers  # noqa: F401

@@ -31,7 +31,7 @@ def channel_for(incident_id: int) -> str:
 
 
 @cache
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
@@ -40,7 +40,7 @@ def publish(incident_id: int, event_id: int) -> None:
     if not settings.REDIS_URL:
         return
     try:
-        _redis().publish(channel_for(incident_id), str(event_id))
+        redis_client().publish(channel_for(incident_id), str(event_id))
     except redis.RedisError as exc:
         log.warning("could not publish timeline event %s: %s", event_id, type(exc).__name__)
 

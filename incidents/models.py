@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .rules import sla
+
 
 class Severity(models.Model):
     """P0–P3 from the runbook's severity table; editable in admin."""
@@ -165,9 +167,8 @@ class Incident(models.Model):
 
     def sla_breached(self, now: datetime | None = None) -> bool:
         """Acknowledged late, or still unacknowledged past the response deadline."""
-        if self.acknowledged_at is not None:
-            return self.acknowledged_at > self.response_deadline
-        return (now or timezone.now()) > self.response_deadline
+        verdict = sla.verdict(self.acknowledged_at, self.response_deadline, now or timezone.now())
+        return verdict == sla.BREACHED
 
     def time_to_acknowledge(self) -> timedelta | None:
         return self.acknowledged_at - self.declared_at if self.acknowledged_at else None
@@ -457,6 +458,7 @@ class Notification(models.Model):
     PAGE = "page"
     UPDATE = "update"
     CHANNEL = "channel"  # the incident's own channel (Slack) or the webhook's stream
+    REMINDER = "reminder"  # a post-incident checklist item came due
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notifications")
     contact = models.ForeignKey(EscalationContact, null=True, blank=True, on_delete=models.SET_NULL)

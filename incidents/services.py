@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
-from . import paging
-from .formatting import format_duration as _duration
+from . import signals
 from .models import (
     INCIDENT_FLAGS,
     REOPENABLE,
@@ -34,6 +32,8 @@ from .models import (
     TimelineEvent,
     channel_name_for,
 )
+from .rules.text import format_duration as _duration
+from .timeline import actor_name, append_event
 
 # The lists a new incident starts with (the runbook's section 1).
 DECLARE_PHASES = (ChecklistPhase.INITIAL, ChecklistPhase.ASSESS, ChecklistPhase.COMMUNICATION)
@@ -43,36 +43,9 @@ class IncidentError(ValueError):
     """A change the incident's current state does not allow; nothing was changed."""
 
 
-def append_event(
-    incident: Incident,
-    kind: str,
-    message: str,
-    *,
-    actor: AbstractBaseUser | None = None,
-    data: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> TimelineEvent:
-    """Add one event to the incident's timeline (live streams pick it up on commit)."""
-    return TimelineEvent.objects.create(
-        incident=incident,
-        kind=kind,
-        message=message,
-        actor=actor,
-        data=data or {},
-        created_at=at or timezone.now(),
-    )
-
-
 def _locked(incident: Incident) -> Incident:
     """The incident's row, locked until the surrounding transaction ends."""
     return Incident.objects.select_for_update().select_related("severity").get(pk=incident.pk)
-
-
-def _name(user: AbstractBaseUser | None) -> str:
-    if user is None:
-        return "LotoOps"
-    full = getattr(user, "get_full_name", lambda: "")()
-    return full or user.get_username()
 
 
 def _clean_services(services: Iterable[str]) -> list[str]:
@@ -131,11 +104,12 @@ def declare_incident(
         for user in {u for u in (actor, commander) if u is not None}:
             assign_perm("incidents.view_incident", user, incident)
             assign_perm("incidents.change_incident", user, incident)
-        _create_checklists(incident, DECLARE_PHASES, start=now)
+        create_checklists(incident, DECLARE_PHASES, start=now)
         append_event(
             incident,
             EventKind.DECLARED,
-            f"{_name(actor)} declared {severity.key} {incident.get_category_display().lower()} "
+            f"{actor_name(actor)} declared {severity.key} "
+            f"{incident.get_category_display().lower()} "
             f"incident: {title}",
             actor=actor,
             data={
@@ -147,11 +121,11 @@ def declare_incident(
             },
             at=now,
         )
-        _page_on_commit(incident)
+        signals.incident_declared.send(sender=Incident, incident=incident, actor=actor, now=now)
     return incident
 
 
-def _create_checklists(
+def create_checklists(
     incident: Incident, phases: Iterable[str], *, start: datetime
 ) -> list[ChecklistItem]:
     items = [
@@ -178,33 +152,24 @@ def acknowledge_incident(
     with transaction.atomic():
         locked = _locked(incident)
         if locked.status != Status.DECLARED:
-            by = f" by {_name(locked.acknowledged_by)}" if locked.acknowledged_by else ""
+            by = f" by {actor_name(locked.acknowledged_by)}" if locked.acknowledged_by else ""
             raise IncidentError(f"Incident #{locked.pk} is already acknowledged{by}.")
         locked.status = Status.ACKNOWLEDGED
         locked.acknowledged_at = now
         locked.acknowledged_by = actor
         locked.save(update_fields=["status", "acknowledged_at", "acknowledged_by", "updated_at"])
-        cancelled = paging.cancel_pending(locked)
         took = now - locked.declared_at
         met = now <= locked.response_deadline
         event = append_event(
             locked,
             EventKind.ACKNOWLEDGED,
-            f"{_name(actor)} acknowledged after {_duration(took)} "
+            f"{actor_name(actor)} acknowledged after {_duration(took)} "
             f"({'within' if met else 'outside'} the {locked.severity.key} response time)",
             actor=actor,
             data={"status": Status.ACKNOWLEDGED, "sla_met": met, "seconds": took.total_seconds()},
             at=now,
         )
-        if cancelled:
-            append_event(
-                locked,
-                EventKind.ESCALATION,
-                f"Escalation stopped: {cancelled} pending page{'s' if cancelled > 1 else ''} "
-                "cancelled",
-                data={"cancelled": cancelled},
-                at=now,
-            )
+        signals.incident_acknowledged.send(sender=Incident, incident=locked, actor=actor, now=now)
     incident.refresh_from_db()
     return event
 
@@ -228,7 +193,7 @@ def transition_incident(
         setattr(locked, STATUS_TIMESTAMP[to_status], now)
         locked.save(update_fields=["status", STATUS_TIMESTAMP[to_status], "updated_at"])
         message = (
-            f"{_name(actor)} moved the incident from {Status(from_status).label.lower()} "
+            f"{actor_name(actor)} moved the incident from {Status(from_status).label.lower()} "
             f"to {Status(to_status).label.lower()}"
         )
         if note.strip():
@@ -242,9 +207,7 @@ def transition_incident(
             at=now,
         )
         if to_status == Status.RESOLVED:
-            from .postmortem import start_post_incident
-
-            start_post_incident(locked, actor=actor, now=now)
+            signals.incident_resolved.send(sender=Incident, incident=locked, actor=actor, now=now)
     incident.refresh_from_db()
     return event
 
@@ -291,7 +254,7 @@ def reopen_incident(
         event = append_event(
             locked,
             EventKind.REOPENED,
-            f"{_name(actor)} reopened the incident: {reason}",
+            f"{actor_name(actor)} reopened the incident: {reason}",
             actor=actor,
             data={"status": Status.INVESTIGATING, "from": from_status, "reason": reason},
             at=now,
@@ -320,7 +283,7 @@ def change_severity(
         event = append_event(
             locked,
             EventKind.SEVERITY,
-            f"{_name(actor)} changed the severity from {old.key} to {severity.key}: {reason}",
+            f"{actor_name(actor)} changed the severity from {old.key} to {severity.key}: {reason}",
             actor=actor,
             data={
                 "from": old.key,
@@ -329,7 +292,9 @@ def change_severity(
                 "response_deadline": locked.response_deadline.isoformat(),
             },
         )
-        _page_on_commit(locked)
+        signals.severity_changed.send(
+            sender=Incident, incident=locked, actor=actor, old=old, new=severity
+        )
     incident.refresh_from_db()
     return event
 
@@ -340,7 +305,7 @@ def assign_commander(
     with transaction.atomic():
         locked = _locked(incident)
         if locked.commander_id == commander.pk:
-            raise IncidentError(f"{_name(commander)} is already the commander.")
+            raise IncidentError(f"{actor_name(commander)} is already the commander.")
         locked.commander = commander
         locked.save(update_fields=["commander", "updated_at"])
         if locked.restricted:
@@ -349,7 +314,7 @@ def assign_commander(
         event = append_event(
             locked,
             EventKind.COMMANDER,
-            f"{_name(actor)} made {_name(commander)} the incident commander",
+            f"{actor_name(actor)} made {actor_name(commander)} the incident commander",
             actor=actor,
             data={"commander": commander.get_username()},
         )
@@ -384,7 +349,7 @@ def post_status_update(incident: Incident, text: str, *, actor: AbstractBaseUser
                 "channel": locked.channel_name,
             },
         )
-        transaction.on_commit(lambda: _send_task("fan_out_status_update", event.pk))
+        signals.status_update_posted.send(sender=Incident, incident=locked, event=event)
         return event
 
 
@@ -404,7 +369,7 @@ def set_checklist_item(
         event = append_event(
             locked_incident,
             EventKind.CHECKLIST,
-            f"{_name(actor)} {verb} “{locked.text}”",
+            f"{actor_name(actor)} {verb} “{locked.text}”",
             actor=actor,
             data={"item": locked.pk, "done": done, "phase": locked.phase},
         )
@@ -437,28 +402,12 @@ def set_incident_flags(
         event = append_event(
             locked,
             EventKind.ESCALATION,
-            f"{_name(actor)} {' and '.join(words)} (flags)",
+            f"{actor_name(actor)} {' and '.join(words)} (flags)",
             actor=actor,
             data={"flags": sorted(wanted), "added": added, "removed": removed},
         )
-        _page_on_commit(locked)
+        signals.flags_changed.send(
+            sender=Incident, incident=locked, actor=actor, added=added, removed=removed
+        )
     incident.refresh_from_db()
     return event
-
-
-def _page_on_commit(incident: Incident) -> None:
-    """Decide and send who must be told once the change is committed; if the broker
-    is down, the beat's `escalate_due` does it within ESCALATION_CHECK_INTERVAL."""
-    pk = incident.pk
-    transaction.on_commit(lambda: _send_task("page_incident", pk))
-
-
-def _send_task(name: str, pk: int) -> None:
-    import logging
-
-    from . import tasks
-
-    try:
-        getattr(tasks, name).delay(pk)
-    except Exception as exc:  # the broker: never fail the incident's workflow
-        logging.getLogger(__name__).warning("could not enqueue %s(%s): %s", name, pk, exc)

@@ -1,20 +1,35 @@
-"""Wake the live streams whenever a timeline event commits, whoever wrote it
-(a view, a Celery task, the admin)."""
+"""The incident's domain signals. Services send them inside their transaction,
+after the change and its timeline event; side effects listen (paging,
+post-incident). A receiver that must be able to abort the change does its work
+right away (it runs in the service's transaction); one that queues work does so
+with `transaction.on_commit`. Every signal here has its listeners (tested).
+
+Every signal is sent with `sender=Incident` and these keyword arguments:
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from django.dispatch import Signal
 
-from django.db import transaction
-from django.db.models.signals import post_save
-from django.dispatch import receiver
+# incident, actor (or None), now. Paging tells whoever the rules name (on commit).
+incident_declared = Signal()
+# incident (locked), actor, now. Paging cancels pages not yet sent (in the transaction).
+incident_acknowledged = Signal()
+# incident (locked), actor, now. Post-incident starts its checklists and the
+# post-mortem draft (in the transaction).
+incident_resolved = Signal()
+# incident, actor, old (Severity), new (Severity). Paging re-evaluates who is told.
+severity_changed = Signal()
+# incident, actor, added (list[str]), removed (list[str]). Paging re-evaluates who is told.
+flags_changed = Signal()
+# incident, event (the status update's TimelineEvent). Paging fans it out (on commit).
+status_update_posted = Signal()
 
-from . import live
-from .models import TimelineEvent
-
-
-@receiver(post_save, sender=TimelineEvent, dispatch_uid="timeline-publish")
-def publish_timeline_event(sender: type, instance: TimelineEvent, created: bool, **_: Any) -> None:
-    if created:
-        incident_id, event_id = instance.incident_id, instance.pk
-        transaction.on_commit(lambda: live.publish(incident_id, event_id))
+ALL = (
+    incident_declared,
+    incident_acknowledged,
+    incident_resolved,
+    severity_changed,
+    flags_changed,
+    status_update_posted,
+)

@@ -10,4 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotoops.settings")
 
 app = Celery("lotoops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+# Each app package with a `tasks` module (paging and post-incident keep their own).
+app.autodiscover_tasks(
+    ["incidents.paging", "incidents.postincident", "diagnostics"], related_name="tasks"
+)

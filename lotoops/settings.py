@@ -223,11 +223,11 @@ CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "diagnostics.tasks.heartbeat", "schedule": 15.0},
     "reap-stale-check-runs": {"task": "diagnostics.tasks.reap_stale_runs", "schedule": 15.0},
     "escalate-due": {
-        "task": "incidents.tasks.escalate_due",
+        "task": "incidents.paging.tasks.escalate_due",
         "schedule": env_float("ESCALATION_CHECK_INTERVAL", 30.0),
     },
     "post-incident-reminders": {
-        "task": "incidents.tasks.send_checklist_reminders",
+        "task": "incidents.postincident.tasks.send_checklist_reminders",
         "schedule": 60.0,
     },
 }

@@ -1,10 +1,6 @@
-"""One module per backend; importing this package registers every probe."""
+"""One module per backend; importing this package registers every probe.
 
-from . import base  # noqa: F401
+Imported explicitly: a missing or broken module is an error at start-up, never
+a silent "not available yet" (tests list the runbook steps with no probe yet)."""
 
-for _module in ("http", "postgres", "redis", "rabbitmq", "prometheus"):
-    try:
-        __import__(f"{__name__}.{_module}")
-    except ModuleNotFoundError as exc:  # a backend module not written yet
-        if exc.name != f"{__name__}.{_module}":
-            raise
+from . import base, http, postgres, prometheus, rabbitmq, redis  # noqa: F401

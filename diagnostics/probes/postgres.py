@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from .base import (
     Emit,
     Outcome,
+    ParamChoice,
     Probe,
     ProbeError,
     ProbeResult,
@@ -1013,6 +1014,24 @@ class TerminateQuery(PostgresAction):
 
     name = "postgres.terminate_query"
     Params = TerminateQueryParams
+
+    @classmethod
+    def choices(cls, step_params: dict[str, Any], evidence: dict[str, Any]) -> list[ParamChoice]:
+        """The pid is picked from the latest db.slow_queries result, never typed."""
+        found = evidence.get("long_running_queries", {})
+        queries = found.get("details", {}).get("queries", [])
+        options = tuple(
+            (
+                int(q["pid"]),
+                f"pid {q['pid']} ({int(q.get('seconds', 0))} s): {str(q.get('query', ''))[:80]}",
+            )
+            for q in queries
+        )
+        return [
+            ParamChoice(
+                "pid", "Query", help="From the latest db.slow_queries result", options=options
+            )
+        ]
 
     def running_backend(self, conn: Conn) -> dict[str, Any]:
         """The backend to terminate, or ProbeError saying why it may not be."""

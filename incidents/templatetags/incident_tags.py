@@ -8,8 +8,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from incidents.formatting import format_duration
 from incidents.models import Incident
+from incidents.rules import sla as sla_rule
+from incidents.rules.text import format_duration
 
 register = template.Library()
 
@@ -30,7 +31,7 @@ def sla(incident: Incident) -> str:
     data-deadline), then met or breached. Built in Python: it is on every row."""
     now = timezone.now()
     acked = incident.acknowledged_at
-    breached = incident.sla_breached(now)
+    breached = sla_rule.verdict(acked, incident.response_deadline, now) == sla_rule.BREACHED
     classes = "sla" + (" breached" if breached else "") + (" done" if acked else "")
     if acked:
         verdict = "SLA breached" if breached else "SLA met"
@@ -42,10 +43,12 @@ def sla(incident: Incident) -> str:
         else:
             text = f"{format_duration(remaining)} left to acknowledge"
     deadline = incident.response_deadline
+    # The browser only counts down from the server's number (no clock or rule of its own).
+    left = f"{(deadline - now).total_seconds():.0f}"
     return format_html(
         '<span class="{}"{} title="Response deadline {}">{}</span>',
         classes,
-        format_html(' data-deadline="{}"', deadline.isoformat()) if not acked else "",
+        format_html(' data-seconds-left="{}"', left) if not acked else "",
         timezone.localtime(deadline).strftime("%Y-%m-%d %H:%M:%S %Z"),
         text,
     )

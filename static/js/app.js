@@ -13,10 +13,13 @@
     return Math.floor(h / 24) + "d " + (h % 24) + "h";
   }
 
+  // The server renders each clock's seconds left (incidents/rules/sla.py decides
+  // the verdict); the browser only counts down from that number since it arrived.
   function tickSla() {
     var now = Date.now();
-    document.querySelectorAll(".sla[data-deadline]").forEach(function (el) {
-      var left = (Date.parse(el.dataset.deadline) - now) / 1000;
+    document.querySelectorAll(".sla[data-seconds-left]").forEach(function (el) {
+      if (!el.dataset.renderedAt) el.dataset.renderedAt = String(now);
+      var left = Number(el.dataset.secondsLeft) - (now - Number(el.dataset.renderedAt)) / 1000;
       if (left >= 0) {
         el.textContent = fmt(left) + " left to acknowledge";
         el.classList.remove("breached");

@@ -242,7 +242,7 @@ def test_known_secrets_never_reach_output_results_timeline_pages_or_logs(
     assert TOKEN not in client.get(db_incident.get_absolute_url()).content.decode()
     download = client.get(f"/incidents/{db_incident.pk}/runs/{run.pk}/output.txt")
     assert download.status_code == 200 and TOKEN not in download.content.decode()
-    from incidents.views import StreamRenderer
+    from incidents.views.stream import StreamRenderer
 
     request = rf.get("/")
     request.user = responder

@@ -8,9 +8,9 @@ from django.contrib.auth.models import Permission
 from django.core import signing
 from guardian.shortcuts import assign_perm
 
+from diagnostics.actions import SIGNING_SALT as ACTION_SIGNING_SALT
 from diagnostics.models import CheckRun, RunbookStep, RunStatus, Target
 from diagnostics.tasks import run_check
-from diagnostics.views import ACTION_SIGNING_SALT
 from incidents.models import EventKind
 from tests import factories
 from tests.diagnostics.conftest import step

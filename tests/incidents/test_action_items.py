@@ -9,11 +9,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from diagnostics import verification
 from diagnostics.models import RunbookStep, RunStatus, Target
 from diagnostics.seed import seed_runbooks
 from diagnostics.tasks import run_check
-from incidents import postmortem
 from incidents.models import ActionItem, ActionItemStatus, EventKind
+from incidents.postincident import actionitems
 from incidents.services import IncidentError
 from tests.incidents.helpers import lived
 
@@ -128,13 +129,13 @@ def test_verify_reruns_the_check_and_marks_the_item_verified_when_it_passes(
 ):
     postgres_target("postgres://postgres@127.0.0.1:5432/postgres")
     incident = lived(responder)
-    item = postmortem.add_action_item(
+    item = actionitems.add_action_item(
         incident, text="Raise max_connections", owner=responder, due_date=None, step=db_step,
         actor=responder,
     )  # fmt: skip
     client.force_login(responder)
     response = client.post(
-        reverse("incidents:action_item_verify", args=[incident.pk, item.pk]),
+        reverse("diagnostics:action_item_verify", args=[incident.pk, item.pk]),
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
@@ -158,10 +159,10 @@ def test_verify_reruns_the_check_and_marks_the_item_verified_when_it_passes(
 def test_a_failing_check_leaves_the_item_unverified_with_the_reason(responder, db_step):
     postgres_target("postgres://postgres@127.0.0.1:1/postgres")
     incident = lived(responder)
-    item = postmortem.add_action_item(
+    item = actionitems.add_action_item(
         incident, text="Fix the pooler", owner=None, due_date=None, step=db_step, actor=responder
     )
-    run = postmortem.verify_action_item(item, actor=responder)
+    run = verification.verify_action_item(item, actor=responder)
     run_check.apply(args=(run.pk,))
     run.refresh_from_db()
     assert run.status in (RunStatus.FAILED, RunStatus.QUEUED)
@@ -178,11 +179,11 @@ def test_a_failing_check_leaves_the_item_unverified_with_the_reason(responder, d
 
 def test_an_item_tied_to_a_check_cannot_be_marked_verified_by_hand(responder, db_step):
     incident = lived(responder)
-    item = postmortem.add_action_item(
+    item = actionitems.add_action_item(
         incident, text="x", owner=None, due_date=None, step=db_step, actor=responder
     )
     with pytest.raises(IncidentError, match="use Verify"):
-        postmortem.update_action_item(
+        actionitems.update_action_item(
             item, status=ActionItemStatus.VERIFIED, owner=None, due_date=None, actor=responder
         )
 
@@ -191,7 +192,7 @@ def test_an_action_step_cannot_verify_an_item(responder, db_step):
     incident = lived(responder)
     action = RunbookStep.objects.filter(kind="action").first()
     with pytest.raises(IncidentError, match="changes the platform"):
-        postmortem.add_action_item(
+        actionitems.add_action_item(
             incident, text="x", owner=None, due_date=None, step=action, actor=responder
         )
 
@@ -201,7 +202,7 @@ def test_verifying_without_a_check_is_refused(client, responder):
     item = ActionItem.objects.create(incident=incident, text="Write docs")
     client.force_login(responder)
     response = client.post(
-        reverse("incidents:action_item_verify", args=[incident.pk, item.pk]),
+        reverse("diagnostics:action_item_verify", args=[incident.pk, item.pk]),
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 422

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from incidents.escalation import (
+from incidents.rules.escalation import (
     ContactRule,
     IncidentSnapshot,
     escalation_steps_due,

@@ -10,7 +10,7 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-from incidents import notify, paging, services, tasks
+from incidents import services
 from incidents.models import (
     EventKind,
     Incident,
@@ -19,6 +19,8 @@ from incidents.models import (
     RotaOverride,
     Rotation,
 )
+from incidents.paging import channels, decide, outbox
+from incidents.paging import tasks as paging_tasks
 from tests import factories
 from tests.incidents.escalation_helpers import give_contacts_addresses, weekly_rota
 
@@ -44,7 +46,7 @@ def contacts(runbook):
 
 def declare(responder, severity="P1", **kw) -> Incident:
     incident = factories.declare(actor=responder, severity=severity, now=T0, **kw)
-    paging.page(incident, now=T0)
+    decide.page(incident, now=T0)
     return incident
 
 
@@ -111,12 +113,12 @@ class TestDeclaration:
         rows = incident.notifications.all()
         assert {r.status for r in rows} == {NotificationStatus.NO_ADDRESS}
         assert "no address for email" in escalation_events(incident)[0]
-        assert paging.deliver(rows[0].pk) == ("not pending", None)
+        assert outbox.deliver(rows[0].pk) == ("not pending", None)
 
     def test_the_paging_task_run_twice_makes_each_page_once(self, responder, contacts):
         incident = factories.declare(actor=responder, severity="P0")
-        assert tasks.page_incident(incident.pk) == 3
-        assert tasks.page_incident(incident.pk) == 0
+        assert paging_tasks.page_incident(incident.pk) == 3
+        assert paging_tasks.page_incident(incident.pk) == 0
         assert incident.notifications.count() == 3
         assert len(escalation_events(incident)) == 1
 
@@ -124,7 +126,7 @@ class TestDeclaration:
         self, responder, contacts, django_capture_on_commit_callbacks, monkeypatch
     ):
         sent = []
-        monkeypatch.setattr(tasks.page_incident, "delay", lambda pk: sent.append(pk))
+        monkeypatch.setattr(paging_tasks.page_incident, "delay", lambda pk: sent.append(pk))
         with django_capture_on_commit_callbacks(execute=True):
             incident = factories.declare(actor=responder)
         assert sent == [incident.pk]
@@ -135,19 +137,19 @@ class TestDeclaration:
         def down(pk):
             raise ConnectionError("broker down")
 
-        monkeypatch.setattr(tasks.page_incident, "delay", down)
+        monkeypatch.setattr(paging_tasks.page_incident, "delay", down)
         with django_capture_on_commit_callbacks(execute=True):
             incident = factories.declare(actor=responder)
         assert Incident.objects.filter(pk=incident.pk).exists()
         # The beat finds the incident nobody was told about and tells them.
-        assert len(paging.escalate_due()) == 2
+        assert len(decide.escalate_due()) == 2
 
     def test_setting_a_flag_later_tells_whoever_it_calls_for(self, responder, contacts):
         incident = factories.declare(actor=responder, severity="P2")  # declared now
-        tasks.page_incident(incident.pk)
+        paging_tasks.page_incident(incident.pk)
         services.set_incident_flags(incident, ["data_breach"], actor=responder)
         assert incident.data_breach
-        tasks.page_incident(incident.pk)
+        paging_tasks.page_incident(incident.pk)
         assert ("Legal/Compliance Lex Legal", "rule") in pages(incident)
         assert services.set_incident_flags(incident, ["data_breach"], actor=responder) is None
 
@@ -160,11 +162,11 @@ class TestDeclaration:
         from incidents.models import Severity
 
         incident = factories.declare(actor=responder, severity="P2")  # declared now
-        tasks.page_incident(incident.pk)
+        paging_tasks.page_incident(incident.pk)
         services.change_severity(
             incident, Severity.objects.get(key="P0"), actor=responder, reason="payments down"
         )
-        tasks.page_incident(incident.pk)
+        paging_tasks.page_incident(incident.pk)
         assert {r for _, r in pages(incident)} == {"rule"}
         assert {"tech_lead", "engineering_manager"} <= set(
             incident.notifications.values_list("role", flat=True)
@@ -178,11 +180,11 @@ class TestEscalation:
     ):
         incident = declare(responder, "P1")  # deadline T0 + 30 min, steps every 15 min
         deadline = incident.response_deadline
-        assert paging.escalate_due(deadline - timedelta(seconds=1)) == []
-        assert len(paging.escalate_due(deadline)) == 1
+        assert decide.escalate_due(deadline - timedelta(seconds=1)) == []
+        assert len(decide.escalate_due(deadline)) == 1
         assert ("Engineering manager Manu Manager", "escalation-1") in pages(incident)
-        assert paging.escalate_due(deadline + timedelta(minutes=5)) == []  # same step: nothing
-        paging.escalate_due(deadline + timedelta(minutes=15))
+        assert decide.escalate_due(deadline + timedelta(minutes=5)) == []  # same step: nothing
+        decide.escalate_due(deadline + timedelta(minutes=15))
         assert ("CTO Cleo CTO", "escalation-2") in pages(incident)
         assert escalation_events(incident)[-1].startswith("Escalating: CTO Cleo CTO")
 
@@ -192,19 +194,19 @@ class TestEscalation:
         assert not incident.notifications.filter(status=NotificationStatus.PENDING).exists()
         assert escalation_events(incident)[-1] == "Escalation stopped: 4 pending pages cancelled"
         before = incident.notifications.count()
-        assert paging.escalate_due(deadline + timedelta(hours=1)) == []
+        assert decide.escalate_due(deadline + timedelta(hours=1)) == []
         assert incident.notifications.count() == before
 
     def test_acknowledging_cancels_pending_pages_before_they_are_sent(self, responder, contacts):
         incident = declare(responder, "P1")
         ids = list(incident.notifications.values_list("pk", flat=True))
         services.acknowledge_incident(incident, actor=responder)
-        assert [paging.deliver(pk)[0] for pk in ids] == ["not pending", "not pending"]
+        assert [outbox.deliver(pk)[0] for pk in ids] == ["not pending", "not pending"]
         assert mail.outbox == []
 
     def test_a_beat_that_was_down_catches_up_on_every_due_step(self, responder, contacts):
         incident = declare(responder, "P1")
-        paging.escalate_due(incident.response_deadline + timedelta(minutes=31))
+        decide.escalate_due(incident.response_deadline + timedelta(minutes=31))
         reasons = {r for _, r in pages(incident)}
         assert {"escalation-1", "escalation-2", "escalation-3"} <= reasons
 
@@ -214,8 +216,8 @@ class TestDelivery:
     def test_a_page_is_sent_once_with_a_signed_acknowledge_link(self, responder, contacts):
         incident = declare(responder, "P1")
         tess = incident.notifications.get(role="tech_lead")
-        assert paging.deliver(tess.pk) == ("sent", None)
-        assert paging.deliver(tess.pk) == ("not pending", None)
+        assert outbox.deliver(tess.pk) == ("sent", None)
+        assert outbox.deliver(tess.pk) == ("not pending", None)
         assert len(mail.outbox) == 1
         email = mail.outbox[0]
         assert email.to == ["tess@lotolink.test"]
@@ -236,15 +238,15 @@ class TestDelivery:
         row = incident.notifications.get(role="tech_lead")
 
         def refused(self, message, address):
-            raise notify.DeliveryError("SMTP unreachable: ConnectionRefusedError")
+            raise channels.DeliveryError("SMTP unreachable: ConnectionRefusedError")
 
-        monkeypatch.setattr(notify.EmailChannel, "send", refused)
-        assert paging.deliver(row.pk) == ("retrying", 10)
+        monkeypatch.setattr(channels.EmailChannel, "send", refused)
+        assert outbox.deliver(row.pk) == ("retrying", 10)
         row.refresh_from_db()
         assert row.status == NotificationStatus.PENDING
-        assert paging.deliver(row.pk) == ("not pending", None)  # not due yet
+        assert outbox.deliver(row.pk) == ("not pending", None)  # not due yet
         for _ in range(3):
-            paging.deliver(row.pk, now=row.due_at)
+            outbox.deliver(row.pk, now=row.due_at)
             row.refresh_from_db()
         assert (row.status, row.attempts) == (NotificationStatus.FAILED, 4)
         messages = list(
@@ -263,9 +265,9 @@ class TestDelivery:
                 raise RuntimeError("bug")
             return "ok"
 
-        monkeypatch.setattr(notify.EmailChannel, "send", broken)
+        monkeypatch.setattr(channels.EmailChannel, "send", broken)
         outcomes = sorted(
-            paging.deliver(pk)[0] for pk in incident.notifications.values_list("pk", flat=True)
+            outbox.deliver(pk)[0] for pk in incident.notifications.values_list("pk", flat=True)
         )
         assert outcomes == ["failed", "sent"]
 
@@ -274,12 +276,12 @@ class TestDelivery:
     ):
         incident = declare(responder, "P1")
         row = incident.notifications.get(role="tech_lead")
-        assert paging.claim(row.pk, T0)  # the worker took it ... and died
-        assert paging.deliver(row.pk) == ("not pending", None)
-        assert row.pk not in paging.requeue_stale(T0 + timedelta(seconds=60))  # within the lease
-        requeued = paging.requeue_stale(T0 + timedelta(seconds=settings.NOTIFY_SEND_LEASE + 1))
+        assert outbox.claim(row.pk, T0)  # the worker took it ... and died
+        assert outbox.deliver(row.pk) == ("not pending", None)
+        assert row.pk not in outbox.requeue_stale(T0 + timedelta(seconds=60))  # within the lease
+        requeued = outbox.requeue_stale(T0 + timedelta(seconds=settings.NOTIFY_SEND_LEASE + 1))
         assert row.pk in requeued
-        assert paging.deliver(row.pk) == ("sent", None)
+        assert outbox.deliver(row.pk) == ("sent", None)
         row.refresh_from_db()
         assert row.attempts == 2
         assert (
@@ -293,16 +295,18 @@ class TestDelivery:
         incident = declare(responder, "P1")
         services.acknowledge_incident(incident, actor=responder)
         queued = []
-        monkeypatch.setattr(tasks.fan_out_status_update, "delay", lambda pk: queued.append(pk))
+        monkeypatch.setattr(
+            paging_tasks.fan_out_status_update, "delay", lambda pk: queued.append(pk)
+        )
         with django_capture_on_commit_callbacks(execute=True):
             event = services.post_status_update(
                 incident, "Stripe retried; watching.", actor=responder
             )
         assert queued == [event.pk]
-        assert tasks.fan_out_status_update(event.pk) == 2
-        assert tasks.fan_out_status_update(event.pk) == 0
+        assert paging_tasks.fan_out_status_update(event.pk) == 2
+        assert paging_tasks.fan_out_status_update(event.pk) == 0
         for row in incident.notifications.filter(kind=Notification.UPDATE):
-            assert paging.deliver(row.pk)[0] == "sent"
+            assert outbox.deliver(row.pk)[0] == "sent"
         bodies = {m.to[0]: m for m in mail.outbox}
         assert set(bodies) == {"omar@lotolink.test", "tess@lotolink.test"}
         update = bodies["tess@lotolink.test"]
@@ -339,12 +343,12 @@ class TestConcurrency:
     def test_two_escalation_runs_at_once_page_each_person_once(
         self, responder, contacts, monkeypatch
     ):
-        monkeypatch.setattr(paging, "enqueue", lambda ids: None)
+        monkeypatch.setattr(outbox, "enqueue", lambda ids: None)
         for attempt in range(3):
             incident = factories.declare(
                 actor=responder, severity="P1", title=f"Race {attempt}", now=T0
             )
-            results = self.run_together(paging.escalate_due, incident.response_deadline)
+            results = self.run_together(decide.escalate_due, incident.response_deadline)
             # rule pages for on-call and tech lead, escalation-1 for the manager
             assert sorted(len(r) for r in results)[-1] >= 3
             keys = list(incident.notifications.values_list("recipient_key", "channel", "reason"))
@@ -354,6 +358,6 @@ class TestConcurrency:
     def test_two_workers_delivering_the_same_page_send_it_once(self, responder, contacts):
         incident = declare(responder, "P1")
         row = incident.notifications.get(role="tech_lead")
-        results = self.run_together(lambda: paging.deliver(row.pk)[0])
+        results = self.run_together(lambda: outbox.deliver(row.pk)[0])
         assert sorted(results) == ["not pending", "sent"]
         assert len(mail.outbox) == 1

@@ -9,8 +9,9 @@ import pytest
 from django.core import signing
 from django.urls import reverse
 
-from incidents import paging, tasks
 from incidents.models import EventKind, Notification, RotaOverride, Status
+from incidents.paging import acklinks
+from incidents.paging import tasks as paging_tasks
 from tests import factories
 from tests.incidents.escalation_helpers import give_contacts_addresses, weekly_rota
 
@@ -29,13 +30,13 @@ def paged(responder):
     weekly_rota()
     give_contacts_addresses()
     incident = factories.declare(actor=responder, severity="P1")
-    tasks.page_incident(incident.pk)
+    paging_tasks.page_incident(incident.pk)
     return incident
 
 
 def link_for(incident) -> str:
     row = incident.notifications.get(role="tech_lead")
-    return reverse("incidents:ack_link", args=[paging.ack_token(row)])
+    return reverse("incidents:ack_link", args=[acklinks.ack_token(row)])
 
 
 def test_an_acknowledge_link_shows_what_it_acknowledges_then_acknowledges_on_post(
@@ -61,7 +62,7 @@ def test_an_acknowledge_link_shows_what_it_acknowledges_then_acknowledges_on_pos
 
 def test_a_forged_link_is_refused_and_changes_nothing(client, paged, responder):
     client.force_login(responder)
-    token = paging.ack_token(paged.notifications.first())
+    token = acklinks.ack_token(paged.notifications.first())
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
     events = paged.timeline.count()
     for method in (client.get, client.post):
@@ -111,7 +112,7 @@ def test_a_link_to_a_restricted_incident_is_404_for_who_may_not_see_it(
 ):
     give_contacts_addresses()
     secret = factories.declare(actor=responder, category="security", title="Credential leak")
-    tasks.page_incident(secret.pk)
+    paging_tasks.page_incident(secret.pk)
     client.force_login(other_responder)
     assert client.get(link_for(secret)).status_code == 404
 
@@ -137,7 +138,7 @@ def test_setting_flags_from_the_page_re_evaluates_who_is_told(
     client, paged, responder, django_capture_on_commit_callbacks, monkeypatch
 ):
     queued = []
-    monkeypatch.setattr(tasks.page_incident, "delay", lambda pk: queued.append(pk))
+    monkeypatch.setattr(paging_tasks.page_incident, "delay", lambda pk: queued.append(pk))
     client.force_login(responder)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -146,7 +147,7 @@ def test_setting_flags_from_the_page_re_evaluates_who_is_told(
     assert response.status_code == 302
     paged.refresh_from_db()
     assert paged.flags == ["data_breach"] and queued == [paged.pk]
-    tasks.page_incident(paged.pk)
+    paging_tasks.page_incident(paged.pk)
     assert paged.notifications.filter(role="legal").exists()
 
 
@@ -214,7 +215,7 @@ def test_a_status_update_from_the_page_goes_to_the_timeline_and_the_stakeholders
     event = paged.timeline.filter(kind=EventKind.STATUS_UPDATE).get()
     assert event.data["status"] == "declared"
     assert len(callbacks) >= 1
-    tasks.fan_out_status_update(event.pk)
+    paging_tasks.fan_out_status_update(event.pk)
     updates = paged.notifications.filter(kind=Notification.UPDATE)
     assert set(updates.values_list("address", flat=True)) == {
         "omar@lotolink.test",

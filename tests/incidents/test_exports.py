@@ -11,8 +11,9 @@ import pytest
 from django.urls import reverse
 from pypdf import PdfReader
 
-from incidents import postmortem
 from incidents.models import ActionItem
+from incidents.postincident import postmortem
+from incidents.reporting import exports
 from tests.incidents.helpers import T0, lived
 
 pytestmark = pytest.mark.django_db
@@ -118,7 +119,6 @@ def test_the_markdown_export_has_every_template_section_filled_from_the_incident
 
 
 def test_an_event_on_another_day_says_which_day(responder):
-    from incidents import exports
 
     incident = lived(responder, resolve=60 * 26)
     text = exports.incident_markdown(exports.incident_report(incident))
@@ -127,7 +127,6 @@ def test_an_event_on_another_day_says_which_day(responder):
 
 
 def test_text_cannot_break_the_structure(responder):
-    from incidents import exports
 
     incident = lived(responder)
     pm = incident.postmortem
@@ -170,7 +169,6 @@ def test_the_pdf_holds_the_same_facts(client, responder, reported):
 
 
 def test_a_pdf_of_a_long_timeline_pages_on(responder):
-    from incidents import exports
     from incidents.services import add_note
 
     incident = lived(responder)

@@ -63,7 +63,7 @@ def test_healthz_pings_redis_when_configured(client, settings):
     from incidents import live
 
     settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url()
-    live._redis.cache_clear()
+    live.redis_client.cache_clear()
     checks = client.get("/healthz").json()["checks"]
     assert checks["redis"]["status"] == "ok"
     assert checks["broker"]["transport"] == "redis"
@@ -73,11 +73,11 @@ def test_an_unreachable_redis_is_reported_without_its_password(client, settings)
     from incidents import live
 
     settings.REDIS_URL = "redis://:hunter2-secret@127.0.0.1:1/0"
-    live._redis.cache_clear()
+    live.redis_client.cache_clear()
     try:
         response = client.get("/healthz")
     finally:
-        live._redis.cache_clear()
+        live.redis_client.cache_clear()
     assert response.status_code == 503
     assert response.json()["checks"]["redis"]["status"] == "error"
     assert b"hunter2-secret" not in response.content

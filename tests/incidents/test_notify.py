@@ -12,8 +12,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.utils import timezone
 
-from incidents import notify, paging, tasks
 from incidents.models import EventKind, Notification, NotificationStatus
+from incidents.paging import channels, outbox
+from incidents.paging import tasks as paging_tasks
 from tests import factories
 from tests.incidents.escalation_helpers import give_contacts_addresses, weekly_rota
 from tests.incidents.fake_servers import HttpRecorder, SmtpRecorder, free_port, start_http
@@ -56,7 +57,7 @@ def paged(responder, runbook):
     weekly_rota()
     give_contacts_addresses()
     incident = factories.declare(actor=responder, severity="P1", title="Payments DOWN!!")
-    tasks.page_incident(incident.pk)
+    paging_tasks.page_incident(incident.pk)
     return incident
 
 
@@ -73,7 +74,7 @@ def notification_events(incident):
 def test_email_reaches_a_real_smtp_server(smtp, paged, settings):
     settings.SLACK_BOT_TOKEN = settings.NOTIFY_WEBHOOK_URL = ""
     tess = paged.notifications.get(role="tech_lead", channel="email")
-    assert paging.deliver(tess.pk) == ("sent", None)
+    assert outbox.deliver(tess.pk) == ("sent", None)
     [(to, message)] = smtp.messages
     assert to == ["tess@lotolink.test"]
     assert message["Subject"] == f"[P1] Incident #{paged.pk}: Payments DOWN!!"
@@ -85,7 +86,7 @@ def test_email_reaches_a_real_smtp_server(smtp, paged, settings):
 def test_a_refused_recipient_fails_at_once_and_says_so(smtp, paged):
     tess = paged.notifications.get(role="tech_lead", channel="email")
     Notification.objects.filter(pk=tess.pk).update(address="refused@lotolink.test")
-    assert paging.deliver(tess.pk) == ("failed", None)
+    assert outbox.deliver(tess.pk) == ("failed", None)
     tess.refresh_from_db()
     assert tess.status == NotificationStatus.FAILED
     assert notification_events(paged) == [
@@ -97,7 +98,7 @@ def test_an_smtp_server_that_is_down_is_retried(settings, paged):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
     tess = paged.notifications.get(role="tech_lead", channel="email")
-    assert paging.deliver(tess.pk) == ("retrying", 10)
+    assert outbox.deliver(tess.pk) == ("retrying", 10)
     assert "ConnectionRefusedError" in notification_events(paged)[0]
 
 
@@ -106,9 +107,9 @@ def test_slack_opens_the_incident_channel_invites_and_posts_the_initial_update(r
     give_contacts_addresses()
     now = timezone.now()
     incident = factories.declare(actor=responder, severity="P1", title="Payments DOWN!!", now=now)
-    tasks.page_incident(incident.pk)
+    paging_tasks.page_incident(incident.pk)
     channel_row = incident.notifications.get(kind=Notification.CHANNEL)
-    assert paging.deliver(channel_row.pk) == ("sent", None)
+    assert outbox.deliver(channel_row.pk) == ("sent", None)
     calls = [(r["path"].rsplit("/", 1)[1], r["json"]) for r in remote.requests]
     name = f"incident-{now:%Y-%m-%d}-payments-down"
     assert calls[0] == ("conversations.create", {"name": name})
@@ -127,7 +128,7 @@ def test_slack_opens_the_incident_channel_invites_and_posts_the_initial_update(r
 def test_slack_direct_messages_go_to_the_contacts_user_id(remote, paged):
     tess = paged.notifications.get(role="tech_lead", channel="slack")
     remote.known_channels.add("UTESS")
-    assert paging.deliver(tess.pk) == ("sent", None)
+    assert outbox.deliver(tess.pk) == ("sent", None)
     [request] = remote.requests
     assert request["json"]["channel"] == "UTESS"
     assert "/ack/" in request["json"]["text"]
@@ -145,7 +146,7 @@ def test_an_unknown_slack_channel_fails_with_slacks_reason_and_changes_nothing_e
         subject="s",
         text="Still down.",
     )
-    assert paging.deliver(update.pk) == ("failed", None)
+    assert outbox.deliver(update.pk) == ("failed", None)
     assert notification_events(paged)[-1] == (
         f"Status update to {paged.channel_name} by slack failed: "
         "Slack chat.postMessage: channel_not_found"
@@ -156,7 +157,7 @@ def test_an_unknown_slack_channel_fails_with_slacks_reason_and_changes_nothing_e
 
 def test_the_webhook_is_signed_with_hmac_sha256_and_a_timestamp(remote, paged):
     tess = paged.notifications.get(role="tech_lead", channel="webhook")
-    assert paging.deliver(tess.pk) == ("sent", None)
+    assert outbox.deliver(tess.pk) == ("sent", None)
     [request] = remote.requests
     timestamp = request["headers"]["X-LotoOps-Timestamp"]
     expected = hmac.new(
@@ -164,11 +165,11 @@ def test_the_webhook_is_signed_with_hmac_sha256_and_a_timestamp(remote, paged):
     ).hexdigest()
     assert request["headers"]["X-LotoOps-Signature"] == f"sha256={expected}"
     assert abs(int(timestamp) - time.time()) < 30
-    assert notify.verify(SECRET, timestamp, request["raw"], f"sha256={expected}", now=time.time())
-    assert not notify.verify(
+    assert channels.verify(SECRET, timestamp, request["raw"], f"sha256={expected}", now=time.time())
+    assert not channels.verify(
         "wrong", timestamp, request["raw"], f"sha256={expected}", now=time.time()
     )
-    assert not notify.verify(
+    assert not channels.verify(
         SECRET, timestamp, request["raw"], f"sha256={expected}", now=time.time() + 3600
     )
     body = request["json"]
@@ -181,21 +182,21 @@ def test_the_webhook_is_signed_with_hmac_sha256_and_a_timestamp(remote, paged):
 def test_a_webhook_answering_500_is_retried_and_the_timeline_says_so(remote, paged):
     remote.webhook_status = 500
     tess = paged.notifications.get(role="tech_lead", channel="webhook")
-    assert paging.deliver(tess.pk) == ("retrying", 10)
+    assert outbox.deliver(tess.pk) == ("retrying", 10)
     assert notification_events(paged) == [
         "Page to Tech lead Tess Lead by webhook failed (webhook answered HTTP 500): "
         "retrying in 10 s (attempt 1 of 4)"
     ]
     remote.webhook_status = 200
     tess.refresh_from_db()
-    assert paging.deliver(tess.pk, now=tess.due_at) == ("sent", None)
+    assert outbox.deliver(tess.pk, now=tess.due_at) == ("sent", None)
 
 
 def test_the_slack_incoming_webhook_is_the_fallback_without_a_bot_token(remote, settings, paged):
     settings.SLACK_BOT_TOKEN = ""
     settings.SLACK_WEBHOOK_URL = settings.NOTIFY_WEBHOOK_URL
     channel_row = paged.notifications.get(kind=Notification.CHANNEL)
-    assert paging.deliver(channel_row.pk) == ("sent", None)
+    assert outbox.deliver(channel_row.pk) == ("sent", None)
     [request] = remote.requests
     assert request["path"] == "/hook"
     assert request["json"]["text"].startswith(f"{paged.channel_name}: Initial status update.\nP1")
@@ -203,8 +204,8 @@ def test_the_slack_incoming_webhook_is_the_fallback_without_a_bot_token(remote, 
 
 def test_a_signed_timestamp_is_checked_against_replays():
     body = b"{}"
-    signature = notify.sign(SECRET, "1000", body)
-    assert notify.verify(SECRET, "1000", body, signature, now=1100)
-    assert not notify.verify(SECRET, "1000", body, signature, now=2000)
-    assert not notify.verify(SECRET, "nope", body, signature, now=1000)
+    signature = channels.sign(SECRET, "1000", body)
+    assert channels.verify(SECRET, "1000", body, signature, now=1100)
+    assert not channels.verify(SECRET, "1000", body, signature, now=2000)
+    assert not channels.verify(SECRET, "nope", body, signature, now=1000)
     assert datetime.now(UTC)  # keep the import honest

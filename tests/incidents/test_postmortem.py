@@ -9,15 +9,19 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from incidents import postmortem, services, tasks
+from incidents import services
 from incidents.models import (
     POST_PHASES,
     ChecklistItem,
     ChecklistPhase,
     EventKind,
+    Notification,
     PostMortem,
     Status,
 )
+from incidents.paging import outbox
+from incidents.postincident import followups, postmortem
+from incidents.postincident import tasks as postincident_tasks
 from tests import factories
 from tests.incidents.helpers import T0, lived
 
@@ -95,30 +99,42 @@ def test_the_draft_is_prefilled_from_what_happened(responder):
 # --- reminders, with a controlled clock ----------------------------------------------
 
 
+def deliver_reminders(incident) -> list[str]:
+    """What a worker does with the reminder rows in the outbox: deliver each once."""
+    rows = incident.notifications.filter(kind=Notification.REMINDER, status="pending")
+    return [outbox.deliver(pk)[0] for pk in rows.values_list("pk", flat=True)]
+
+
 def test_reminders_go_out_once_when_each_item_is_due(responder):
     responder.email = "ana@lotolink.test"
     responder.save()
     incident = lived(responder, commander=responder)
     resolved = T0 + timedelta(minutes=120)
-    assert postmortem.send_due_reminders(now=resolved + timedelta(hours=23)) == []
-    sent = postmortem.send_due_reminders(now=resolved + timedelta(hours=25))
+    assert followups.send_due_reminders(now=resolved + timedelta(hours=23)) == []
+    sent = followups.send_due_reminders(now=resolved + timedelta(hours=25))
     assert len(sent) == 4
+    assert deliver_reminders(incident) == ["sent"] * 4
     assert len(mail.outbox) == 4
     assert mail.outbox[0].to == ["ana@lotolink.test"]
     assert "Confirm service is stable" in mail.outbox[0].body
-    assert postmortem.send_due_reminders(now=resolved + timedelta(hours=26)) == []
-    assert len(postmortem.send_due_reminders(now=resolved + timedelta(days=8))) == 7
+    assert followups.send_due_reminders(now=resolved + timedelta(hours=26)) == []
+    assert deliver_reminders(incident) == []
+    assert len(followups.send_due_reminders(now=resolved + timedelta(days=8))) == 7
+    assert deliver_reminders(incident) == ["sent"] * 7
     assert len(mail.outbox) == 11
-    reminders = incident.timeline.filter(kind=EventKind.NOTIFICATION)
-    assert reminders.count() == 11
-    assert "emailed ana@lotolink.test" in reminders.first().message
+    # Each reminder is a Notification row, on the "Who's told" card, sent once.
+    rows = incident.notifications.filter(kind=Notification.REMINDER)
+    assert rows.count() == 11 and set(rows.values_list("status", flat=True)) == {"sent"}
+    sent_events = incident.timeline.filter(kind=EventKind.NOTIFICATION, data__status="sent")
+    assert sent_events.count() == 11
+    assert "emailed ana@lotolink.test" in sent_events.first().message
 
 
 def test_a_done_item_is_not_reminded(responder):
     incident = lived(responder, commander=responder)
     for item in post_items(incident):
         services.set_checklist_item(item, done=True, actor=responder)
-    assert postmortem.send_due_reminders(now=T0 + timedelta(days=30)) == []
+    assert followups.send_due_reminders(now=T0 + timedelta(days=30)) == []
 
 
 def test_a_failing_mail_server_is_recorded_and_not_retried_forever(responder, settings):
@@ -127,16 +143,24 @@ def test_a_failing_mail_server_is_recorded_and_not_retried_forever(responder, se
     responder.email = "ana@lotolink.test"
     responder.save()
     incident = lived(responder, commander=responder)
-    assert len(postmortem.send_due_reminders(now=T0 + timedelta(days=2))) == 4
-    event = incident.timeline.filter(kind=EventKind.NOTIFICATION).first()
-    assert "email failed" in event.message
-    assert postmortem.send_due_reminders(now=T0 + timedelta(days=2)) == []
+    assert len(followups.send_due_reminders(now=T0 + timedelta(days=2))) == 4
+    assert deliver_reminders(incident) == ["retrying"] * 4
+    event = incident.timeline.filter(kind=EventKind.NOTIFICATION, data__status="retrying").first()
+    assert "failed" in event.message and "email" in event.message.lower()
+    assert followups.send_due_reminders(now=T0 + timedelta(days=2)) == []
+    # The outbox retries with backoff and gives up after its last attempt.
+    row = incident.notifications.filter(kind=Notification.REMINDER).first()
+    for _ in range(5):
+        Notification.objects.filter(pk=row.pk).update(due_at=T0)
+        outbox.deliver(row.pk)
+    row.refresh_from_db()
+    assert row.status == "failed" and row.attempts == 4
 
 
 def test_the_beat_task_run_twice_reminds_once(responder):
     lived(responder, commander=responder, at=T0.replace(year=2025))
-    assert tasks.send_checklist_reminders.apply().get() == 11
-    assert tasks.send_checklist_reminders.apply().get() == 0
+    assert postincident_tasks.send_checklist_reminders.apply().get() == 11
+    assert postincident_tasks.send_checklist_reminders.apply().get() == 0
 
 
 def test_the_dashboard_shows_overdue_post_incident_items(client, responder):

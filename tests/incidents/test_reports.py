@@ -11,8 +11,9 @@ import pytest
 from django.urls import reverse
 from pypdf import PdfReader
 
-from incidents import reports, services
+from incidents import services
 from incidents.models import ActionItem, Incident, Status
+from incidents.reporting import figures
 from tests.incidents.helpers import T0, lived
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,7 @@ M = timedelta(minutes=1)
 
 def row(pk, severity="P1", *, ack=None, resolve=None, deadline=30, declared=T0, **kw):
     """P1: 30-minute response time."""
-    return reports.Row(
+    return figures.Row(
         pk=pk,
         title=f"incident {pk}",
         severity=severity,
@@ -59,7 +60,7 @@ FIXTURE = [
 
 
 def test_mtta_mttr_and_sla_on_hand_computed_incidents():
-    p1, p3, total = reports.by_severity(FIXTURE, NOW)
+    p1, p3, total = figures.by_severity(FIXTURE, NOW)
     assert p1.label == "P1" and p1.count == 5
     assert p1.mtta == timedelta(minutes=23, seconds=20)
     assert p1.mttr == timedelta(minutes=160)
@@ -70,11 +71,11 @@ def test_mtta_mttr_and_sla_on_hand_computed_incidents():
     assert total.label == "All" and total.count == 6
     assert total.mtta == timedelta(minutes=47, seconds=30)
     assert total.compliance == 0.6
-    assert reports.percent(total.compliance) == "60.0%"
+    assert figures.percent(total.compliance) == "60.0%"
 
 
 def test_no_incidents_have_no_figures():
-    (total,) = reports.by_severity([], NOW)
+    (total,) = figures.by_severity([], NOW)
     assert (total.count, total.mtta, total.mttr, total.compliance) == (0, None, None, None)
 
 
@@ -83,19 +84,19 @@ def test_rows_from_the_database_count_a_reopened_incident_by_its_final_resolutio
     services.reopen_incident(incident, actor=responder, reason="again", now=T0 + 90 * M)
     services.transition_incident(incident, Status.RESOLVED, actor=responder, now=T0 + 150 * M)
     never = lived(responder, ack=None, title="Never acknowledged")
-    (r1, r2) = reports.rows_for(Incident.objects.all())
-    assert reports.ttr(r1) == 150 * M and reports.tta(r1) == 5 * M
+    (r1, r2) = figures.rows_for(Incident.objects.all())
+    assert figures.ttr(r1) == 150 * M and figures.tta(r1) == 5 * M
     assert r1.reopened_at == T0 + 90 * M
-    assert reports.sla_state(r2, NOW) == reports.BREACHED and reports.tta(r2) is None
+    assert figures.sla_state(r2, NOW) == figures.BREACHED and figures.tta(r2) is None
     assert r2.pk == never.pk
 
 
 def test_weekly_counts_and_mttr_trend():
-    weekly = reports.weekly_by_severity(FIXTURE, T0.date(), T0.date() + timedelta(days=8))
+    weekly = figures.weekly_by_severity(FIXTURE, T0.date(), T0.date() + timedelta(days=8))
     assert [w for w, _ in weekly] == [T0.date(), T0.date() + timedelta(days=7)]
     assert weekly[0][1] == {"P1": 5, "P3": 1}
     assert weekly[1][1] == {}
-    trend = reports.weekly_mttr(FIXTURE, T0.date(), T0.date())
+    trend = figures.weekly_mttr(FIXTURE, T0.date(), T0.date())
     assert trend == [(T0.date(), timedelta(minutes=160))]
 
 

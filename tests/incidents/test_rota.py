@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from incidents.rota import OverrideSpec, RotationSpec, handoff_at, now_and_next, on_call_at
+from incidents.rules.rota import OverrideSpec, RotationSpec, handoff_at, now_and_next, on_call_at
 
 A, B, C = 1, 2, 3
 

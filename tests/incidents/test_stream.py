@@ -30,7 +30,7 @@ def wake_mode(request, settings) -> str:
     else:
         settings.REDIS_URL = ""
         settings.SSE_POLL_INTERVAL = 0.2
-    live._redis.cache_clear()
+    live.redis_client.cache_clear()
     return request.param
 
 

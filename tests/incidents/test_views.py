@@ -109,7 +109,7 @@ def test_the_dashboard_lists_open_incidents_with_their_sla(responder_client, res
     assert open_ids == [open_one.pk]
     assert [i.pk for i in page.context["recent_closed"]] == [done.pk]
     assert b"left to acknowledge" in page.content
-    assert b'data-deadline="' in page.content
+    assert b'data-seconds-left="' in page.content  # the browser counts down from it
 
 
 def test_breached_incidents_stand_out(responder_client, responder):
@@ -389,7 +389,7 @@ def test_cached_timeline_html_never_shows_another_incidents_event(responder_clie
     from django.core.cache import cache
 
     from incidents.models import TimelineEvent
-    from incidents.views import rendered_events
+    from incidents.views.incident import rendered_events
 
     incident = factories.declare(actor=responder, title="First")
     note = services.add_note(incident, "from the first database", actor=responder)

@@ -29,7 +29,6 @@ from django.db.models import Model
 from django.utils import timezone
 from guardian.models import UserObjectPermission
 
-from incidents.formatting import format_duration
 from incidents.models import (
     Category,
     ChecklistItem,
@@ -41,6 +40,7 @@ from incidents.models import (
     TimelineEvent,
     channel_name_for,
 )
+from incidents.rules.text import format_duration
 from incidents.seed import seed_runbook
 from incidents.services import DECLARE_PHASES
 

@@ -20,10 +20,10 @@ from django.utils import timezone
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from . import reports
-from .formatting import format_duration
-from .models import ActionItem, Incident, PostMortem
-from .postmortem import TimelineLine, draft_for, included_events, timeline_lines
+from ..models import ActionItem, Incident, PostMortem
+from ..postincident.postmortem import TimelineLine, draft_for, included_events, timeline_lines
+from ..rules.text import format_duration
+from . import figures as reports
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
 # fontTools logs every font subset at INFO: one line per table of every PDF.

@@ -1,17 +1,5 @@
-"""Period report figures, as pure functions over plain rows, and the checklist reminder.
-
-Definitions (the report prints them too):
-
-- time to acknowledge (TTA) = acknowledged_at − declared_at; MTTA is its mean over
-  the incidents that were acknowledged (never-acknowledged ones have no TTA).
-- time to resolve (TTR) = resolved_at − declared_at; MTTR is its mean over resolved
-  (or closed) incidents. A reopened incident counts with its final resolution: a
-  reopen clears resolved_at and the next resolution sets it again; one reopened and
-  still open has no TTR yet.
-- SLA: met when acknowledged by the response deadline; breached when acknowledged
-  late, or never acknowledged with the deadline past; pending (not counted either
-  way) while unacknowledged within the deadline. Compliance = met / (met + breached).
-"""
+"""Figures of a period's incidents: MTTA, MTTR and SLA compliance per severity,
+weekly series for the charts. Pure over rows loaded in one query."""
 
 from __future__ import annotations
 
@@ -23,11 +11,14 @@ from statistics import fmean
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from .models import OPEN_ACTION_STATUSES, ChecklistItem, Incident
+from ..models import (
+    OPEN_ACTION_STATUSES,
+    Incident,
+)
+from ..rules import sla
+from ..rules.sla import BREACHED, MET, PENDING
 
 SEVERITY_KEYS = ("P0", "P1", "P2", "P3")
-
-MET, BREACHED, PENDING = "met", "breached", "pending"
 
 
 @dataclass(frozen=True)
@@ -95,9 +86,7 @@ def ttr(row: Row) -> timedelta | None:
 
 
 def sla_state(row: Row, now: datetime) -> str:
-    if row.acknowledged_at is not None:
-        return MET if row.acknowledged_at <= row.response_deadline else BREACHED
-    return BREACHED if now > row.response_deadline else PENDING
+    return sla.verdict(row.acknowledged_at, row.response_deadline, now)
 
 
 def mean(deltas: list[timedelta]) -> timedelta | None:
@@ -185,41 +174,3 @@ def hours(delta: timedelta | None) -> str:
 
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
-
-
-# --- reminders ---------------------------------------------------------------------
-
-
-def send_checklist_reminder(item: ChecklistItem) -> list[str]:
-    """Tell the incident's commander (or its declarer) that a post-incident
-    checklist item is due, through every enabled notification channel (email to
-    them, the incident's Slack channel, the webhook). Returns one outcome per
-    channel, e.g. "emailed ana@lotolink.test" or "email failed: SMTP unreachable"."""
-    from . import notify, paging
-
-    incident = item.incident
-    person = incident.commander or incident.declared_by
-    due = timezone.localtime(item.due_at) if item.due_at else None
-    message = notify.Message(
-        kind="reminder",
-        subject=f"[LotoOps] Post-incident task due for #{incident.pk} {incident.title}"[:180],
-        text=(
-            f"“{item.text}” ({item.get_phase_display().lower()}) was due "
-            f"{due:%Y-%m-%d %H:%M %Z} for incident #{incident.pk} {incident.title}.\n\n"
-            f"{paging.absolute(incident.get_absolute_url())}\n"
-        ),
-        incident_id=incident.pk,
-        channel_name=incident.channel_name,
-        url=paging.absolute(incident.get_absolute_url()),
-    )
-    who = notify.Person(name=str(person), email=person.email) if person else notify.Person("")
-    outcomes = []
-    for channel in notify.enabled_channels():
-        address = channel.address_for(who)
-        if channel.name == "email" and not address:
-            continue  # nobody to email; the incident's channels still hear of it
-        try:
-            outcomes.append(channel.send(message, address))
-        except notify.DeliveryError as exc:
-            outcomes.append(f"{channel.name} failed: {exc}")
-    return outcomes

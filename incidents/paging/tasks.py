@@ -1,5 +1,4 @@
-"""Celery tasks of the incidents app (escalation, notifications, post-incident
-reminders): thin, idempotent, keyed by primary key."""
+"""Celery tasks of paging: thin, idempotent, keyed by primary key."""
 
 from __future__ import annotations
 
@@ -8,8 +7,8 @@ from typing import Any
 from celery import shared_task
 from django.db import transaction
 
-from . import paging, postmortem
-from .models import OPEN_STATUSES, Incident, TimelineEvent
+from ..models import OPEN_STATUSES, Incident, TimelineEvent
+from . import decide, outbox
 
 
 def _queue(task: Any) -> str | None:
@@ -31,8 +30,8 @@ def page_incident(self: Any, incident_id: int) -> int:
         )
         if incident is None:
             return 0
-        ids = paging.page(incident) + paging.page_channel(incident)
-        paging.enqueue(ids, _queue(self))
+        ids = decide.page(incident) + decide.page_channel(incident)
+        outbox.enqueue(ids, _queue(self))
     return len(ids)
 
 
@@ -40,8 +39,8 @@ def page_incident(self: Any, incident_id: int) -> int:
 def fan_out_status_update(self: Any, event_id: int) -> int:
     event = TimelineEvent.objects.select_related("incident__severity", "actor").get(pk=event_id)
     with transaction.atomic():
-        ids = paging.fan_out_update(event.incident, event)
-        paging.enqueue(ids, _queue(self))
+        ids = decide.fan_out_update(event.incident, event)
+        outbox.enqueue(ids, _queue(self))
     return len(ids)
 
 
@@ -49,7 +48,7 @@ def fan_out_status_update(self: Any, event_id: int) -> int:
 def deliver_notification(self: Any, notification_id: int) -> str:
     """Claim the row (pending -> sending), send it, record the outcome; a transient
     failure comes back after its backoff (the beat sweep is the safety net)."""
-    outcome, retry_in = paging.deliver(notification_id)
+    outcome, retry_in = outbox.deliver(notification_id)
     if retry_in is not None:
         self.apply_async((notification_id,), countdown=retry_in, queue=_queue(self))
     return outcome
@@ -58,11 +57,4 @@ def deliver_notification(self: Any, notification_id: int) -> str:
 @shared_task(ignore_result=True)
 def escalate_due() -> dict[str, int]:
     """Beat, every ESCALATION_CHECK_INTERVAL: page what is due, resend what was lost."""
-    return {"paged": len(paging.escalate_due()), "requeued": len(paging.requeue_stale())}
-
-
-@shared_task(ignore_result=True)
-def send_checklist_reminders() -> int:
-    """Beat, every minute: remind each due post-incident checklist item once (the
-    claim on `reminded_at` makes overlapping or repeated runs harmless)."""
-    return len(postmortem.send_due_reminders())
+    return {"paged": len(decide.escalate_due()), "requeued": len(outbox.requeue_stale())}

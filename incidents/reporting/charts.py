@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from . import reports
+from . import figures as reports
 
 COLORS = {"P0": "#b3121b", "P1": "#d9480f", "P2": "#b08800", "P3": "#5c6b80"}
 W, H, PAD_L, PAD_B, PAD_T = 420, 200, 34, 24, 22

@@ -1,54 +1,52 @@
-"""Post-incident pages: the post-mortem editor (per-section HTMX editing that also
-works as plain forms), action items, exports, and the managers' reports page.
-
-Every incident is fetched through incidents.access (restricted incidents stay
-hidden: 404), every change goes through incidents.postmortem's services."""
+"""The post-mortem editor (per-section HTMX editing that also works as plain
+forms) and action items. Every incident is fetched through incidents.access
+(restricted incidents stay hidden: 404), every change goes through
+incidents.postincident's services."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import charts, forms, reports
-from .access import can_work, get_incident_for, visible_condition, visible_incidents
-from .models import (
+from .. import forms
+from ..access import can_work, get_incident_for, visible_incidents
+from ..models import (
     OPEN_ACTION_STATUSES,
     ActionItem,
     ActionItemStatus,
     Incident,
     PostMortem,
 )
-from .postmortem import (
+from ..postincident.actionitems import add_action_item, update_action_item
+from ..postincident.postmortem import (
     SECTION_LABELS,
     SECTIONS,
     PostMortemConflict,
-    add_action_item,
     ensure_postmortem,
     is_postmortem_noise,
     save_section,
     save_timeline_selection,
-    update_action_item,
-    verify_action_item,
 )
-from .services import IncidentError
+from ..services import IncidentError
 
 MULTILINE = {"summary", "root_cause", "resolution", "lessons_learned"}
+
+
 FIELD_LABELS = {
     "impact_users": "Number of affected users",
     "impact_revenue": "Revenue impact",
     "impact_data": "Data impact",
 }
-
-
-# --- the post-mortem page --------------------------------------------------------------
 
 
 def _section(
@@ -92,7 +90,7 @@ def _picker(pm: PostMortem, chosen: list[int] | None = None, **extra: Any) -> di
 
 
 def _page_context(request: HttpRequest, incident: Incident, pm: PostMortem | None) -> dict:
-    from . import exports  # fpdf2 loads only when someone exports
+    from ..reporting import exports  # fpdf2 loads only when someone exports
 
     context: dict[str, Any] = {
         "incident": incident,
@@ -215,9 +213,6 @@ def postmortem_timeline(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "incidents/postmortem.html", page, status=status)
 
 
-# --- action items ------------------------------------------------------------------------
-
-
 @require_POST
 def action_item_add(request: HttpRequest, pk: int) -> HttpResponse:
     incident = get_incident_for(request.user, pk, work=True)
@@ -258,22 +253,10 @@ def action_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
                 error = str(exc)
         else:
             error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
-    return _item_response(request, incident, item, error)
+    return item_response(request, incident, item, error)
 
 
-@require_POST
-def action_item_verify(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
-    incident = get_incident_for(request.user, pk, work=True)
-    item = get_object_or_404(ActionItem, pk=item_pk, incident=incident)
-    error = ""
-    try:
-        verify_action_item(item, actor=request.user)
-    except IncidentError as exc:
-        error = str(exc)
-    return _item_response(request, incident, item, error)
-
-
-def _item_response(
+def item_response(
     request: HttpRequest, incident: Incident, item: ActionItem, error: str
 ) -> HttpResponse:
     if not request.htmx and request.method == "POST":
@@ -325,163 +308,3 @@ def action_items(request: HttpRequest) -> HttpResponse:
         "show_incident": True,
     }
     return render(request, "incidents/action_items.html", context)
-
-
-# --- exports of one incident --------------------------------------------------------------
-
-
-@require_GET
-def export_markdown(request: HttpRequest, pk: int) -> HttpResponse:
-    from . import exports  # fpdf2 loads only when someone exports
-
-    incident = get_incident_for(request.user, pk)
-    body = exports.incident_markdown(exports.incident_report(incident))
-    response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="incident-{pk}-report.md"'
-    return response
-
-
-@require_GET
-def export_pdf(request: HttpRequest, pk: int) -> HttpResponse:
-    from . import exports  # fpdf2 loads only when someone exports
-
-    incident = get_incident_for(request.user, pk)
-    body = exports.incident_pdf(exports.incident_report(incident))
-    response = HttpResponse(body, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="incident-{pk}-report.pdf"'
-    return response
-
-
-# --- the period report ---------------------------------------------------------------------
-
-
-def _period(request: HttpRequest) -> tuple[forms.ReportForm, Any]:
-    """The bound form (last 30 days when nothing is asked) and, when valid, the report."""
-    from . import exports  # fpdf2 loads only when someone exports
-
-    data = request.GET.copy()
-    if not data:
-        today = timezone.localdate()
-        data.update({"start": f"{today - timedelta(days=29):%Y-%m-%d}", "end": f"{today:%Y-%m-%d}"})
-    form = forms.ReportForm(data)
-    if not form.is_valid():
-        return form, None
-    d = form.cleaned_data
-    tz = timezone.get_current_timezone()
-    incidents = visible_incidents(request.user).filter(
-        declared_at__gte=datetime.combine(d["start"], time.min, tz),
-        declared_at__lt=datetime.combine(d["end"] + timedelta(days=1), time.min, tz),
-    )
-    filters = [f"Declared {d['start']:%Y-%m-%d} to {d['end']:%Y-%m-%d}"]
-    if d.get("severity"):
-        incidents = incidents.filter(severity=d["severity"])
-        filters.append(f"severity {d['severity'].key}")
-    if d.get("category"):
-        incidents = incidents.filter(category=d["category"])
-        filters.append(f"category {dict(forms.Category.choices)[d['category']]}")
-    rows = reports.rows_for(incidents)
-    open_items = list(
-        ActionItem.objects.filter(incident__in=incidents, status__in=OPEN_ACTION_STATUSES)
-        .select_related("owner")
-        .order_by("due_date", "pk")
-    )
-    return form, exports.period_report(rows, d["start"], d["end"], ", ".join(filters), open_items)
-
-
-def _invalid(request: HttpRequest, form: forms.ReportForm) -> HttpResponse:
-    return render(request, "incidents/reports.html", {"form": form, "report": None}, status=422)
-
-
-@require_GET
-def reports_page(request: HttpRequest) -> HttpResponse:
-    from . import exports  # fpdf2 loads only when someone exports
-
-    form, report = _period(request)
-    if report is None:
-        return _invalid(request, form)
-    context = {
-        "form": form,
-        "report": report,
-        "query": form.data.urlencode(),
-        "rows": [(r, reports.sla_state(r, report.now)) for r in report.rows[:200]],
-        "figures": [
-            (
-                f,
-                exports.duration_text(f.mtta),
-                exports.duration_text(f.mttr),
-                reports.percent(f.compliance),
-            )
-            for f in report.figures
-        ],
-        "weekly_svg": charts.weekly_bars(report.weekly),
-        "mttr_svg": charts.mttr_line(report.mttr_trend),
-        "sla_svg": charts.sla_bars(report.figures),
-    }
-    return render(request, "incidents/reports.html", context)
-
-
-@require_GET
-def reports_csv(request: HttpRequest) -> HttpResponse:
-    from . import exports  # fpdf2 loads only when someone exports
-
-    form, report = _period(request)
-    if report is None:
-        return _invalid(request, form)
-    response = HttpResponse(
-        exports.period_csv(report.rows, report.now), content_type="text/csv; charset=utf-8"
-    )
-    name = f"incidents-{report.start:%Y%m%d}-{report.end:%Y%m%d}.csv"
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
-@require_GET
-def reports_pdf(request: HttpRequest) -> HttpResponse:
-    from . import exports  # fpdf2 loads only when someone exports
-
-    form, report = _period(request)
-    if report is None:
-        return _invalid(request, form)
-    response = HttpResponse(exports.period_pdf(report), content_type="application/pdf")
-    name = f"incidents-{report.start:%Y%m%d}-{report.end:%Y%m%d}.pdf"
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
-SHOWN, CAP = 5, 100
-
-
-def _first_and_count(queryset: Any) -> tuple[list[Any], str]:
-    """The first few rows and how many there are, up to CAP ("100+"), in one query:
-    a dashboard needs no exact count of a backlog."""
-    rows = list(queryset[: CAP + 1])
-    return rows[:SHOWN], f"{CAP}+" if len(rows) > CAP else str(len(rows))
-
-
-def overdue_followups(user: Any) -> dict[str, Any]:
-    """For the dashboard: post-incident checklist items past due and not done, and
-    overdue action items, on incidents the user may see."""
-    from .models import POST_PHASES, ChecklistItem
-
-    now = timezone.now()
-    visible = visible_condition(user, "incident__") or Q()
-    checklist, checklist_count = _first_and_count(
-        ChecklistItem.objects.filter(
-            visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
-        )
-        .only("text", "phase", "due_at", "incident_id")
-        .order_by("due_at", "pk")
-    )
-    items, items_count = _first_and_count(
-        ActionItem.objects.filter(
-            visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
-        )
-        .select_related("owner")
-        .order_by("due_date", "pk")
-    )
-    return {
-        "overdue_checklist": checklist,
-        "overdue_checklist_count": checklist_count,
-        "overdue_items": items,
-        "overdue_items_count": items_count,
-    }

@@ -6,11 +6,19 @@ serves, so it does not fail the health check a load balancer acts on."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.db import connection
+from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
+from django.views.decorators.http import require_GET
+from kombu import Connection
+
+from diagnostics.models import WorkerHeartbeat
+from incidents.live import redis_client
 
 
 def _timed(check: Any) -> dict[str, Any]:
@@ -42,19 +50,13 @@ def check_database() -> dict[str, Any]:
 def check_broker() -> dict[str, Any]:
     url = settings.CELERY_BROKER_URL
     if url.startswith("filesystem://"):
-        from pathlib import Path
-
         folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
         if not folder.is_dir():
             return {"status": "error", "transport": "filesystem", "error": "queue folder missing"}
         return {"status": "ok", "transport": "filesystem"}
     if url == settings.REDIS_URL:
-        from .live import _redis
-
-        _redis().ping()
+        redis_client().ping()
         return {"status": "ok", "transport": "redis"}
-    from kombu import Connection
-
     with Connection(url, connect_timeout=2, transport_options={"max_retries": 0}) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         return {"status": "ok", "transport": conn.transport_cls}
@@ -63,15 +65,11 @@ def check_broker() -> dict[str, Any]:
 def check_redis() -> dict[str, Any]:
     if not settings.REDIS_URL:
         return {"status": "not configured"}
-    from .live import _redis
-
-    _redis().ping()
+    redis_client().ping()
     return {"status": "ok"}
 
 
 def check_workers() -> dict[str, Any]:
-    from diagnostics.models import WorkerHeartbeat
-
     max_age = settings.WORKER_HEARTBEAT_MAX_AGE
     now = timezone.now()
     beats = list(WorkerHeartbeat.objects.order_by("-seen_at")[:20])
@@ -98,3 +96,17 @@ def overall_status(checks: dict[str, dict[str, Any]]) -> str:
     if any(checks[name]["status"] not in ("ok", "not configured") for name in CRITICAL):
         return "error"
     return "ok" if checks["worker"]["status"] == "ok" else "degraded"
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    started = time.perf_counter()
+    checks = run_checks()
+    status = overall_status(checks)
+    body = {
+        "status": status,
+        "checks": checks,
+        "ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    return JsonResponse(body, status=503 if status == "error" else 200)

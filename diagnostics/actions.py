@@ -1,0 +1,80 @@
+"""A resolution action, from review to queue: what the responder may set (declared
+by the probe), the exact plan, a signed confirmation of that plan, and the queued
+run. Used by the incident page; an API or an approval flow goes through the same
+functions, so none of them re-implements the protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core import signing
+
+from incidents.models import Incident
+
+from . import services
+from .models import CheckRun, RunbookStep, StepKind, Target
+from .probes.base import ParamChoice
+
+SIGNING_SALT = "lotoops.action-confirmation"
+CONFIRMATION_MAX_AGE = 600  # seconds between "review" and "confirm"
+
+
+@dataclass(frozen=True)
+class Review:
+    target: Target
+    params: dict[str, Any]
+    plan: str
+    token: str
+
+
+def choices(step: RunbookStep, incident: Incident) -> list[ParamChoice]:
+    """What the responder sets for this action, given what the incident's checks found."""
+    probe = step.probe_class()
+    if probe is None:
+        return []
+    return probe.choices(dict(step.params), services.evidence_found(incident))
+
+
+def review(incident: Incident, step: RunbookStep, target: Target, chosen: dict[str, Any]) -> Review:
+    """The exact plan for these choices, and a signed token that confirms exactly it.
+    Raises services.CheckError (nothing changed) when the action cannot run so."""
+    if step.kind != StepKind.ACTION:
+        raise services.CheckError(f"{step.key} is a diagnostic, not an action.")
+    params = {**step.params, **chosen}
+    plan = services.plan_action(step, target, params)
+    token = signing.dumps(
+        {
+            "target": target.pk,
+            "params": params,
+            "plan": plan,
+            "incident": incident.pk,
+            "step": step.key,
+        },
+        salt=SIGNING_SALT,
+    )
+    return Review(target=target, params=params, plan=plan, token=token)
+
+
+def confirm(
+    incident: Incident, step: RunbookStep, token: str, *, actor: AbstractBaseUser
+) -> CheckRun:
+    """Queue the action the token confirms. Raises services.CheckError with the
+    reason when the token is forged, expired, for another action, or its target gone."""
+    try:
+        data = signing.loads(token, salt=SIGNING_SALT, max_age=CONFIRMATION_MAX_AGE)
+    except signing.SignatureExpired:
+        raise services.CheckError("That confirmation expired: review the action again.") from None
+    except signing.BadSignature:
+        raise services.CheckError(
+            "That confirmation is not valid: review the action again."
+        ) from None
+    if data.get("incident") != incident.pk or data.get("step") != step.key:
+        raise services.CheckError("That confirmation is for another action.")
+    target = Target.objects.filter(pk=data.get("target"), active=True).first()
+    if target is None:
+        raise services.CheckError("The action's target is gone or inactive: review it again.")
+    return services.run_action(
+        incident, step, actor=actor, target=target, params=data["params"], plan=data["plan"]
+    )

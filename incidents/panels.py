@@ -1,0 +1,57 @@
+"""Panels that other apps contribute to the incident page.
+
+`incidents` never imports `diagnostics`: the runbook panel is registered here by
+diagnostics' AppConfig.ready. A panel gives its template, the context it needs,
+the timeline event kinds after which the live stream re-renders it, and
+optionally id-less live updates (a check run's streaming output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest
+
+from .models import Incident
+
+# (event id or None, SSE event name, HTML)
+Message = tuple[int | None, str, str]
+
+
+class LiveUpdates:
+    """One open stream's state for a panel's id-less updates (what it already sent)."""
+
+    def __call__(self, request: HttpRequest, incident_id: int) -> list[Message]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Panel:
+    name: str
+    template: str
+    # (request, incident, expand=...) -> context; its keys join the page's context.
+    context: Callable[..., dict[str, Any]]
+    refresh_on: frozenset[str] = frozenset()
+    # Made once per open stream; called on every wake-up.
+    live: Callable[[], LiveUpdates] | None = None
+
+
+PANELS: dict[str, Panel] = {}
+
+
+def register(panel: Panel) -> None:
+    PANELS[panel.name] = panel
+
+
+def page_context(request: HttpRequest, incident: Incident, **options: Any) -> dict[str, Any]:
+    """Every panel's context for the incident page, and the panels to include."""
+    context: dict[str, Any] = {"panels": list(PANELS.values())}
+    for panel in PANELS.values():
+        context |= panel.context(request, incident, **options)
+    return context
+
+
+def refreshed_by(kinds: set[str]) -> list[Panel]:
+    return [panel for panel in PANELS.values() if panel.refresh_on & kinds]

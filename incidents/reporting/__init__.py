@@ -1,0 +1,2 @@
+"""Reporting: period figures (MTTA, MTTR, SLA compliance), exports (Markdown,
+PDF, CSV) and charts."""

@@ -1,0 +1,153 @@
+"""The dashboard (open incidents, on call, overdue follow-ups) and declaring an incident."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Q, QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
+
+from .. import forms, services
+from ..access import visible_condition, visible_incidents
+from ..models import (
+    OPEN_ACTION_STATUSES,
+    OPEN_STATUSES,
+    POST_PHASES,
+    ActionItem,
+    ChecklistItem,
+    ChecklistTemplate,
+    Incident,
+    channel_name_for,
+)
+from ..paging import oncall
+
+# What a dashboard row shows: loading only these keeps 200 rows cheap.
+DASHBOARD_FIELDS = (
+    "title",
+    "category",
+    "status",
+    "restricted",
+    "declared_at",
+    "response_deadline",
+    "acknowledged_at",
+    "resolved_at",
+    "severity__key",
+    "severity__order",
+    "commander__username",
+)
+
+SHOWN, CAP = 5, 100  # overdue follow-ups listed, counted up to
+
+
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    form = forms.DashboardFilterForm(request.GET or None)
+    incidents = (
+        visible_incidents(request.user)
+        .select_related("severity", "commander")
+        .only(*DASHBOARD_FIELDS)
+    )
+    filters: dict[str, Any] = {}
+    if form.is_valid():
+        filters = {k: v for k, v in form.cleaned_data.items() if v}
+    open_incidents = _filter_open(incidents, filters)[:200]
+    context = {
+        "form": form,
+        "on_call": on_call_context(),
+        "open_incidents": open_incidents,
+        # resolved_at is set exactly while an incident is resolved or closed: this
+        # walks the resolved_at index instead of sorting every closed incident.
+        "recent_closed": incidents.filter(resolved_at__isnull=False).order_by("-resolved_at")[:10],
+        "query": request.GET.urlencode(),
+    }
+    if request.htmx:
+        return render(request, "incidents/dashboard.html#incident-list", context)
+    context["followups"] = overdue_followups(request.user)
+    return render(request, "incidents/dashboard.html", context)
+
+
+def _filter_open(incidents: QuerySet[Incident], filters: dict[str, Any]) -> QuerySet[Incident]:
+    status = filters.pop("status", None)
+    incidents = (
+        incidents.filter(status=status) if status else incidents.filter(status__in=OPEN_STATUSES)
+    )
+    return incidents.filter(**filters).order_by("severity__order", "declared_at")
+
+
+@require_http_methods(["GET", "POST"])
+def declare(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("incidents.add_incident"):
+        return render(request, "403.html", {"reason": "You may not declare incidents."}, status=403)
+    form = forms.DeclareForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        incident = services.declare_incident(actor=request.user, **data)
+        messages.success(
+            request, f"Incident #{incident.pk} declared. Channel: {incident.channel_name}"
+        )
+        return redirect(incident)
+    context = {
+        "form": form,
+        "checklists": ChecklistTemplate.objects.filter(
+            phase__in=services.DECLARE_PHASES
+        ).prefetch_related("items"),
+    }
+    return render(request, "incidents/declare.html", context, status=422 if form.errors else 200)
+
+
+@require_GET
+def channel_preview(request: HttpRequest) -> HttpResponse:
+    name = channel_name_for(request.GET.get("title", "")[:200], timezone.now())
+    return render(request, "incidents/declare.html#channel", {"channel_name": name})
+
+
+def on_call_context() -> dict[str, Any]:
+    now_member, next_member, now_shift, next_shift = oncall.on_call()
+    return {
+        "now": now_member,
+        "next": next_member,
+        "now_shift": now_shift,
+        "next_shift": next_shift,
+    }
+
+
+def _first_and_count(queryset: Any) -> tuple[list[Any], str]:
+    """The first few rows and how many there are, up to CAP ("100+"), in one query:
+    a dashboard needs no exact count of a backlog."""
+    rows = list(queryset[: CAP + 1])
+    return rows[:SHOWN], f"{CAP}+" if len(rows) > CAP else str(len(rows))
+
+
+def overdue_followups(user: Any) -> dict[str, Any]:
+    """For the dashboard: post-incident checklist items past due and not done, and
+    overdue action items, on incidents the user may see."""
+
+    now = timezone.now()
+    visible = visible_condition(user, "incident__") or Q()
+    checklist, checklist_count = _first_and_count(
+        ChecklistItem.objects.filter(
+            visible, phase__in=POST_PHASES, done_at__isnull=True, due_at__lt=now
+        )
+        .only("text", "phase", "due_at", "incident_id")
+        .order_by("due_at", "pk")
+    )
+    items, items_count = _first_and_count(
+        ActionItem.objects.filter(
+            visible, status__in=OPEN_ACTION_STATUSES, due_date__lt=timezone.localdate()
+        )
+        .select_related("owner")
+        .order_by("due_date", "pk")
+    )
+    return {
+        "overdue_checklist": checklist,
+        "overdue_checklist_count": checklist_count,
+        "overdue_items": items,
+        "overdue_items_count": items_count,
+    }
