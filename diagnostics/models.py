@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from .probes.base import ProbeError, get_probe, parse_params
+
 
 class TargetKind(models.TextChoices):
     HTTP = "http", "HTTP endpoint (API health)"
@@ -132,8 +134,6 @@ class RunbookStep(models.Model):
         return self.kind == StepKind.ACTION
 
     def probe_class(self) -> Any:
-        from .probes.base import get_probe
-
         return get_probe(self.probe)
 
     @property
@@ -141,8 +141,6 @@ class RunbookStep(models.Model):
         return self.kind != StepKind.MANUAL and self.probe_class() is not None
 
     def clean(self) -> None:
-        from .probes.base import ProbeError, parse_params
-
         probe = self.probe_class()
         if probe is None:
             return  # a probe to come: the page shows "not available yet"

@@ -9,6 +9,7 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
+from django.db import connection
 from django.utils import timezone
 
 from . import services
@@ -61,8 +62,6 @@ class OutputWriter:
         services.append_output(self.run, text, self.secrets)
 
     def _tick(self) -> None:
-        from django.db import connection
-
         try:
             while not self.stop.wait(self.FLUSH_EVERY):
                 if self.buffer:

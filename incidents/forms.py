@@ -10,7 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 
-from .models import INCIDENT_FLAGS, ActionItemStatus, Category, Severity, Status
+from .models import INCIDENT_FLAGS, ActionItem, ActionItemStatus, Category, Severity, Status
 
 
 class ServicesField(forms.CharField):
@@ -109,11 +109,12 @@ class ActionItemForm(forms.Form):
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from diagnostics.models import RunbookStep, StepKind
-
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = _active_users()
-        self.fields["step"].queryset = RunbookStep.objects.filter(kind=StepKind.DIAGNOSTIC)
+        # The runbook's steps, through the model's relation (incidents never imports
+        # diagnostics): only diagnostics (read-only checks) can verify an item.
+        steps = ActionItem._meta.get_field("step").related_model
+        self.fields["step"].queryset = steps.objects.filter(kind="diagnostic")
 
 
 class ActionItemUpdateForm(forms.Form):

@@ -17,6 +17,7 @@ from functools import cache
 
 import redis
 import redis.asyncio as aredis
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
@@ -118,8 +119,6 @@ async def timeline_stream(
     `render_since(after)` runs in a worker thread (it touches the database and
     templates) and returns the messages and the new last event id.
     """
-    from asgiref.sync import sync_to_async
-
     active_streams[incident_id] += 1
     waker = Waker(incident_id)
     ended = "max duration"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
+from zoneinfo import available_timezones
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -379,10 +381,6 @@ class Rotation(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from zoneinfo import available_timezones
-
-        from django.core.exceptions import ValidationError
-
         if self.time_zone not in available_timezones():
             raise ValidationError({"time_zone": f"Unknown time zone {self.time_zone!r}."})
         if self.shift_days < 1:
@@ -427,8 +425,6 @@ class RotaOverride(models.Model):
         return f"{self.member} {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}"
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValidationError("An override ends after it starts.")
         if self.member_id and self.rotation_id and self.member.rotation_id != self.rotation_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -47,8 +48,6 @@ if not SECRET_KEY:
     if _key_file.exists():
         SECRET_KEY = _key_file.read_text().strip()
     else:
-        import secrets
-
         SECRET_KEY = secrets.token_urlsafe(50)
         try:
             VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -166,9 +166,8 @@ def register(cls: type[Probe]) -> type[Probe]:
 
 
 def get_probe(name: str) -> type[Probe] | None:
-    """The probe class, or None when that probe is not implemented (yet)."""
-    from diagnostics import probes  # noqa: F401  (imports every backend module)
-
+    """The probe class, or None when that probe is not implemented (yet). Every
+    backend module is imported (so registered) by DiagnosticsConfig.ready."""
     return REGISTRY.get(name)
 
 

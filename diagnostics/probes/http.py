@@ -25,6 +25,7 @@ import requests
 from urllib3.exceptions import NameResolutionError, ProtocolError, ReadTimeoutError
 
 from .base import Emit, Outcome, Probe, ProbeError, ProbeResult, register
+from .redact import redact, redact_json
 
 # What the responder sees of a body: pretty JSON up to this many lines, a text
 # excerpt of this many characters; the whole JSON goes into the data when small.
@@ -345,16 +346,8 @@ def _seconds(value: float) -> str:
 
 
 def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "[redacted]") if secret else text
+    return redact(text, [secret])
 
 
 def _scrub_json(value: Any, secret: str) -> Any:
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return _scrub(value, secret)
-    if isinstance(value, list):
-        return [_scrub_json(v, secret) for v in value]
-    if isinstance(value, dict):
-        return {_scrub(str(k), secret): _scrub_json(v, secret) for k, v in value.items()}
-    return value
+    return redact_json(value, [secret])

@@ -33,6 +33,8 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.rows import dict_row
 
+from incidents.rules.text import format_duration
+
 from .base import (
     Emit,
     Outcome,
@@ -45,6 +47,7 @@ from .base import (
     TransientProbeError,
     register,
 )
+from .redact import redact
 
 APPLICATION_NAME = "lotoops-probe"
 QUERY_CHARS = 200  # query text kept per row (output and data)
@@ -214,9 +217,7 @@ class PostgresProbe(Probe):
     # --- secrets --------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     def _scrub_json(self, value: Any) -> Any:
         if not self._secrets:
@@ -1310,13 +1311,9 @@ def _cell(value: Any) -> str:
 def _human(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    if seconds < 10:  # a short query's time matters to the tenth
+        return f"{seconds:.1f}s"
+    return format_duration(seconds)
 
 
 def _seconds(value: float) -> str:

@@ -20,13 +20,15 @@ from typing import Any
 import requests
 import urllib3
 
+from incidents.rules.text import format_duration
+
 from .base import Outcome, Probe, ProbeError, ProbeResult, TransientProbeError, register
+from .redact import redact
 
 CONNECT_TIMEOUT = 5.0  # seconds, at most; a reachable Prometheus connects in milliseconds
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 100  # series shown and stored; thresholds still see every series
 MAX_DOWN_IN_SUMMARY = 3
-REDACTED = "•••"  # as diagnostics.services shows a secret
 # Statuses a proxy or a restarting Prometheus returns and that may pass on retry.
 TRANSIENT_STATUSES = {429, 502, 503, 504}
 # Prometheus errorType values that may pass on retry (query timeout, shutting down).
@@ -96,7 +98,7 @@ class PrometheusProbe(Probe):
         if not token:
             return value
         if isinstance(value, str):
-            return value.replace(token, REDACTED)
+            return redact(value, [token])
         if isinstance(value, dict):
             return {self._clean(k): self._clean(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -520,11 +522,7 @@ def _age(timestamp: str, now: datetime) -> str:
     seconds = (now - when).total_seconds()
     if seconds < 1:
         return "just now"
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.0f}h ago"
+    return f"{format_duration(seconds)} ago"
 
 
 def _short_error(error: str) -> str:

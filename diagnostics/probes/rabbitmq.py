@@ -29,6 +29,7 @@ from .base import (
     TransientProbeError,
     register,
 )
+from .redact import redact
 
 
 @dataclass
@@ -231,8 +232,7 @@ def _login_refused(exc: amqp_errors.AMQPError, broker: Broker, env: str) -> Prob
 def _connection_error(exc: BaseException, broker: Broker, secret: str) -> ProbeError:
     where = f"{broker.host}:{broker.port}"
     text = str(exc)
-    if secret:
-        text = text.replace(secret, "[redacted]")
+    text = redact(text, [secret])
     if isinstance(exc, ConnectionRefusedError):
         return ProbeError(f"connection refused by {where}: is RabbitMQ running on that port?")
     if isinstance(exc, socket.gaierror):

@@ -18,6 +18,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from incidents.rules.text import format_duration
+
 from .base import (
     Emit,
     Outcome,
@@ -27,6 +29,7 @@ from .base import (
     TransientProbeError,
     register,
 )
+from .redact import redact
 
 INFO_FIELDS = (
     "redis_version",
@@ -210,17 +213,8 @@ def _duration(seconds: Any) -> str:
         left = int(seconds)
     except (TypeError, ValueError):
         return "?"
-    days, left = divmod(left, 86400)
-    hours, left = divmod(left, 3600)
-    minutes, secs = divmod(left, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{secs} s"
+    return format_duration(left)
 
 
 def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "[redacted]") if secret else text
+    return redact(text, [secret])

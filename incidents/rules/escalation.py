@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .text import format_duration
+
 
 @dataclass(frozen=True)
 class ContactRule:
@@ -132,10 +134,4 @@ def who_to_tell(
 
 
 def _human(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes % (60 * 24) == 0 and minutes >= 60 * 24:
-        days = minutes // (60 * 24)
-        return f"{days} day{'s' if days > 1 else ''}"
-    if minutes % 60 == 0 and minutes >= 60:
-        return f"{minutes // 60} h"
-    return f"{minutes} min"
+    return format_duration(delta)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 
-def format_duration(delta: timedelta) -> str:
+def format_duration(delta: timedelta | float) -> str:
     """A duration the way a responder reads it: 45s, 12m 05s, 3h 20m, 2d 4h."""
-    seconds = int(abs(delta.total_seconds()))
+    total = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    seconds = int(abs(total))
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)

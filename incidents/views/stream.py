@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import (
     Http404,
     HttpRequest,
@@ -36,8 +37,6 @@ TOLD_KINDS = {"escalation", "notification", "acknowledged"}
 @require_GET
 async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     """The incident's live timeline (SSE). Resumes after the last id the page saw."""
-    from asgiref.sync import sync_to_async
-
     user = await request.auser()
     try:
         incident = await sync_to_async(get_incident_for)(user, pk)
