@@ -6,14 +6,13 @@ and a fake server that refuses connections the way PostgreSQL does.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
-
-import os
 
 import psycopg
 from psycopg.rows import dict_row
