@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_postincident
+from . import views, views_evidence, views_postincident
 
 app_name = "incidents"
 
@@ -26,6 +26,12 @@ urlpatterns = [
     path("incidents/<int:pk>/flags/", views.set_flags, name="flags"),
     path("incidents/<int:pk>/told/", views.whos_told, name="whos_told"),
     path("ack/<str:token>/", views.ack_link, name="ack_link"),
+    path(
+        "incidents/<int:pk>/evidence/<int:file_pk>/",
+        views_evidence.download,
+        name="evidence_download",
+    ),
+    path("incidents/<int:pk>/evidence/verify/", views_evidence.verify, name="evidence_verify"),
     # post-incident: post-mortem, action items, exports, reports
     path("incidents/<int:pk>/postmortem/", views_postincident.postmortem, name="postmortem"),
     path(
