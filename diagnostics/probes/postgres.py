@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -1459,23 +1460,28 @@ class Snapshot(PostgresAction):
             text=True,
             errors="replace",
         )
-        reader = threading.Thread(target=self._read, args=(child, messages), daemon=True)
+        # A thread reads pg_dump's messages; this thread emits them (emitting may
+        # write to our database, which belongs to this thread) and keeps the time.
+        received: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        reader = threading.Thread(target=_read_lines, args=(child, received), daemon=True)
         reader.start()
+        deadline = started + max(0.1, left)
         try:
-            code = child.wait(timeout=max(0.1, left))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=5)
-            raise ProbeTimeout(
-                f"{self.target.name}: pg_dump of {database} did not finish within "
-                f"{_seconds(self.timeout)} (stopped)"
-            ) from None
-        except BaseException:  # the task's own time limit: never leave pg_dump behind
-            child.kill()
-            child.wait(timeout=5)
-            raise
-        finally:
+            while (code := child.poll()) is None:
+                self._emit_received(received, messages)
+                if time.monotonic() >= deadline:
+                    raise ProbeTimeout(
+                        f"{self.target.name}: pg_dump of {database} did not finish within "
+                        f"{_seconds(self.timeout)} (stopped)"
+                    )
+                with suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=min(0.2, max(0.01, deadline - time.monotonic())))
+        finally:  # a timeout, or the task's own time limit: never leave pg_dump behind
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=5)
             reader.join(timeout=5)
+            self._emit_received(received, messages)
         seconds = time.monotonic() - started
         if code != 0:
             locked = next((m for m in messages if "Query was: LOCK TABLE" in m), "")
@@ -1494,15 +1500,21 @@ class Snapshot(PostgresAction):
             )
         return seconds
 
-    def _read(self, child: subprocess.Popen[str], messages: list[str]) -> None:
-        assert child.stderr is not None
-        for raw in child.stderr:
-            line = _one_line(raw)
+    def _emit_received(self, received: queue.SimpleQueue[str | None], kept: list[str]) -> None:
+        while not received.empty():
+            line = received.get_nowait()
             if not line:
                 continue
-            messages.append(self.scrub(line))
-            del messages[:-PG_DUMP_STDERR_LINES]
+            kept.append(self.scrub(line))
+            del kept[:-PG_DUMP_STDERR_LINES]
             self.emit(line)
+
+
+def _read_lines(child: subprocess.Popen[str], received: queue.SimpleQueue[str | None]) -> None:
+    assert child.stderr is not None
+    for raw in child.stderr:
+        received.put(_one_line(raw))
+    child.stderr.close()
 
 
 def pg_dump_binary(server_major: int) -> tuple[str, int]:
