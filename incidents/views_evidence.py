@@ -39,7 +39,7 @@ def verify(request: HttpRequest, pk: int) -> HttpResponse:
         context = {
             "incident": incident,
             "evidence_checks": checks,
-            "evidence_failed": [c.reason for c in checks if not c.ok],
+            "evidence_failed": [c.file.name for c in checks if not c.ok],
             "verified": True,
         }
         return render(request, "incidents/partials/evidence.html", context)

@@ -1428,9 +1428,10 @@ class Snapshot(PostgresAction):
         return psycopg.conninfo.make_conninfo(**params)
 
     def child_env(self) -> dict[str, str]:
-        """This process's environment, with the target's password as PGPASSWORD
-        (and no other password) and untranslated messages."""
-        env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
+        """This process's environment (as a psycopg session sees it), with the
+        target's password as PGPASSWORD (never one meant for something else) and
+        untranslated messages."""
+        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
         secret = self.target.secret()
         if secret:
             env["PGPASSWORD"] = secret

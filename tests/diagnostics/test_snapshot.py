@@ -297,6 +297,13 @@ def test_the_password_goes_only_to_the_child_environment(db_target):
     assert "PGPASSWORD" not in os.environ
 
 
+def test_a_password_meant_for_something_else_never_reaches_pg_dump(scratch_db, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "the-workers-own")
+    no_secret = Target(name="db", kind="postgres", url=pg.DB_URL)
+    env = get_probe("postgres.snapshot").build(no_secret, {}, timeout=10).child_env()
+    assert "PGPASSWORD" not in env and env["LC_MESSAGES"] == "C"
+
+
 def test_a_held_lock_fails_clearly_and_leaves_no_file(db_target, sessions, monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(postgres, "PG_DUMP_LOCK_WAIT", 0.3)

@@ -259,7 +259,8 @@ def test_verify_on_the_page_names_the_changed_file(client, three_files, store, i
     response = client.post(url("evidence_verify", incident), **HX)
     assert response.status_code == 200
     body = response.content.decode()
-    assert "Verification failed: file-1.txt: changed" in body
+    assert "Verification failed: file-1.txt changed or missing." in body
+    assert "file-1.txt: changed (SHA-256 is now " in body
     assert 'class="evidence-failed"' in body and body.count('class="evidence-ok"') == 2
     assert (
         "Evidence verification FAILED (ana): file-1.txt: changed" in (evidence_events(incident)[-1])
