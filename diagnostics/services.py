@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from incidents import live
+from incidents.evidence import EvidenceError, store_file
 from incidents.models import EventKind, Incident
 from incidents.services import IncidentError
 from incidents.timeline import actor_name, append_event
@@ -356,7 +357,16 @@ def finish_run(
             version=F("version") + 1,
         )
         if not done:
+            _discard_files(result)
             return False
+        if result is not None and result.files:
+            failure = _store_files(run, result)
+            if failure:
+                status, outcome = RunStatus.FAILED, "error"
+                summary = redact(f"{summary}; {failure}" if summary else failure, secrets)
+                CheckRun.objects.filter(pk=run.pk).update(
+                    status=status, outcome=outcome, summary=summary[:2000]
+                )
         label = RunStatus(status).label.lower()
         verb = "action" if run.step.kind == StepKind.ACTION else "check"
         message = f"{run.step.key} on {run.target_name}: {summary}" if summary else ""
@@ -379,6 +389,36 @@ def finish_run(
             sender=CheckRun, run=run, status=status, outcome=outcome, summary=summary
         )
     return True
+
+
+def _store_files(run: CheckRun, result: ProbeResult) -> str:
+    """Store the files a run produced as evidence on its incident, removing each
+    temporary file; what went wrong ("" when all were stored)."""
+    failures: list[str] = []
+    actor = run.confirmed_by or run.requested_by
+    for file in result.files:
+        try:
+            store_file(
+                run.incident,
+                name=file.name,
+                source_path=file.path,
+                content_type=file.content_type,
+                actor=actor,
+                check_run_id=run.pk,
+            )
+        except (EvidenceError, OSError, DatabaseError) as exc:
+            failures.append(f"{file.name} could not be stored as evidence: {exc}")
+        finally:
+            _discard_files([file])
+    return "; ".join(failures)
+
+
+def _discard_files(result: ProbeResult | Iterable[Any] | None) -> None:
+    """Remove a probe's temporary files (stored already, or not to be stored)."""
+    files = result.files if isinstance(result, ProbeResult) else (result or [])
+    for file in files:
+        with contextlib.suppress(OSError):
+            os.unlink(file.path)
 
 
 def reap_stale_runs(now: datetime | None = None, *, max_attempts: int = 2) -> list[int]:

@@ -319,6 +319,7 @@ class EventKind(models.TextChoices):
     ACTION = "action", "Action"
     ESCALATION = "escalation", "Escalation"
     NOTIFICATION = "notification", "Notification"
+    EVIDENCE = "evidence", "Evidence"
 
 
 class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):
@@ -598,3 +599,33 @@ class ActionItem(models.Model):
     def is_overdue(self, today: Any = None) -> bool:
         today = today or timezone.localdate()
         return self.is_open and self.due_date is not None and self.due_date < today
+
+
+class EvidenceFile(models.Model):
+    """A file preserved as evidence (a database dump, a log export), kept under
+    settings.EVIDENCE_ROOT with the SHA-256 and size it had when stored, so a
+    later verification shows whether it changed. Rows are never edited; an
+    incident with evidence cannot be deleted."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.PROTECT, related_name="evidence_files")
+    name = models.CharField(max_length=200, help_text="File name shown and offered for download")
+    path = models.CharField(
+        max_length=500, unique=True, help_text="Where it is stored, relative to EVIDENCE_ROOT"
+    )
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100, default="application/octet-stream")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    # The diagnostics CheckRun that produced it, as a plain id: incidents never
+    # depends on diagnostics.
+    check_run_id = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["incident", "id"]
+        indexes = [models.Index(fields=["incident", "id"], name="evidence_incident_id")]
+
+    def __str__(self) -> str:
+        return self.name

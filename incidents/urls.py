@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import acklinks, dashboard, incident, postmortem, reports, stream
+from .views import acklinks, dashboard, evidence, incident, postmortem, reports, stream
 
 app_name = "incidents"
 
@@ -26,6 +26,12 @@ urlpatterns = [
     path("incidents/<int:pk>/flags/", incident.set_flags, name="flags"),
     path("incidents/<int:pk>/told/", incident.whos_told, name="whos_told"),
     path("ack/<str:token>/", acklinks.ack_link, name="ack_link"),
+    path(
+        "incidents/<int:pk>/evidence/<int:file_pk>/",
+        evidence.download,
+        name="evidence_download",
+    ),
+    path("incidents/<int:pk>/evidence/verify/", evidence.verify, name="evidence_verify"),
     # post-incident: post-mortem, action items, exports, reports
     path("incidents/<int:pk>/postmortem/", postmortem.postmortem, name="postmortem"),
     path(

@@ -235,6 +235,9 @@ CELERY_BEAT_SCHEDULE = {
 # for longer than CHECK_RUN_REQUEUE_AFTER is sent to the broker again.
 CHECK_RUN_GRACE = env_float("CHECK_RUN_GRACE", 30.0)
 CHECK_RUN_REQUEUE_AFTER = env_float("CHECK_RUN_REQUEUE_AFTER", 300.0)
+# Evidence files (database dumps, log exports) stored on incidents, with their
+# SHA-256: directories 0700, files 0600. Keep it on persistent, backed-up storage.
+EVIDENCE_ROOT = Path(env_str("EVIDENCE_DIR") or VAR_DIR / "evidence")
 # A worker is reported up in /healthz while its last heartbeat is this recent.
 WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 

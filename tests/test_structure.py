@@ -90,7 +90,6 @@ NOT_YET = {
     "sec.block_ip",
     "sec.rotate_secrets",
     "sec.export_logs",
-    "sec.db_snapshot",
     "ref.get_all",
     "ref.describe_pod",
     "ref.events",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -20,7 +20,7 @@ from django.utils import timezone
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from ..models import ActionItem, Incident, PostMortem
+from ..models import ActionItem, EvidenceFile, Incident, PostMortem
 from ..postincident.postmortem import TimelineLine, draft_for, included_events, timeline_lines
 from ..rules.text import format_duration
 from . import figures as reports
@@ -45,6 +45,7 @@ class IncidentReport:
     postmortem: PostMortem
     timeline: list[TimelineLine]
     action_items: list[ActionItem]
+    evidence: list[EvidenceFile] = field(default_factory=list)
 
 
 def incident_report(incident: Incident) -> IncidentReport:
@@ -56,7 +57,8 @@ def incident_report(incident: Incident) -> IncidentReport:
         ids = set(postmortem.timeline_event_ids)
         events = [e for e in incident.timeline.order_by("id") if e.pk in ids]
     items = list(incident.action_items.select_related("owner").order_by("due_date", "pk"))
-    return IncidentReport(incident, postmortem, timeline_lines(events), items)
+    files = list(incident.evidence_files.select_related("created_by").order_by("id"))
+    return IncidentReport(incident, postmortem, timeline_lines(events), items, files)
 
 
 # --- shared wording ---------------------------------------------------------------------
@@ -148,7 +150,26 @@ def incident_markdown(report: IncidentReport) -> str:
             f"{item.get_status_display()} |"
         )
     lines += ["", "## Lessons Learned", _md_text(pm.lessons_learned), ""]
+    if report.evidence:
+        lines += ["## Evidence", "| File | SHA-256 | Size | Stored by | Stored at |"]
+        lines += ["|------|---------|------|-----------|-----------|"]
+        lines += [
+            f"| {' | '.join(_md_cell(v) for v in evidence_row(f))} |" for f in report.evidence
+        ]
+        lines.append("")
     return "\n".join(lines)
+
+
+def evidence_row(file: EvidenceFile) -> list[str]:
+    """File, full SHA-256, size in bytes, who stored it and when."""
+    who = file.created_by.get_username() if file.created_by else "LotoOps"
+    return [
+        file.name,
+        file.sha256,
+        f"{file.size} bytes",
+        who,
+        f"{_local(file.created_at):%Y-%m-%d %H:%M:%S %Z}",
+    ]
 
 
 # --- PDF building blocks --------------------------------------------------------------------
@@ -296,6 +317,11 @@ def incident_pdf(report: IncidentReport) -> bytes:
     )
     pdf.heading("Lessons Learned")
     pdf.para(pm.lessons_learned)
+    if report.evidence:
+        pdf.heading("Evidence")
+        for file in report.evidence:
+            name, sha256, size, who, when = evidence_row(file)
+            pdf.para(f"{name}: {size}, stored by {who} at {when}\nSHA-256 {sha256}", size=9)
     return bytes(pdf.output())
 
 
