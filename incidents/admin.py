@@ -24,7 +24,6 @@ from .models import (
     TimelineEvent,
 )
 from .paging import oncall
-from .rules import rota
 
 
 @admin.register(Severity)
@@ -176,11 +175,7 @@ class RotationAdmin(admin.ModelAdmin):
 
     @admin.display(description="On call now")
     def on_call_now(self, obj: Rotation) -> str:
-        spec, overrides = oncall.rotation_spec(obj)
-        shift = rota.on_call_at(spec, overrides, timezone.now())
-        if shift is None or shift.starts_at > timezone.now():
-            return "—"
-        member = obj.members.filter(pk=shift.member).first()
+        member = oncall.on_call_in(obj, timezone.now())[0]
         return member.name if member else "—"
 
 

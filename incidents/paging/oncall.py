@@ -36,6 +36,13 @@ def on_call(
     rotation = Rotation.objects.filter(active=True, role=role).prefetch_related("members").first()
     if rotation is None:
         return None, None, None, None
+    return on_call_in(rotation, at)
+
+
+def on_call_in(
+    rotation: Rotation, at: datetime
+) -> tuple[RotationMember | None, RotationMember | None, rota.Shift | None, rota.Shift | None]:
+    """Who is on call in this rotation at `at`, and who is next."""
     spec, overrides = rotation_spec(rotation)
     now_shift, next_shift = rota.now_and_next(spec, overrides, at)
     members = {m.pk: m for m in rotation.members.all()}

@@ -23,6 +23,7 @@ from fpdf.enums import XPos, YPos
 from ..models import ActionItem, EvidenceFile, Incident, PostMortem
 from ..postincident.postmortem import TimelineLine, draft_for, included_events, timeline_lines
 from ..rules.text import format_duration
+from ..timeline import actor_name
 from . import figures as reports
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
@@ -162,7 +163,7 @@ def incident_markdown(report: IncidentReport) -> str:
 
 def evidence_row(file: EvidenceFile) -> list[str]:
     """File, full SHA-256, size in bytes, who stored it and when."""
-    who = file.created_by.get_username() if file.created_by else "LotoOps"
+    who = actor_name(file.created_by)
     return [
         file.name,
         file.sha256,
