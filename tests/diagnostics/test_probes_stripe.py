@@ -486,3 +486,328 @@ def test_webhook_status_with_a_refused_key_says_so(peer, monkeypatch) -> None:
 
     with pytest.raises(ProbeError, match="Stripe refused the API key"):
         run("stripe.webhook_status", target(peer.url))
+
+
+# --- stripe.retry_webhooks ----------------------------------------------------------------
+
+
+def retry_target(peer: StripePeer, receiver: Receiver) -> Target:
+    return target(peer.url, webhook_url=receiver.url, webhook_secret_env=WHSEC_ENV)
+
+
+def test_the_plan_names_every_event_and_the_endpoint_and_sends_nothing(peer, receiver) -> None:
+    failed = failed_events(peer, receiver, 4)
+    before = len(peer.requests())
+
+    sentence = plan("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert sentence == f"resend 4 failed Stripe events ({', '.join(failed)}) to {receiver.url}"
+    assert receiver.posts == []
+    assert [(m, p) for m, p, _ in api_requests(peer)[before:]] == [("GET", "/v1/events")]
+
+
+def test_a_long_plan_shows_ten_ids_and_counts_the_rest(peer, receiver) -> None:
+    failed = failed_events(peer, receiver, 12)
+
+    sentence = plan("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert sentence == (
+        f"resend 12 failed Stripe events ({', '.join(failed[:10])}, … 2 more) to {receiver.url}"
+    )
+
+
+def test_with_nothing_failed_the_plan_says_there_is_nothing_to_resend(peer, receiver) -> None:
+    with pytest.raises(ProbeError, match="no failed Stripe events in the last 60 min"):
+        plan("stripe.retry_webhooks", retry_target(peer, receiver))
+
+
+def test_resending_delivers_each_event_signed_as_stripe_signs(peer, receiver) -> None:
+    failed = failed_events(peer, receiver, 4)
+
+    result, lines = run("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert result.outcome == "ok"
+    assert result.summary == (
+        f"resent 4 of 4 failed Stripe events in the last 60 min to {receiver.url}"
+    )
+    # stripe.Webhook.construct_event accepted every signature, for the original ids.
+    assert [p["verified"] for p in receiver.posts] == [True] * 4
+    assert receiver.verified() == failed
+    assert receiver.handled == dict.fromkeys(failed, "customer.created")
+    assert [(r["id"], r["delivered"], r["status_code"]) for r in result.data["results"]] == [
+        (i, True, 200) for i in failed
+    ]
+    assert len(lines) == 5 and all("delivered" in line for line in lines[1:])
+    assert WHSEC not in shown(result, lines) and API_KEY not in shown(result, lines)
+
+
+def test_the_payload_is_the_event_as_stripe_returned_it(peer, receiver) -> None:
+    (event_id,) = failed_events(peer, receiver, 1)
+    bodies: list[bytes] = []
+    original = receiver.handle
+
+    def keep(body: bytes, signature: str | None) -> int:
+        bodies.append(body)
+        return original(body, signature)
+
+    receiver.handle = keep  # type: ignore[method-assign]
+    run("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    sent = json.loads(bodies[0])
+    from_api = requests.get(
+        f"{peer.url}/v1/events/{event_id}", auth=(API_KEY, ""), timeout=5
+    ).json()
+    assert sent == from_api
+    assert sent["data"]["object"]["email"] == "player0@lotolink.test"
+
+
+def test_running_the_action_twice_has_each_event_handled_once(peer, receiver) -> None:
+    failed = failed_events(peer, receiver, 3)
+
+    first, _ = run("stripe.retry_webhooks", retry_target(peer, receiver))
+    second, _ = run("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert first.outcome == second.outcome == "ok"
+    # Stripe still counts them as failed (its own deliveries did), so the second run
+    # sends them again: same ids, so the platform's dedupe handles each once.
+    assert receiver.verified() == failed + failed
+    assert receiver.handled == dict.fromkeys(failed, "customer.created")
+
+
+def test_a_signature_with_another_secret_is_rejected_by_the_platform(
+    peer, receiver, monkeypatch
+) -> None:
+    failed = failed_events(peer, receiver, 2)
+    monkeypatch.setenv(WHSEC_ENV, "whsec_the_wrong_one_123456")
+
+    result, _ = run("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert result.outcome == "failing"
+    assert result.summary.startswith("resent 0 of 2 failed Stripe events")
+    assert f"2 not accepted, e.g. {failed[0]}: HTTP 400" in result.summary
+    assert [p["verified"] for p in receiver.posts] == [False, False]
+    assert receiver.handled == {}
+    assert "No signatures found matching the expected signature" in receiver.posts[0]["error"]
+
+
+def test_an_endpoint_still_down_is_failing_with_what_was_not_delivered(peer, receiver) -> None:
+    failed_events(peer, receiver, 2)
+    receiver.up = False
+
+    result, lines = run("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert result.outcome == "failing"
+    assert "resent 0 of 2" in result.summary and "HTTP 503" in result.summary
+    assert all("not accepted: HTTP 503" in line for line in lines[1:])
+
+
+def test_an_endpoint_that_refuses_connections_is_failing(peer, receiver, closed_port) -> None:
+    failed_events(peer, receiver, 1)
+    t = target(
+        peer.url,
+        webhook_url=f"http://127.0.0.1:{closed_port}/webhooks/stripe",
+        webhook_secret_env=WHSEC_ENV,
+    )
+
+    result, _ = run("stripe.retry_webhooks", t)
+
+    assert result.outcome == "failing"
+    assert result.data["results"][0]["error"] == "connection refused"
+
+
+def test_step_params_name_the_endpoint_over_the_target_options(peer, receiver) -> None:
+    failed = failed_events(peer, receiver, 1)
+    t = target(peer.url, webhook_url="http://127.0.0.1:1/nowhere", webhook_secret_env="NOPE")
+
+    result, _ = run(
+        "stripe.retry_webhooks",
+        t,
+        {"webhook_url": receiver.url, "webhook_secret_env": WHSEC_ENV, "minutes": 5},
+    )
+
+    assert result.outcome == "ok" and receiver.verified() == failed
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        ({}, None, "no webhook endpoint to resend to"),
+        ({"webhook_url": "RECEIVER"}, None, "no signing secret to sign the events with"),
+        (
+            {"webhook_url": "RECEIVER", "webhook_secret_env": WHSEC_ENV},
+            "",
+            f"the webhook signing secret is not set: {WHSEC_ENV} is empty",
+        ),
+        ({"webhook_url": "file:///etc/passwd", "webhook_secret_env": WHSEC_ENV}, None, "not an"),
+    ],
+)
+def test_without_an_endpoint_or_a_secret_nothing_is_sent(
+    peer, receiver, monkeypatch, options, env, message
+) -> None:
+    failed_events(peer, receiver, 1)
+    before = len(peer.requests())
+    if env is not None:
+        monkeypatch.setenv(WHSEC_ENV, env)
+    options = {k: receiver.url if v == "RECEIVER" else v for k, v in options.items()}
+
+    with pytest.raises(ProbeError, match=message):
+        run("stripe.retry_webhooks", target(peer.url, **options))
+    with pytest.raises(ProbeError, match=message):
+        plan("stripe.retry_webhooks", target(peer.url, **options))
+
+    assert receiver.posts == [] and len(peer.requests()) == before
+
+
+def test_a_refused_api_key_resends_nothing(peer, receiver, monkeypatch) -> None:
+    failed_events(peer, receiver, 1)
+    monkeypatch.setenv(KEY_ENV, "rk_not_a_secret_key")
+
+    with pytest.raises(ProbeError, match="Stripe refused the API key"):
+        run("stripe.retry_webhooks", retry_target(peer, receiver))
+
+    assert receiver.posts == []
+
+
+def test_a_malformed_window_resends_nothing(peer, receiver) -> None:
+    failed_events(peer, receiver, 1)
+    before = len(peer.requests())
+
+    for minutes in ("60m", 0, None):
+        with pytest.raises(ProbeError, match="parameter minutes"):
+            run("stripe.retry_webhooks", retry_target(peer, receiver), {"minutes": minutes})
+
+    assert receiver.posts == [] and len(peer.requests()) == before
+
+
+def test_the_responder_picks_the_window_starting_from_what_the_check_found() -> None:
+    probe = get_probe("stripe.retry_webhooks")
+    found = {"webhook_failures": {"details": {"minutes": 180, "count": 7}, "run": 3}}
+
+    (choice,) = probe.choices({"minutes": 60}, found)
+
+    assert (choice.name, choice.initial, choice.minimum, choice.maximum) == (
+        "minutes",
+        180,
+        1,
+        43200,
+    )
+    assert "found 7 in the last 180 min" in choice.help
+    (plain,) = probe.choices({"minutes": 30}, {})
+    assert plain.initial == 30 and "found" not in plain.help
+
+
+# --- stripe.payments_status ---------------------------------------------------------------
+
+HOUR = 3600
+CARDS = {
+    "requires_action": "4000002760003184",  # 3-D Secure required
+    "succeeded": "4242424242424242",
+}
+
+
+def payment(peer: StripePeer, outcome: str | None, *, age: int) -> str:
+    """A PaymentIntent of 25.00 EUR left as `outcome` (None: no payment method yet),
+    created `age` seconds ago."""
+    api = peer.client()
+    params: dict[str, Any] = {"amount": 2500, "currency": "eur"}
+    if outcome is not None:
+        method = api.v1.payment_methods.create(
+            params={
+                "type": "card",
+                "card": {"number": CARDS[outcome], "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+            }
+        )
+        params |= {"payment_method": method.id, "confirm": True}
+    intent = api.v1.payment_intents.create(params=params)
+    assert intent.status == (outcome or "requires_payment_method")
+    if age:
+        peer.backdate("payment_intent", intent.id, age)
+    return intent.id
+
+
+def test_payments_pending_over_an_hour_are_counted_as_plays_stuck(peer) -> None:
+    stuck = [payment(peer, "requires_action", age=2 * HOUR) for _ in range(2)]
+    payment(peer, "requires_action", age=0)  # a customer authenticating right now
+    payment(peer, "succeeded", age=3 * HOUR)
+    payment(peer, None, age=3 * HOUR)  # never got a card: not pending at Stripe
+    payment(peer, "requires_action", age=30 * HOUR)  # beyond the 24 h looked at
+    before_requests = len(peer.requests())
+    now = int(time.time())
+
+    result, lines = run("stripe.payments_status", target(peer.url))
+
+    assert result.outcome == "failing"
+    assert result.summary.startswith("Stripe reachable (")
+    assert result.summary.endswith(
+        "; 2 payments pending over 60 min (created in the last 24 h): 2 requires_action"
+    )
+    assert result.evidence == {
+        "plays_stuck": {
+            "count": 2,
+            "by_status": {"processing": 0, "requires_action": 2},
+            "payment_intents": list(reversed(stuck)),
+            "older_than_minutes": 60,
+            "source": "stripe",
+        }
+    }
+    assert result.data["checked"] == 4  # the two stuck, the succeeded, the one without a card
+    assert [r["id"] for r in result.data["payment_intents"]] == list(reversed(stuck))
+    assert any(stuck[0] in line and "requires_action" in line for line in lines)
+    ((method, path, query),) = api_requests(peer)[before_requests:]
+    assert (method, path) == ("GET", "/v1/payment_intents")
+    assert query.keys() == {"created[gte]", "created[lte]", "limit"}
+    assert abs(int(query["created[gte]"]) - (now - 24 * HOUR)) <= 2
+    assert abs(int(query["created[lte]"]) - (now - HOUR)) <= 2
+
+
+def test_no_pending_payment_is_ok(peer) -> None:
+    payment(peer, "succeeded", age=2 * HOUR)
+    payment(peer, "requires_action", age=0)
+
+    result, _ = run("stripe.payments_status", target(peer.url))
+
+    assert result.outcome == "ok"
+    assert result.summary.endswith(
+        "no payment pending over 60 min (created in the last 24 h), 1 checked"
+    )
+    assert result.evidence == {}
+
+
+def test_the_thresholds_are_parameters(peer) -> None:
+    payment(peer, "requires_action", age=20 * 60)
+
+    result, _ = run(
+        "stripe.payments_status", target(peer.url), {"older_than_minutes": 15, "lookback_hours": 1}
+    )
+
+    assert result.evidence["plays_stuck"]["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"older_than_minutes": "1h"}, "parameter older_than_minutes must be a whole number"),
+        ({"older_than_minutes": 0}, "older_than_minutes must be 1 or more"),
+        ({"lookback_hours": 1, "older_than_minutes": 90}, "must reach further back"),
+        ({"lookback_hours": 24 * 31}, "lookback_hours must be between 1 and 720"),
+    ],
+)
+def test_malformed_thresholds_are_refused_before_anything_is_sent(peer, params, message) -> None:
+    with pytest.raises(ProbeError, match=message):
+        run("stripe.payments_status", target(peer.url), params)
+
+    assert peer.requests() == []
+
+
+def test_payments_status_with_stripe_unreachable_is_failing(closed_port) -> None:
+    result, _ = run("stripe.payments_status", target(f"http://127.0.0.1:{closed_port}"), timeout=1)
+
+    assert result.outcome == "failing"
+    assert "connection refused" in result.summary and result.evidence == {}
+
+
+def test_payments_status_with_a_refused_key_says_so(peer, monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk_")
+
+    with pytest.raises(ProbeError, match="Stripe refused the API key"):
+        run("stripe.payments_status", target(peer.url))
