@@ -811,3 +811,117 @@ def test_payments_status_with_a_refused_key_says_so(peer, monkeypatch) -> None:
 
     with pytest.raises(ProbeError, match="Stripe refused the API key"):
         run("stripe.payments_status", target(peer.url))
+
+
+# --- through the engine -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_through_the_engine_failed_webhooks_are_found_then_resent_once(
+    peer, receiver, responder, rf
+) -> None:
+    from diagnostics import services
+    from diagnostics.models import RunbookStep, RunStatus
+    from diagnostics.seed import seed_runbooks
+    from diagnostics.tasks import run_check
+    from diagnostics.views import runbook_context
+    from incidents.models import EventKind
+    from tests import factories
+
+    seed_runbooks()
+    failed = failed_events(peer, receiver, 3)
+    stripe_target = Target.objects.create(
+        name="lotolink-stripe",
+        kind="stripe",
+        url=peer.url,
+        secret_env=KEY_ENV,
+        options={"webhook_url": receiver.url, "webhook_secret_env": WHSEC_ENV},
+    )
+    incident = factories.declare(actor=responder)  # a payment incident
+
+    check = RunbookStep.objects.get(key="pay.webhook_status")
+    (run,) = services.request_check(incident, check, actor=responder)
+    run_check.apply(args=(run.pk,))
+    run.refresh_from_db()
+
+    assert (run.status, run.outcome, run.target_name) == (
+        RunStatus.SUCCEEDED,
+        "failing",
+        "lotolink-stripe",
+    )
+    assert run.evidence["webhook_failures"]["event_ids"] == failed
+    assert all(event_id in run.output for event_id in failed)
+    result = incident.timeline.filter(kind=EventKind.CHECK_RESULT).latest("id")
+    assert result.message == (
+        "pay.webhook_status on lotolink-stripe: 3 events with failed webhook deliveries"
+        " in the last 60 min: 3 customer.created"
+    )
+    request = rf.get("/")
+    request.user = responder
+    recommended = {
+        item["step"].key: item["because"]
+        for book in runbook_context(request, incident)["runbooks"]
+        for item in book["steps"] or []  # collapsed procedures: None
+        if item["recommended"]
+    }
+    assert recommended["pay.retry_webhooks"] == ["webhook_failures"]
+
+    action = RunbookStep.objects.get(key="pay.retry_webhooks")
+    plan = services.plan_action(action, stripe_target, {"minutes": 60})
+    assert plan == f"resend 3 failed Stripe events ({', '.join(failed)}) to {receiver.url}"
+    for _ in range(2):  # confirmed twice (two responders at once): handled once each
+        resend = services.run_action(
+            incident,
+            action,
+            actor=responder,
+            target=stripe_target,
+            params={"minutes": 60},
+            plan=plan,
+        )
+        run_check.apply(args=(resend.pk,))
+        resend.refresh_from_db()
+        assert (resend.status, resend.outcome) == (RunStatus.SUCCEEDED, "ok")
+
+    assert receiver.verified() == failed + failed
+    assert receiver.handled == dict.fromkeys(failed, "customer.created")
+    everything = json.dumps(
+        [
+            list(incident.timeline.values_list("message", "data")),
+            [(r.output, r.summary, r.result, r.evidence) for r in incident.check_runs.all()],
+        ],
+        default=str,
+    )
+    assert API_KEY not in everything and WHSEC not in everything
+
+
+@pytest.mark.django_db
+def test_through_the_engine_bad_input_is_a_clear_failure(peer, responder, monkeypatch) -> None:
+    from diagnostics import services
+    from diagnostics.models import CheckRun, RunbookStep, RunStatus
+    from diagnostics.seed import seed_runbooks
+    from diagnostics.tasks import run_check
+    from tests import factories
+
+    seed_runbooks()
+    Target.objects.create(name="lotolink-stripe", kind="stripe", url=peer.url, secret_env=KEY_ENV)
+    incident = factories.declare(actor=responder)
+    check = RunbookStep.objects.get(key="pay.webhook_status")
+    check.params = {"minutes": "sixty"}
+    check.save()
+
+    with pytest.raises(services.CheckError, match="parameter minutes must be a whole number"):
+        services.request_check(incident, check, actor=responder)
+    assert not CheckRun.objects.exists()
+
+    check.params = {"minutes": 60}
+    check.save()
+    wrong = "pk_live_the_publishable_key_0000"  # the wrong one of the pair
+    monkeypatch.setenv(KEY_ENV, wrong)
+    (run,) = services.request_check(incident, check, actor=responder)
+    run_check.apply(args=(run.pk,))
+    run.refresh_from_db()
+
+    assert run.status == RunStatus.FAILED
+    assert run.summary.startswith("Stripe refused the API key of target lotolink-stripe")
+    assert wrong not in run.summary and wrong not in run.output
+    assert [r["path"] for r in peer.requests()] == ["/v1/events"]  # refused once, not retried
