@@ -418,25 +418,21 @@ def test_webhook_status_finds_the_events_whose_delivery_failed_in_the_window(pee
     assert API_KEY not in shown(result, lines) and WHSEC not in shown(result, lines)
 
 
-def test_webhook_status_pages_through_and_stops_at_max_events(peer, receiver) -> None:
+def test_webhook_status_pages_through_and_stops_at_max_events(peer, receiver, monkeypatch):
     failed = failed_events(peer, receiver, 5)
-    api = peer.client()
-    # Page boundaries: read with the probe's own page size replaced by a smaller one.
-    import diagnostics.probes.stripe as module
+    monkeypatch.setattr("diagnostics.probes.stripe.PAGE_SIZE", 2)  # page boundaries in play
 
-    old = module.PAGE_SIZE
-    module.PAGE_SIZE = 2
-    try:
-        result, _ = run("stripe.webhook_status", target(peer.url), {"max_events": 4})
-    finally:
-        module.PAGE_SIZE = old
+    result, _ = run("stripe.webhook_status", target(peer.url), {"max_events": 4})
 
     assert result.evidence["webhook_failures"]["event_ids"] == failed[:4]
     assert result.evidence["webhook_failures"]["more"] is True
     assert result.summary.startswith("4+ events with failed webhook deliveries")
     pages = [q for m, p, q in api_requests(peer) if p == "/v1/events" and "delivery_success" in q]
-    assert [q.get("starting_after") for q in pages] == [None, failed[1], failed[3]]
-    assert api.v1.events.list(params={"limit": 100}).data  # the peer is still fine
+    assert [(q["limit"], q.get("starting_after")) for q in pages] == [
+        ("2", None),
+        ("2", failed[1]),
+        ("2", failed[3]),
+    ]
 
 
 def test_no_failed_delivery_is_ok_and_finds_nothing(peer, receiver) -> None:
@@ -613,6 +609,26 @@ def test_an_endpoint_that_refuses_connections_is_failing(peer, receiver, closed_
 
     assert result.outcome == "failing"
     assert result.data["results"][0]["error"] == "connection refused"
+
+
+def test_an_endpoint_that_does_not_answer_stops_at_the_time_limit(
+    peer, receiver, silent_port
+) -> None:
+    failed_events(peer, receiver, 3)
+    t = target(
+        peer.url,
+        webhook_url=f"http://127.0.0.1:{silent_port}/webhooks/stripe",
+        webhook_secret_env=WHSEC_ENV,
+    )
+    started = time.monotonic()
+
+    result, _ = run("stripe.retry_webhooks", t, timeout=2)
+
+    assert time.monotonic() - started < 3
+    assert result.outcome == "failing" and "resent 0 of 3" in result.summary
+    errors = [r["error"] for r in result.data["results"]]
+    assert errors[0] == "no answer in time"
+    assert errors[1:] == ["not sent: the time limit was reached"] * 2
 
 
 def test_step_params_name_the_endpoint_over_the_target_options(peer, receiver) -> None:
