@@ -147,7 +147,9 @@ class PaymentsStatusParams:
         if not 1 <= self.lookback_hours <= 24 * 30:
             raise ProbeError("parameter lookback_hours must be between 1 and 720 (30 days)")
         if self.lookback_hours * 60 <= self.older_than_minutes:
-            raise ProbeError("parameter lookback_hours must reach further back than older_than")
+            raise ProbeError(
+                "parameter lookback_hours must reach further back than older_than_minutes"
+            )
         if not 1 <= self.max_pages <= 100:
             raise ProbeError("parameter max_pages must be between 1 and 100")
 
@@ -177,7 +179,8 @@ class StripeProbe(Probe):
         raw_emit = self.emit
         self.emit = lambda line: raw_emit(redact(line, self._secrets))
         self._deadline = 0.0
-        self.requests_made = 0
+        self.base_url = ""  # set when the probe starts: the target's URL, checked
+        self.api_key = ""  # likewise, from the target's secret_env
 
     # --- what subclasses provide ----------------------------------------------------
 
@@ -265,7 +268,6 @@ class StripeProbe(Probe):
             http_client=http,
             max_network_retries=retries,
         )
-        self.requests_made += 1
         try:
             return request(client)
         except stripe.StripeError as exc:
