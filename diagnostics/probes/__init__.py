@@ -3,4 +3,4 @@
 Imported explicitly: a missing or broken module is an error at start-up, never
 a silent "not available yet" (tests list the runbook steps with no probe yet)."""
 
-from . import base, http, postgres, prometheus, rabbitmq, redis  # noqa: F401
+from . import base, http, postgres, prometheus, rabbitmq, redis, stripe  # noqa: F401
