@@ -6,7 +6,11 @@ import os
 
 from celery import Celery
 
+from . import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotoops.settings")
+
+broker.register()  # the embedded default's atomic filesystem transport
 
 app = Celery("lotoops")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -137,16 +137,31 @@ def run() -> int:
             "(shown only this once: change it in the admin at /admin/)."
         )
     print("Press Ctrl-C to stop everything.\n", flush=True)
-    code = 0
+    restarts: dict[str, int] = dict.fromkeys(commands, 0)
+    due: dict[str, float] = {}
     while not stopping:
+        now = time.monotonic()
         for name, child in children.items():
-            if child.poll() is not None:
-                print(f"{name} exited with code {child.returncode}: stopping.", file=sys.stderr)
-                code = child.returncode or 1
-                stopping = True
+            if name in due:
+                if now >= due[name] and not stopping:
+                    del due[name]
+                    children[name] = subprocess.Popen(commands[name], start_new_session=True)
+                    print(f"{name} restarted (pid {children[name].pid}).", file=sys.stderr)
+            elif child.poll() is not None:
+                # One child down must not take the others with it: restart it after
+                # a back-off that grows while it keeps dying (1 s, 2 s, 4 s ... 30 s).
+                restarts[name] += 1
+                wait = min(30.0, 2.0 ** (restarts[name] - 1))
+                print(
+                    f"{name} exited with code {child.returncode}: restarting in {wait:g} s "
+                    f"(restart {restarts[name]}).",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                due[name] = now + wait
         time.sleep(0.2)
     _stop_all(children)
-    return code
+    return 0
 
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]], grace: float = 10.0) -> None:

@@ -49,7 +49,7 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     url = settings.CELERY_BROKER_URL
-    if url.startswith("filesystem://"):
+    if url.startswith(("filesystem://", "lotoopsfs://")):
         folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
         if not folder.is_dir():
             return {"status": "error", "transport": "filesystem", "error": "queue folder missing"}

@@ -1,7 +1,7 @@
 """LotoOps settings: one file, read from environment variables.
 
 Every variable is listed in `.env.example`. With none set, the site runs in the
-embedded default: SQLite under `var/`, Celery on kombu's filesystem transport,
+embedded default: SQLite under `var/`, Celery on an atomic filesystem transport,
 no Redis (SSE streams poll the database).
 """
 
@@ -196,10 +196,11 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# Celery. Embedded default: kombu's filesystem transport, no server needed.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+# Celery. Embedded default: kombu's filesystem transport made atomic (lotoops/broker.py),
+# no server needed.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "lotoopsfs://"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
-if CELERY_BROKER_URL.startswith("filesystem://"):
+if CELERY_BROKER_URL.startswith(("filesystem://", "lotoopsfs://")):
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),

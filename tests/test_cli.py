@@ -147,6 +147,18 @@ def test_the_embedded_default_starts_serves_and_stops_on_ctrl_c(tmp_path):
         )
         assert login.url == f"{base}/" and "Open incidents" in login.text
 
+        # A child that dies is restarted (with a back-off); the others keep serving.
+        pids = re.search(r"web, worker and beat pids (\d+), (\d+), (\d+)", "".join(output))
+        assert pids, output
+        os.kill(int(pids[2]), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "worker restarted" not in "".join(output) and time.monotonic() < deadline:
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            time.sleep(0.5)
+        assert "worker exited with code -9: restarting in 1 s" in "".join(output)
+        assert "worker restarted" in "".join(output)
+        assert runner.poll() is None
+
         children = descendants(runner.pid)
         assert len(children) >= 3  # web, worker (+ its pool), beat
         runner.send_signal(signal.SIGINT)
