@@ -63,10 +63,14 @@ class Endpoint(BaseHTTPRequestHandler):
 
 
 def start_worker(env: dict[str, str], queue: str) -> subprocess.Popen[bytes]:
-    """A real Celery worker (prefork, 4 processes) consuming only `queue`."""
+    """A real Celery worker (prefork, 4 processes) consuming only `queue` and the
+    queues by class named after it (paging, checks, long: diagnostics/queues.py)."""
+    from diagnostics.queues import all_queues
+
+    env = {**env, "CELERY_DEFAULT_QUEUE": queue}
     command = [
         sys.executable, "-m", "celery", "-A", "lotoops", "worker", "--loglevel", "WARNING",
-        "--pool", "prefork", "--concurrency", "4", "--queues", queue,
+        "--pool", "prefork", "--concurrency", "4", "--queues", ",".join(all_queues(queue)),
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
@@ -109,6 +113,7 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -119,6 +124,7 @@ def main() -> None:
     from lotoops.celery import app
 
     app.conf.task_default_queue = QUEUE
+    settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE  # the queues by class are named after it
     call_command("migrate", verbosity=0)
     call_command("seed_runbook", verbosity=0)
 

@@ -86,6 +86,7 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -94,6 +95,7 @@ def main() -> None:
     from lotoops.celery import app
 
     app.conf.task_default_queue = QUEUE
+    settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE  # the queues by class are named after it
     call_command("migrate", verbosity=0)
     call_command("seed_runbook", verbosity=0)
     user = get_user_model().objects.create_user("bench")

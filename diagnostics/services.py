@@ -26,7 +26,7 @@ from incidents.models import EventKind, Incident
 from incidents.services import IncidentError
 from incidents.timeline import actor_name, append_event
 
-from . import signals
+from . import queues, signals
 from .models import (
     ACTIVE_RUN_STATUSES,
     CheckRun,
@@ -140,6 +140,7 @@ def _enqueue(runs: list[CheckRun]) -> None:
         for run in runs:
             run_check.apply_async(
                 (run.pk,),
+                queue=queues.for_check(run.step.probe, run.step.timeout_seconds),
                 soft_time_limit=run.step.timeout_seconds + 5,
                 time_limit=run.step.timeout_seconds + 30,
             )

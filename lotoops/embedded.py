@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from diagnostics import queues
+
 
 def prepare() -> int:
     """Migrate and seed (in a child process: the supervisor itself never loads
@@ -109,6 +111,9 @@ def run() -> int:
             "INFO",
             "--concurrency",
             concurrency,
+            # One worker on every queue here; production runs one per queue class.
+            "--queues",
+            ",".join(queues.all_queues(os.environ.get("CELERY_DEFAULT_QUEUE") or "celery")),
             "--hostname",
             "worker@%h",
         ],

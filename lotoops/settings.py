@@ -210,6 +210,9 @@ if CELERY_BROKER_URL.startswith(("filesystem://", "lotoopsfs://")):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+# Queues by class (diagnostics/queues.py): paging never waits behind checks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE") or "celery"
+CELERY_TASK_ROUTES = ("diagnostics.queues.route",)
 CELERY_BROKER_CONNECTION_TIMEOUT = 5
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True

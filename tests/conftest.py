@@ -34,6 +34,7 @@ def _configure_celery() -> None:
 
     app.conf.broker_url = os.environ.get("REDIS_URL") or "memory://"
     app.conf.task_default_queue = TEST_QUEUE
+    settings.CELERY_TASK_DEFAULT_QUEUE = TEST_QUEUE  # the queue names follow it
     app.conf.broker_transport_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
 
 

@@ -50,7 +50,17 @@ def test_docker_compose_is_valid_against_the_compose_spec():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     services = YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert {"postgres", "redis", "web", "worker", "beat"} <= set(services)
+    assert {"postgres", "redis", "web", "beat"} <= set(services)
+    # A worker per queue class (diagnostics/queues.py), paging never behind checks.
+    queues = {
+        name: next(a for a in services[name]["command"] if a.startswith("--queues="))
+        for name in ("worker-paging", "worker-checks", "worker-long")
+    }
+    assert queues == {
+        "worker-paging": "--queues=paging",
+        "worker-checks": "--queues=checks,celery",
+        "worker-long": "--queues=long",
+    }
 
 
 def test_the_compose_check_catches_an_invalid_file(tmp_path):

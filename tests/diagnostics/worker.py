@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from diagnostics import queues as queues_module
 from diagnostics.models import WorkerHeartbeat
 from tests.conftest import TEST_QUEUE, redis_url
 
@@ -32,7 +33,16 @@ def test_database_url() -> str:
 
 
 class Worker:
-    def __init__(self, *, concurrency: int = 2, include: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int = 2,
+        include: str = "",
+        queues: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`queues`: the classes it consumes (diagnostics/queues.py; default every
+        queue of this test session); `env`: settings the worker process needs."""
         self.hostname = f"test-{uuid.uuid4().hex[:6]}@lotoops"
         env = {
             **os.environ,
@@ -40,7 +50,14 @@ class Worker:
             "REDIS_URL": redis_url(),
             "CELERY_BROKER_URL": redis_url(),
             "PYTHONUNBUFFERED": "1",
+            "CELERY_DEFAULT_QUEUE": TEST_QUEUE,
+            **(env or {}),
         }
+        consumed = (
+            [queues_module.name(kind, TEST_QUEUE) for kind in queues]
+            if queues
+            else queues_module.all_queues(TEST_QUEUE)
+        )
         command = [
             sys.executable,
             "-m",
@@ -55,7 +72,7 @@ class Worker:
             "--concurrency",
             str(concurrency),
             "--queues",
-            TEST_QUEUE,
+            ",".join(consumed),
             "--hostname",
             self.hostname,
             "--without-gossip",
