@@ -12,6 +12,8 @@ from celery.signals import worker_ready
 from django.db import connection
 from django.utils import timezone
 
+from incidents import logcontext
+
 from . import services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
@@ -85,9 +87,15 @@ class OutputWriter:
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=len(RETRY_BACKOFF))
 def run_check(self: Any, run_id: int) -> str:
     """Claim the run, run its probe under a hard timeout, store the result."""
+    with logcontext.bind(check_run=run_id):
+        return _run_check(self, run_id)
+
+
+def _run_check(self: Any, run_id: int) -> str:
     if not services.claim(run_id, self.request.hostname or "worker"):
         return "not queued: already taken or finished"
     run = CheckRun.objects.select_related("step", "target", "incident").get(pk=run_id)
+    logcontext.add(incident=run.incident_id)
     secrets = services.known_secrets()
     probe_class = run.step.probe_class()
     if probe_class is None or run.target is None:

@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 from django.db import transaction
 
+from .. import logcontext
 from ..models import OPEN_STATUSES, Incident, TimelineEvent
 from . import decide, outbox
 
@@ -21,7 +22,7 @@ def _queue(task: Any) -> str | None:
 def page_incident(self: Any, incident_id: int) -> int:
     """Tell whoever must be told of this incident now (after declaring, or a change
     of severity or flags). Run twice, the second run finds every row made."""
-    with transaction.atomic():
+    with logcontext.bind(incident=incident_id), transaction.atomic():
         incident = (
             Incident.objects.select_for_update()
             .select_related("severity")
