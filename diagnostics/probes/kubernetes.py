@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +88,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STATUS_CHANNEL = 3  # the exec protocol's error/status channel
+LOG_FETCHERS = 4  # pods whose logs are read at once (the client's pool holds more)
 
 
 # --- the client ------------------------------------------------------------------------
@@ -410,6 +412,23 @@ class KubeProbe(Probe):
             ws.close()
         return _exit_code(status, what), "".join(out), "".join(err)
 
+    def read_logs(self, wanted: list[tuple[str, str | None]], **query: Any) -> list[str]:
+        """The logs of (pod, container) pairs, fetched in parallel (one request
+        each, at most LOG_FETCHERS at once), in the order asked."""
+
+        def one(pod: str, container: str | None) -> str:
+            what = f"logs of pod {pod}" + (f" container {container}" if container else "")
+            with self.call(what):
+                return self.core.read_namespaced_pod_log(
+                    pod, self.namespace, container=container, _request_timeout=self.rt(), **query
+                )
+
+        if len(wanted) <= 1:
+            return [one(pod, container) for pod, container in wanted]
+        with ThreadPoolExecutor(max_workers=min(LOG_FETCHERS, len(wanted))) as pool:
+            futures = [pool.submit(one, pod, container) for pod, container in wanted]
+            return [f.result() for f in futures]
+
     # --- output ----------------------------------------------------------------------
 
     def emit_table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -646,17 +665,13 @@ class Logs(KubeProbe):
         counts: dict[str, int] = {}
         shown = 0
         matched: list[str] = []
-        for pod in pods:
+        texts = self.read_logs(
+            [(pod.metadata.name, p.container or None) for pod in pods],
+            tail_lines=p.tail,
+            since_seconds=p.since_minutes * 60 or None,
+        )
+        for pod, text in zip(pods, texts, strict=True):
             name = pod.metadata.name
-            with self.call(f"logs of pod {name}"):
-                text = self.core.read_namespaced_pod_log(
-                    name,
-                    self.namespace,
-                    container=p.container or None,
-                    tail_lines=p.tail,
-                    since_seconds=p.since_minutes * 60 or None,
-                    _request_timeout=self.rt(),
-                )
             lines = text.splitlines()
             if regex:
                 lines = [line for line in lines if regex.search(line)]
@@ -1185,21 +1200,18 @@ class LogsAllPods(KubeProbe):
     def inspect(self) -> ProbeResult:
         pods = self.pods()
         counts: dict[str, int] = {}
-        for pod in pods:
-            for c in [*(pod.spec.init_containers or []), *pod.spec.containers]:
-                key = f"{pod.metadata.name}/{c.name}"
-                with self.call(f"logs of {key}"):
-                    text = self.core.read_namespaced_pod_log(
-                        pod.metadata.name,
-                        self.namespace,
-                        container=c.name,
-                        tail_lines=self.params.tail,
-                        _request_timeout=self.rt(),
-                    )
-                lines = text.splitlines()
-                counts[key] = len(lines)
-                for line in lines:
-                    self.emit(f"[{key}] {line}")
+        wanted = [
+            (pod.metadata.name, c.name)
+            for pod in pods
+            for c in [*(pod.spec.init_containers or []), *pod.spec.containers]
+        ]
+        texts = self.read_logs(wanted, tail_lines=self.params.tail)
+        for (pod_name, container), text in zip(wanted, texts, strict=True):
+            key = f"{pod_name}/{container}"
+            lines = text.splitlines()
+            counts[key] = len(lines)
+            for line in lines:
+                self.emit(f"[{key}] {line}")
         return ProbeResult(
             Outcome.OK if pods else Outcome.WARNING,
             f"{sum(counts.values())} lines from {len(counts)} containers of {len(pods)} pods",

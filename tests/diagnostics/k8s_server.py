@@ -172,6 +172,7 @@ class KubeServer:
         self.exec_results: dict[tuple[str, ...], ExecResult] = {}
         self.forbidden: set[tuple[str, str]] = set()  # (verb, plural)
         self.metrics_installed = True
+        self.latency = 0.0  # seconds before each answer, like a busy API server (benchmarks)
         self.requests: list[Recorded] = []
         self.execs: list[dict[str, Any]] = []
         self.service_account = "system:serviceaccount:lotolink:lotoops"
@@ -276,6 +277,8 @@ class KubeServer:
                 body,
             )
         )
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return status(401, "Unauthorized", "Unauthorized")
         path = request.path.strip("/")
