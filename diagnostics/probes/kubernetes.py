@@ -409,7 +409,9 @@ class KubeProbe(Probe):
         except (websocket.WebSocketException, OSError) as exc:
             raise TransientProbeError(f"{self.target.name}: {what} was cut: {exc}") from None
         finally:
-            ws.close()
+            # websocket-client waits up to 3 s for the server's close frame by
+            # default; a command we gave up on must not hold the run that long.
+            ws.close(timeout=0.5)
         return _exit_code(status, what), "".join(out), "".join(err)
 
     def read_logs(self, wanted: list[tuple[str, str | None]], **query: Any) -> list[str]:
@@ -1487,6 +1489,28 @@ class Rollback(KubeAction):
 
     name = "kubernetes.rollback"
     Params = RollbackParams
+
+    @classmethod
+    def choices(cls, step_params: dict[str, Any], evidence: dict[str, Any]) -> list[ParamChoice]:
+        """The revision before the recent deploy, when init.recent_deploys found one;
+        otherwise nothing to choose (the previous revision is the default)."""
+        found = (evidence.get("recent_deploy") or {}).get("details") or {}
+        previous = found.get("previous_revision")
+        if not previous:
+            return []
+        images = ", ".join(found.get("previous_images") or []) or "?"
+        return [
+            ParamChoice(
+                "to_revision",
+                "Revision to roll back to",
+                help=(
+                    f"Revision {found.get('revision')} was deployed "
+                    f"{found.get('minutes_ago')} min ago"
+                ),
+                options=((previous, f"revision {previous} ({images})"),),
+                initial=previous,
+            )
+        ]
 
     def _target(self) -> tuple[client.V1Deployment, int, client.V1ReplicaSet]:
         d = self.deployment()

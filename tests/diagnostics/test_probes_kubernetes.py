@@ -134,10 +134,15 @@ def test_logs_tail_each_pod_and_a_pattern_counts_matches(outage, target):
         "backend",
         ["banca La Suerte: signature mismatch (HMAC)", "banca Real: forwarded play 88"],
     )
-    outage.add_logs(pods[1], "backend", ["banca La Suerte: invalid signature"])
+    outage.add_logs(
+        pods[1],
+        "backend",
+        ["banca La Suerte: invalid signature", "banca La Suerte: signature ok", f"auth {TOKEN}"],
+    )
     result, lines = run("kubernetes.logs", target, {"tail": 100})
     assert result.outcome == "ok"
-    assert result.data["pods"] == {pods[0]: 100, pods[1]: 1, "lotolink-backend-7d9f8c6b5-c": 0}
+    assert result.data["pods"] == {pods[0]: 100, pods[1]: 3, "lotolink-backend-7d9f8c6b5-c": 0}
+    assert f"[{pods[1]}] auth •••" in lines and TOKEN not in "\n".join(lines)
     assert lines[0] == f"[{pods[0]}] GET /plays 52 200"
     logs = [r for r in outage.requests if r.path.endswith("/log")]
     assert {r.query["tailLines"][0] for r in logs} == {"100"}
@@ -160,6 +165,11 @@ def test_logs_tail_each_pod_and_a_pattern_counts_matches(outage, target):
     }
     assert f"[{pods[1]}] banca La Suerte: invalid signature" in lines
     assert "GET /plays" not in "\n".join(lines)
+
+    # The runbook's own banca.signature_logs step finds the same two.
+    (step,) = [s for s in runbook_steps() if s["key"] == "banca.signature_logs"]
+    result, _ = run("kubernetes.logs", target, step["params"])
+    assert result.evidence["signature_failures"]["matches"] == 2
 
     result, _ = run("kubernetes.logs", target, {"pattern": "webhook", "tail": 1000})
     assert (result.outcome, result.data["matches"], result.evidence) == ("ok", 0, {})
@@ -457,6 +467,24 @@ def test_rollback_puts_back_the_previous_revisions_template(outage, target):
     assert deployed["spec"]["template"] == expected
 
 
+def test_rollback_offers_the_revision_before_the_recent_deploy(outage, target):
+    rollback = get_probe("kubernetes.rollback")
+    assert rollback.choices({}, {}) == []
+    found, _ = run("kubernetes.recent_deploys", target)
+    (choice,) = rollback.choices(
+        {}, {"recent_deploy": {"details": found.evidence["recent_deploy"]}}
+    )
+    assert (choice.name, choice.initial) == ("to_revision", 6)
+    assert choice.options == ((6, "revision 6 (registry.lotolink.com/lotolink-backend:1.7.3)"),)
+    built, _ = probe("kubernetes.rollback", target, {"to_revision": 6})
+    assert "to revision 6 (registry.lotolink.com/lotolink-backend:1.7.3)" in built.plan()
+    with pytest.raises(
+        ProbeError, match=r"revision 4 of lotolink-backend not found \(known: 6, 7\)"
+    ):
+        probe("kubernetes.rollback", target, {"to_revision": 4})[0].plan()
+    assert outage.writes() == []
+
+
 def test_rollback_without_an_earlier_revision_changes_nothing(kube, target):
     kube.add(k8s.deployment(revision=1))
     kube.add(
@@ -632,6 +660,21 @@ def test_exec_streams_the_script_and_judges_its_exit_code(outage, target):
         run("kubernetes.exec", target, {"command": ["./missing.sh"]})
 
 
+def test_a_script_running_past_the_steps_timeout_is_timed_out(outage, target):
+    from diagnostics.probes.base import ProbeTimeout
+
+    command = ["./scripts/reconciliation.sh", "--force-check"]
+    outage.exec_results[tuple(command)] = k8s.ExecResult(
+        stdout="".join(f"batch {n}\n" for n in range(40)), delay=0.1
+    )
+    built, lines = probe("kubernetes.exec", target, {"command": command}, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(ProbeTimeout, match="did not finish within 1 s"):
+        built.run()
+    assert time.monotonic() - started < 3
+    assert "batch 0" in lines and "batch 39" not in lines  # streamed while it ran
+
+
 def test_export_logs_writes_the_last_24_hours_to_a_file(outage, target):
     pod = "lotolink-backend-7d9f8c6b5-a"
     outage.add_logs(pod, "backend", ["from two days ago"], age=timedelta(days=2))
@@ -668,6 +711,15 @@ def test_a_missing_kubeconfig_is_a_clear_error(kube, tmp_path):
         name="k8s", kind="kubernetes", url="", options={"kubeconfig": str(tmp_path / "none")}
     )
     with pytest.raises(ProbeError, match=r"kubeconfig file .*/none does not exist"):
+        run("kubernetes.pods", target)
+
+
+def test_in_cluster_outside_a_pod_is_a_clear_error(kube):
+    target = Target(name="k8s", kind="kubernetes", url="", options={"in_cluster": True})
+    with pytest.raises(ProbeError, match="cannot use its Kubernetes configuration"):
+        run("kubernetes.pods", target)
+    target = Target(name="k8s", kind="kubernetes", url="ftp://cluster")
+    with pytest.raises(ProbeError, match="give the API server's https:// URL"):
         run("kubernetes.pods", target)
 
 
