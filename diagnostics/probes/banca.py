@@ -116,6 +116,11 @@ class HmacMatch(Probe):
             f"banca {banca}: the configured HMAC secret ({ours}) differs from the registered "
             f"one ({theirs}): signatures will not verify"
         )
+        if configured.strip() == registered.encode().strip():
+            # Said without showing either: a newline kept by `kubectl create secret
+            # --from-file` is the usual cause.
+            data["whitespace_only"] = True
+            summary += " (they differ only by surrounding whitespace, e.g. a trailing newline)"
         return ProbeResult(
             Outcome.FAILING, redact(summary, hidden), data, {"hmac_mismatch": dict(data)}
         )

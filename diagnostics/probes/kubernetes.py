@@ -336,6 +336,15 @@ class KubeProbe(Probe):
         ]
         return sorted(owned, key=_revision)
 
+    def log_pod(self) -> client.V1Pod:
+        """The pod whose logs to follow: a ready one, else a running one (in an
+        outage none may be ready), else the first."""
+        pods = self.pods()
+        if not pods:
+            raise ProbeError(f"no pods with {self.selector} in namespace {self.namespace}")
+        running = [p for p in pods if p.status.phase == "Running"]
+        return next((p for p in running if _pod_ready(p)), (running or pods)[0])
+
     def ready_pod(self, selector: str | None = None) -> client.V1Pod:
         """A running, ready pod to exec in (the first by name), else a clear error."""
         pods = self.pods(selector)
@@ -414,16 +423,29 @@ class KubeProbe(Probe):
             ws.close(timeout=0.5)
         return _exit_code(status, what), "".join(out), "".join(err)
 
-    def read_logs(self, wanted: list[tuple[str, str | None]], **query: Any) -> list[str]:
+    def read_logs(
+        self, wanted: list[tuple[str, str | None]], *, tolerate: bool = False, **query: Any
+    ) -> list[str | ProbeError]:
         """The logs of (pod, container) pairs, fetched in parallel (one request
-        each, at most LOG_FETCHERS at once), in the order asked."""
+        each, at most LOG_FETCHERS at once), in the order asked. With `tolerate`,
+        a pod the API server has no logs for (400: its container is waiting to
+        start, no previous container) gives its error in place of its text."""
 
-        def one(pod: str, container: str | None) -> str:
+        def one(pod: str, container: str | None) -> str | ProbeError:
             what = f"logs of pod {pod}" + (f" container {container}" if container else "")
-            with self.call(what):
-                return self.core.read_namespaced_pod_log(
-                    pod, self.namespace, container=container, _request_timeout=self.rt(), **query
-                )
+            try:
+                with self.call(what):
+                    return self.core.read_namespaced_pod_log(
+                        pod,
+                        self.namespace,
+                        container=container,
+                        _request_timeout=self.rt(),
+                        **query,
+                    )
+            except ProbeError as exc:
+                if tolerate and "(400)" in str(exc):
+                    return exc
+                raise
 
         if len(wanted) <= 1:
             return [one(pod, container) for pod, container in wanted]
@@ -493,6 +515,14 @@ def _revision(rs: client.V1ReplicaSet) -> int:
 
 def _images(template: client.V1PodTemplateSpec) -> list[str]:
     return [c.image for c in template.spec.containers]
+
+
+def default_container(pod: client.V1Pod) -> str:
+    """The container `kubectl logs` picks when none is named: the one the
+    kubectl.kubernetes.io/default-container annotation names, else the first."""
+    names = [c.name for c in pod.spec.containers]
+    named = (pod.metadata.annotations or {}).get("kubectl.kubernetes.io/default-container")
+    return named if named in names else names[0]
 
 
 def _pod_ready(pod: client.V1Pod) -> bool:
@@ -629,6 +659,7 @@ class LogsParams(KubeParams):
     pattern: str = ""  # a regular expression: only matching lines, with counts
     container: str = ""
     since_minutes: int = 0
+    previous: bool = False  # the previous (crashed) container's logs, like --previous
     evidence: str = ""  # the evidence key reported when the pattern matches
     threshold: int = 1  # matches needed for the evidence
     max_lines: int = 500  # lines shown at most
@@ -668,12 +699,19 @@ class Logs(KubeProbe):
         shown = 0
         matched: list[str] = []
         texts = self.read_logs(
-            [(pod.metadata.name, p.container or None) for pod in pods],
+            [(pod.metadata.name, p.container or default_container(pod)) for pod in pods],
+            tolerate=True,
             tail_lines=p.tail,
             since_seconds=p.since_minutes * 60 or None,
+            previous=p.previous or None,
         )
+        unavailable: dict[str, str] = {}
         for pod, text in zip(pods, texts, strict=True):
             name = pod.metadata.name
+            if isinstance(text, ProbeError):
+                unavailable[name] = str(text).split("(400): ", 1)[-1]
+                self.emit(f"[{name}] no logs: {unavailable[name]}")
+                continue
             lines = text.splitlines()
             if regex:
                 lines = [line for line in lines if regex.search(line)]
@@ -687,6 +725,13 @@ class Logs(KubeProbe):
                     shown += 1
         total = sum(counts.values())
         data: dict[str, Any] = {"pods": counts, "lines": total, "tail": p.tail}
+        if unavailable:
+            data["unavailable"] = unavailable
+        if not counts:
+            first = next(iter(unavailable.values()))
+            return ProbeResult(
+                Outcome.WARNING, f"no logs available from the {len(pods)} pods: {first}", data
+            )
         if not regex:
             return ProbeResult(
                 Outcome.OK, f"{total} log lines from {len(pods)} pods (last {p.tail} each)", data
@@ -1223,7 +1268,7 @@ class LogsAllPods(KubeProbe):
 
 @dataclass
 class LogsFollowParams(KubeParams):
-    pod: str = ""  # default: the first ready pod with the selector
+    pod: str = ""  # default: a ready pod with the selector, else a running one
     container: str = ""
     seconds: float = 20.0  # stop after this long
     max_lines: int = 200  # or after this many lines
@@ -1250,13 +1295,20 @@ class LogsFollow(KubeProbe):
 
     def inspect(self) -> ProbeResult:
         p: LogsFollowParams = self.params
-        pod = p.pod or self.ready_pod().metadata.name
+        if p.pod:
+            with self.call(f"pod {p.pod}"):
+                chosen = self.core.read_namespaced_pod(
+                    p.pod, self.namespace, _request_timeout=self.rt()
+                )
+        else:
+            chosen = self.log_pod()
+        pod = chosen.metadata.name
         seconds = min(p.seconds, max(0.5, self.time_left() - 1))
         with self.call(f"logs of pod {pod}"):
             response = self.core.read_namespaced_pod_log(
                 pod,
                 self.namespace,
-                container=p.container or None,
+                container=p.container or default_container(chosen),
                 follow=True,
                 tail_lines=p.tail,
                 _preload_content=False,

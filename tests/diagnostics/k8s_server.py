@@ -169,8 +169,11 @@ class KubeServer:
         self.token = token
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.logs: dict[tuple[str, str, str], list[tuple[datetime, str]]] = {}
+        self.previous_logs: dict[tuple[str, str, str], list[tuple[datetime, str]]] = {}
         self.exec_results: dict[tuple[str, ...], ExecResult] = {}
         self.forbidden: set[tuple[str, str]] = set()  # (verb, plural)
+        # (method, path) -> (code, reason, message): answered as that Status
+        self.errors: dict[tuple[str, str], tuple[int, str, str]] = {}
         self.metrics_installed = True
         self.latency = 0.0  # seconds before each answer, like a busy API server (benchmarks)
         self.requests: list[Recorded] = []
@@ -244,10 +247,18 @@ class KubeServer:
         raise KeyError(name)
 
     def add_logs(
-        self, pod: str, container: str, lines: list[str], *, age: timedelta = timedelta()
+        self,
+        pod: str,
+        container: str,
+        lines: list[str],
+        *,
+        age: timedelta = timedelta(),
+        previous: bool = False,
     ) -> None:
+        """Log lines of a container (of its previous instance with `previous`)."""
+        store = self.previous_logs if previous else self.logs
         with self._lock:
-            entries = self.logs.setdefault(("lotolink", pod, container), [])
+            entries = store.setdefault(("lotolink", pod, container), [])
             for line in lines:
                 entries.append((now() - age, line))
 
@@ -281,6 +292,8 @@ class KubeServer:
             await asyncio.sleep(self.latency)
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return status(401, "Unauthorized", "Unauthorized")
+        if (request.method, request.path) in self.errors:
+            return status(*self.errors[(request.method, request.path)])
         path = request.path.strip("/")
         m = re.fullmatch(
             r"(api/v1|apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?(?:/([^/]+))?",
@@ -493,7 +506,33 @@ class KubeServer:
             return container
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"], container)
         q = request.query
-        entries = list(self.logs.get(key, []))
+        state = next(
+            (
+                s
+                for s in pod.get("status", {}).get("containerStatuses", [])
+                if s["name"] == container
+            ),
+            {},
+        )
+        waiting = (state.get("state") or {}).get("waiting") or {}
+        if q.get("previous") == "true":
+            if not state.get("restartCount"):
+                return status(
+                    400,
+                    "BadRequest",
+                    f'previous terminated container "{container}" in pod '
+                    f'"{pod["metadata"]["name"]}" not found',
+                )
+            entries = list(self.previous_logs.get(key, []))
+        elif waiting.get("reason") in ("ContainerCreating", "PodInitializing"):
+            return status(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to '
+                f"start: {waiting['reason']}",
+            )
+        else:
+            entries = list(self.logs.get(key, []))
         if "sinceSeconds" in q:
             cutoff = now() - timedelta(seconds=int(q["sinceSeconds"]))
             entries = [e for e in entries if e[0] >= cutoff]

@@ -309,9 +309,45 @@ def test_logs_of_all_pods_cover_every_container(kube, target):
         "lotolink-backend-1/proxy": 2,
     }
     assert "[lotolink-backend-1/proxy] upstream 503" in lines
-    # A multi-container pod without a container is refused by the API server, in its words.
-    with pytest.raises(ProbeError, match="a container name must be specified"):
-        run("kubernetes.logs", target)
+    # Without a container, kubernetes.logs reads the one kubectl would: the first.
+    result, lines = run("kubernetes.logs", target)
+    assert lines == ["started"]
+    assert kube.requests[-1].query["container"] == ["backend"]
+    # A container the pod does not have is refused by the API server, in its words.
+    result, _ = run("kubernetes.logs", target, {"container": "sidecar"})
+    assert result.summary == (
+        "no logs available from the 1 pods: container sidecar is not valid for pod "
+        "lotolink-backend-1"
+    )
+
+
+def test_logs_go_on_past_a_pod_still_starting_and_read_a_crashed_container(kube, target):
+    starting = k8s.container_status(ready=False, state={"waiting": {"reason": "ContainerCreating"}})
+    kube.add(k8s.pod("lotolink-backend-new", statuses=[starting]))
+    kube.add(k8s.pod("lotolink-backend-old", statuses=[k8s.crash_loop_status(7)]))
+    kube.add_logs("lotolink-backend-old", "backend", ["starting up"])
+    kube.add_logs(
+        "lotolink-backend-old",
+        "backend",
+        ["panic: connect to redis: i/o timeout", "exit status 1"],
+        previous=True,
+    )
+    result, lines = run("kubernetes.logs", target)
+    assert result.outcome == "ok"
+    assert result.data["unavailable"] == {
+        "lotolink-backend-new": 'container "backend" in pod "lotolink-backend-new" is waiting '
+        "to start: ContainerCreating"
+    }
+    assert "[lotolink-backend-old] starting up" in lines
+    result, lines = run("kubernetes.logs", target, {"previous": True, "pattern": "panic"})
+    assert result.data["matches"] == 1
+    assert "[lotolink-backend-old] panic: connect to redis: i/o timeout" in lines
+    assert "previous terminated container" in result.data["unavailable"]["lotolink-backend-new"]
+    kube.objects.clear()
+    kube.add(k8s.pod("lotolink-backend-new", statuses=[starting]))
+    result, _ = run("kubernetes.logs", target)
+    assert result.outcome == "warning"
+    assert result.summary.startswith("no logs available from the 1 pods: container")
 
 
 def test_logs_follow_streams_live_lines_then_stops_by_itself(kube, target):
@@ -343,6 +379,14 @@ def test_logs_follow_streams_live_lines_then_stops_by_itself(kube, target):
     result, lines = run("kubernetes.logs_follow", target, {"seconds": 30, "max_lines": 5})
     assert len(lines) == 5 and time.monotonic() - started < 5
     assert result.summary.endswith("stopped after 5 lines")
+
+
+def test_logs_follow_reads_a_crash_looping_pod_when_none_is_ready(kube, target):
+    kube.add(k8s.pod("lotolink-backend-1", statuses=[k8s.crash_loop_status()]))
+    kube.add_logs("lotolink-backend-1", "backend", ["panic: out of memory"])
+    result, lines = run("kubernetes.logs_follow", target, {"seconds": 0.5})
+    assert lines == ["panic: out of memory"]
+    assert result.data["pod"] == "lotolink-backend-1"
 
 
 def test_disk_runs_df_in_the_database_pod_over_exec(outage, target):
@@ -791,6 +835,16 @@ def test_a_wrong_token_is_a_401_and_the_token_is_never_shown(outage, target, mon
     assert outage.requests[-1].path == "/api/v1/namespaces/lotolink/pods"
 
 
+def test_an_api_server_in_trouble_may_pass(outage, target):
+    outage.errors[("GET", "/api/v1/namespaces/lotolink/pods")] = (
+        503,
+        "ServiceUnavailable",
+        "the server is currently unable to handle the request",
+    )
+    with pytest.raises(TransientProbeError, match="answered 503: the server is currently unable"):
+        run("kubernetes.pods", target)
+
+
 def test_an_api_server_not_listening_may_pass(target):
     target.url = "http://127.0.0.1:1"
     with pytest.raises(TransientProbeError, match="connection refused"):
@@ -862,6 +916,17 @@ def test_hmac_mismatch_is_found_without_revealing_either_secret(banca, monkeypat
     shown = json.dumps([result.summary, result.data, result.evidence, lines])
     assert "hmac-secret-la-suerte-0001" not in shown
     assert "hmac-secret-rotated-by-banca" not in shown
+
+
+def test_hmac_mismatch_by_a_trailing_newline_is_named(banca, kube, monkeypatch):
+    target, params = banca
+    kube.add(k8s.secret("lotolink-banca-hmac", {"la-suerte": "hmac-secret-la-suerte-0001\n"}))
+    monkeypatch.setenv("LOTOOPS_HMAC_LA_SUERTE", "hmac-secret-la-suerte-0001")
+    result, _ = run("banca.hmac_match", target, params)
+    assert result.outcome == "failing" and result.data["whitespace_only"] is True
+    assert result.summary.endswith(
+        "(they differ only by surrounding whitespace, e.g. a trailing newline)"
+    )
 
 
 def test_hmac_match_needs_both_secrets(banca, monkeypatch):
