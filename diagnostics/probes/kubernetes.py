@@ -301,8 +301,19 @@ class KubeProbe(Probe):
         if status == 429 or status >= 500:
             return TransientProbeError(f"{where}: the API server answered {status}: {message}")
         if status == 0:  # the websocket transport's errors (exec)
-            return TransientProbeError(f"{where}: {what}: {message}")
+            return self._handshake_error(message, what)
         return ProbeError(f"{where}: {what}: {status} {message}")
+
+    def _handshake_error(self, text: str, what: str) -> ProbeError:
+        """websocket-client's "Handshake status 403 Forbidden -+-+- {headers} -+-+-
+        {body}": the status and the API server's Status message, not the headers."""
+        found = re.match(r"Handshake status (\d{3})", text)
+        if not found:
+            return TransientProbeError(f"{self.target.name}: {what}: {text[:300]}")
+        body = text.rsplit(" -+-+- ", 1)[-1]
+        with contextlib.suppress(ValueError):
+            body = json.loads(body).get("message", body)
+        return self._api_error(ApiException(status=int(found[1]), reason=str(body)[:300]), what)
 
     # --- shared reads ------------------------------------------------------------------
 

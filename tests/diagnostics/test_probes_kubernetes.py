@@ -827,6 +827,19 @@ def test_a_forbidden_write_is_the_api_servers_words_and_nothing_changes(outage, 
         run("kubernetes.pods", target)
 
 
+def test_a_forbidden_exec_is_refused_in_the_api_servers_words(outage, target):
+    outage.forbidden.add(("create", "pods/exec"))
+    with pytest.raises(ProbeError) as raised:
+        run("kubernetes.disk", target)
+    assert not isinstance(raised.value, TransientProbeError)
+    assert str(raised.value) == (
+        'lotolink-k8s: forbidden (403): pods/exec "postgres-0" is forbidden: User '
+        '"system:serviceaccount:lotolink:lotoops" cannot create resource "pods/exec" in API '
+        'group "" in the namespace "lotolink"'
+    )
+    assert outage.execs == []
+
+
 def test_a_wrong_token_is_a_401_and_the_token_is_never_shown(outage, target, monkeypatch):
     monkeypatch.setenv("LOTOOPS_K8S_TOKEN", "wrong-token-abcdef")
     with pytest.raises(ProbeError, match="refused the credentials") as raised:
