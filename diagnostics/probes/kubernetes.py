@@ -607,6 +607,11 @@ class Pods(KubeProbe):
                                     "pod": pod.metadata.name,
                                     "container": s.name,
                                     "finished_at": _iso(terminated.finished_at),
+                                    "minutes_ago": round(
+                                        (now - terminated.finished_at).total_seconds() / 60, 1
+                                    )
+                                    if terminated.finished_at
+                                    else None,
                                     "state": where,
                                 }
                             )
@@ -615,7 +620,11 @@ class Pods(KubeProbe):
                     state = waiting.reason
                     if waiting.reason == "CrashLoopBackOff":
                         crash.append(
-                            {"pod": pod.metadata.name, "container": s.name, "restarts": restarts}
+                            {
+                                "pod": pod.metadata.name,
+                                "container": s.name,
+                                "restarts": s.restart_count or 0,
+                            }
                         )
             if pod.status.phase != "Succeeded" and not _pod_ready(pod):
                 not_ready.append(pod.metadata.name)
@@ -835,7 +844,11 @@ class RecentDeploysParams(KubeParams):
 class RecentDeploys(KubeProbe):
     """init.recent_deploys: the deployment's revisions (its ReplicaSets) with
     creation times and images, like `kubectl rollout history`; a revision
-    within the window is the `recent_deploy` that api.rollback undoes."""
+    within the window is the `recent_deploy` that api.rollback undoes.
+
+    "Deployed" is the ReplicaSet's creation time: a rollback to an older
+    ReplicaSet gives it a new revision number but keeps its old creation time,
+    so a rollback itself is not reported as a recent deploy."""
 
     name = "kubernetes.recent_deploys"
     Params = RecentDeploysParams

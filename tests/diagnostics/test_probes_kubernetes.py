@@ -96,6 +96,7 @@ def test_pods_names_the_oom_killed_the_crash_looping_and_the_not_ready(outage, t
         "1 not ready"
     )
     (oom,) = result.evidence["oom_killed"]["containers"]
+    assert 0.9 <= oom["minutes_ago"] <= 2  # when it was killed, not only that it was
     assert (oom["pod"], oom["container"], oom["state"]) == (
         "lotolink-backend-7d9f8c6b5-a",
         "backend",
