@@ -757,6 +757,7 @@ def test_a_missing_kubeconfig_is_a_clear_error(kube, tmp_path):
     )
     with pytest.raises(ProbeError, match=r"kubeconfig file .*/none does not exist"):
         run("kubernetes.pods", target)
+    assert kube.requests == []
 
 
 def test_in_cluster_outside_a_pod_is_a_clear_error(kube):
