@@ -89,7 +89,7 @@ def test_run_all_diagnostics_then_the_recommended_action(
             f"#timeline li.kind-check_result:has-text('{key} on lotolink-db')", timeout=15000
         )
     assert page.evaluate("() => window.__notReloaded") is True
-    assert "db.disk (not available yet)" in page.inner_text("#timeline")
+    assert "db.disk (No Kubernetes target is configured" in page.inner_text("#timeline")
     slow = page.inner_text("#timeline li.kind-check_result:has-text('db.slow_queries')")
     assert "long-running" in slow or "running longer" in slow or "1 " in slow
 

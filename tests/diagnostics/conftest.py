@@ -32,7 +32,7 @@ def testbook(runbook):
         "other": dict(
             title="Second check", kind="diagnostic", probe="test.echo", params={"lines": 1}
         ),
-        "soon": dict(title="Pods", kind="diagnostic", probe="kubernetes.pods"),
+        "soon": dict(title="Pods", kind="diagnostic", probe="test.to_come"),
         "act": dict(
             title="Restart workers",
             kind="action",
