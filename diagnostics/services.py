@@ -6,6 +6,7 @@ sends `diagnostics.signals.check_finished`."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterable
@@ -43,6 +44,11 @@ from .probes.redact import redact, redact_json
 # cap) is downloadable.
 OUTPUT_PAGE_CAP = 16 * 1024
 OUTPUT_STORE_CAP = 2 * 1024 * 1024
+log = logging.getLogger(__name__)
+UNSENT = (
+    "The task queue is unreachable: the run is saved and LotoOps sends it as soon as "
+    "the queue is back."
+)
 
 
 class CheckError(IncidentError):
@@ -138,12 +144,22 @@ def _enqueue(runs: list[CheckRun]) -> None:
 
     def send() -> None:
         for run in runs:
-            run_check.apply_async(
-                (run.pk,),
-                queue=queues.for_check(run.step.probe, run.step.timeout_seconds),
-                soft_time_limit=run.step.timeout_seconds + 5,
-                time_limit=run.step.timeout_seconds + 30,
-            )
+            try:
+                run_check.apply_async(
+                    (run.pk,),
+                    queue=queues.for_check(run.step.probe, run.step.timeout_seconds),
+                    soft_time_limit=run.step.timeout_seconds + 5,
+                    time_limit=run.step.timeout_seconds + 30,
+                )
+            except Exception as exc:  # the broker is down: the run stays queued
+                log.warning("could not send check run %s: %s", run.pk, type(exc).__name__)
+                # The reaper (beat, every 15 s) sends again what is queued past the
+                # requeue delay: date this run back so its next pass retries it.
+                CheckRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+                    queued_at=timezone.now()
+                    - timedelta(seconds=settings.CHECK_RUN_REQUEUE_AFTER + 1)
+                )
+                run.send_error = UNSENT
 
     transaction.on_commit(send)
 

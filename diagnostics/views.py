@@ -144,6 +144,21 @@ def _panel(request: HttpRequest, incident: Incident) -> HttpResponse:
     return render(request, "diagnostics/partials/runbook.html", context)
 
 
+def _queued(request: HttpRequest, incident: Incident, runs: list[CheckRun]) -> HttpResponse:
+    """The runbook panel after queueing; if the broker could not be reached, say so
+    (the runs are saved and sent again by the reaper)."""
+    unsent = next((r.send_error for r in runs if getattr(r, "send_error", "")), "")
+    if not request.htmx:
+        if unsent:
+            messages.warning(request, unsent)
+        return redirect(incident)
+    response = _panel(request, incident)
+    if unsent:
+        flash = render_to_string("partials/flash.html", {"error": unsent}, request)
+        response.content += f'<div id="flash" hx-swap-oob="innerHTML">{flash}</div>'.encode()
+    return response
+
+
 def _refuse(request: HttpRequest, incident: Incident, error: str) -> HttpResponse:
     if request.htmx:
         return htmx_error(request, error)
@@ -156,10 +171,10 @@ def run_step(request: HttpRequest, pk: int, key: str) -> HttpResponse:
     incident = get_incident_for(request.user, pk, work=True)
     step = get_object_or_404(RunbookStep, key=key)
     try:
-        services.request_check(incident, step, actor=request.user)
+        runs = services.request_check(incident, step, actor=request.user)
     except services.CheckError as exc:
         return _refuse(request, incident, str(exc))
-    return _panel(request, incident) if request.htmx else redirect(incident)
+    return _queued(request, incident, runs)
 
 
 @require_POST
@@ -167,10 +182,10 @@ def run_all(request: HttpRequest, pk: int, key: str) -> HttpResponse:
     incident = get_incident_for(request.user, pk, work=True)
     runbook = get_object_or_404(Runbook, key=key)
     try:
-        services.run_all_diagnostics(incident, runbook, actor=request.user)
+        runs = services.run_all_diagnostics(incident, runbook, actor=request.user)
     except services.CheckError as exc:
         return _refuse(request, incident, str(exc))
-    return _panel(request, incident) if request.htmx else redirect(incident)
+    return _queued(request, incident, runs)
 
 
 class ActionForm(forms.Form):

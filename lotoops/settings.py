@@ -215,6 +215,14 @@ else:
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE") or "celery"
 CELERY_TASK_ROUTES = ("diagnostics.queues.route",)
 CELERY_BROKER_CONNECTION_TIMEOUT = 5
+# A broker that is down must not hold a web request: one quick retry, then the
+# caller records the run as unsent (the reaper sends it when the broker is back).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

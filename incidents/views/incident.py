@@ -3,6 +3,8 @@ helper, validate, call a service, render (HTMX) or redirect (plain POST)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,8 @@ from ..models import (
     TimelineEvent,
 )
 from .dashboard import on_call_context
+
+log = logging.getLogger(__name__)
 
 
 @require_GET
@@ -64,17 +68,23 @@ def rendered_events(events: list[TimelineEvent]) -> list[str]:
         event.pk: f"timeline-event:v2:{event.pk}:{event.incident_id}:{event.created_at.timestamp()}"
         for event in events
     }
-    cached = cache.get_many(list(keys.values()))
+    try:
+        cached = cache.get_many(list(keys.values()))
+    except Exception as exc:  # Redis down: render every event, the page still answers
+        log.warning("event cache unavailable: %s", type(exc).__name__)
+        cached, keys = {}, {}
     fresh = {}
     html = []
     for event in events:
-        piece = cached.get(keys[event.pk])
+        piece = cached.get(keys.get(event.pk, ""))
         if piece is None:
             piece = render_to_string("incidents/partials/timeline_event.html", {"event": event})
-            fresh[keys[event.pk]] = piece
+            if keys:
+                fresh[keys[event.pk]] = piece
         html.append(mark_safe(piece))  # noqa: S308  (our own rendered, escaped template)
     if fresh:
-        cache.set_many(fresh, timeout=24 * 3600)
+        with contextlib.suppress(Exception):  # a cache that is down only costs renders
+            cache.set_many(fresh, timeout=24 * 3600)
     return html
 
 
