@@ -140,10 +140,25 @@ class RunbookStep(models.Model):
     def available(self) -> bool:
         return self.kind != StepKind.MANUAL and self.probe_class() is not None
 
+    def kind_mismatch(self) -> str:
+        """Why this step's kind does not follow its probe ("" when it does): an
+        action probe only ever runs as a confirmed action, never as a diagnostic
+        (whatever the row says), and an action step needs an action probe."""
+        probe = self.probe_class()
+        if probe is None or self.kind == StepKind.MANUAL:
+            return ""
+        if probe.action and self.kind != StepKind.ACTION:
+            return f"{self.probe} changes the platform: only an action step may use it."
+        if not probe.action and self.kind == StepKind.ACTION:
+            return f"{self.probe} is a diagnostic probe: an action step needs an action probe."
+        return ""
+
     def clean(self) -> None:
         probe = self.probe_class()
         if probe is None:
             return  # a probe to come: the page shows "not available yet"
+        if mismatch := self.kind_mismatch():
+            raise ValidationError({"kind": mismatch})
         if probe.target_kind != self.target_kind:
             raise ValidationError({"target_kind": f"{self.probe} runs against {probe.target_kind}"})
         try:

@@ -129,6 +129,8 @@ def _probe_for(step: RunbookStep) -> type[Probe]:
     probe = step.probe_class()
     if probe is None:
         raise CheckError(f"{step.key} is not available yet: its {step.probe} probe is to come.")
+    if mismatch := step.kind_mismatch():
+        raise CheckError(f"{step.key} cannot run: {mismatch}")
     return probe
 
 

@@ -93,6 +93,14 @@ def run_check(self: Any, run_id: int) -> str:
     if probe_class is None or run.target is None:
         services.finish_run(run, RunStatus.FAILED, error="probe or target missing", secrets=secrets)
         return "failed"
+    # The step may have been edited since the run was queued: a diagnostic run
+    # never executes an action probe, and an action runs only with its confirmed plan.
+    refusal = run.step.kind_mismatch()
+    if not refusal and probe_class.action and not run.plan:
+        refusal = f"{run.step.probe} changes the platform and this run has no confirmed plan"
+    if refusal:
+        services.finish_run(run, RunStatus.FAILED, error=f"refused: {refusal}", secrets=secrets)
+        return "refused"
     try:
         with OutputWriter(run, secrets) as out:
             probe = probe_class.build(
