@@ -242,3 +242,22 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%H:%M:%S}"
+
+
+class ActionConfirmation(models.Model):
+    """A used confirmation: its nonce is unique, so a signed plan queues its action
+    once, however often (or however concurrently) it is posted."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    incident = models.ForeignKey("incidents.Incident", on_delete=models.CASCADE, related_name="+")
+    step_key = models.CharField(max_length=60)
+    run = models.OneToOneField(
+        CheckRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="confirmation"
+    )
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    used_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.step_key} confirmation (run #{self.run_id})"
