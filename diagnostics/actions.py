@@ -69,12 +69,7 @@ def confirm(
     its target gone. A token queues at most one run: its nonce is recorded with the
     run in the same transaction (a unique row), so a replay, even a concurrent one,
     is refused."""
-    data = _load(token)
-    if data.get("incident") != incident.pk or data.get("step") != step.key:
-        raise services.CheckError("That confirmation is for another action.")
-    target = Target.objects.filter(pk=data.get("target"), active=True).first()
-    if target is None:
-        raise services.CheckError("The action's target is gone or inactive: review it again.")
+    data, target = checked(incident, step, token)
     with transaction.atomic():
         used = consume(data, incident, step, actor=actor)
         run = services.run_action(
@@ -82,6 +77,18 @@ def confirm(
         )
         ActionConfirmation.objects.filter(pk=used.pk).update(run=run)
     return run
+
+
+def checked(incident: Incident, step: RunbookStep, token: str) -> tuple[dict[str, Any], Target]:
+    """The confirmed plan and its target, if the token is genuine, fresh and for
+    this action (not yet spent: `consume` does that). Raises services.CheckError."""
+    data = _load(token)
+    if data.get("incident") != incident.pk or data.get("step") != step.key:
+        raise services.CheckError("That confirmation is for another action.")
+    target = Target.objects.filter(pk=data.get("target"), active=True).first()
+    if target is None:
+        raise services.CheckError("The action's target is gone or inactive: review it again.")
+    return data, target
 
 
 def _load(token: str) -> dict[str, Any]:

@@ -122,6 +122,11 @@ class RunbookStep(models.Model):
     command = models.TextField(blank=True, help_text="The runbook's command, for reference")
     timeout_seconds = models.PositiveIntegerField(default=30)
     order = models.PositiveSmallIntegerField(default=0)
+    requires_approval = models.BooleanField(
+        default=False,
+        help_text="An action that always waits for a second person's approval "
+        "(actions on incidents of ACTION_APPROVAL_SEVERITIES always do)",
+    )
 
     class Meta:
         ordering = ["runbook__order", "order"]
@@ -261,3 +266,51 @@ class ActionConfirmation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step_key} confirmation (run #{self.run_id})"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
+
+
+class ActionApproval(models.Model):
+    """A confirmed action waiting for a second person: the exact plan, target and
+    parameters the requester confirmed; approving queues exactly that, once."""
+
+    incident = models.ForeignKey(
+        "incidents.Incident", on_delete=models.CASCADE, related_name="action_approvals"
+    )
+    step = models.ForeignKey(RunbookStep, on_delete=models.PROTECT, related_name="approvals")
+    target = models.ForeignKey(Target, null=True, on_delete=models.SET_NULL, related_name="+")
+    target_name = models.CharField(max_length=80)
+    params = models.JSONField(default=dict, blank=True)
+    plan = models.TextField()
+    status = models.CharField(
+        max_length=20, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    run = models.OneToOneField(
+        CheckRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="approval"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("approve_actions", "Can approve resolution actions on every incident")]
+        indexes = [models.Index(fields=["incident", "status"], name="approval_incident_status")]
+
+    def __str__(self) -> str:
+        return f"{self.step.key} for #{self.incident_id} ({self.status})"
+
+    def expired(self, now: Any = None) -> bool:
+        return (now or timezone.now()) >= self.expires_at

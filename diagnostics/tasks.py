@@ -12,7 +12,7 @@ from celery.signals import worker_ready
 from django.db import connection
 from django.utils import timezone
 
-from . import services
+from . import approvals, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
 
@@ -135,3 +135,8 @@ def run_check(self: Any, run_id: int) -> str:
 @shared_task(ignore_result=True)
 def reap_stale_runs() -> int:
     return len(services.reap_stale_runs())
+
+
+@shared_task(ignore_result=True)
+def expire_approvals() -> int:
+    return len(approvals.expire_due())

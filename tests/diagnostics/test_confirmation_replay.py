@@ -32,7 +32,9 @@ def operator(responder):
 
 @pytest.fixture
 def db_incident(responder, testbook, api_target):
-    return factories.declare(actor=responder, category="database", title="Slow checkout queries")
+    return factories.declare(
+        actor=responder, category="database", title="Slow checkout queries", severity="P2"
+    )
 
 
 @pytest.mark.django_db
