@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -23,6 +24,72 @@ class TargetKind(models.TextChoices):
     PROMETHEUS = "prometheus", "Prometheus"
     KUBERNETES = "kubernetes", "Kubernetes"
     STRIPE = "stripe", "Stripe"
+
+
+# LotoOps's own secrets and configuration: a target may never name them, whatever
+# TARGET_SECRET_ENV_PREFIX and TARGET_SECRET_ENV_ALLOW say (a target's secret is
+# sent to the target's URL, which whoever edits the target chooses).
+FORBIDDEN_SECRET_ENV = frozenset(
+    {
+        "SECRET_KEY",
+        "DJANGO_SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "EMAIL_HOST_USER",
+        "EMAIL_HOST_PASSWORD",
+        "SLACK_BOT_TOKEN",
+        "SLACK_WEBHOOK_URL",
+        "SLACK_SIGNING_SECRET",
+        "NOTIFY_WEBHOOK_SECRET",
+        "NOTIFY_WEBHOOK_URL",
+        "POSTGRES_PASSWORD",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICEFILE",
+    }
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The settings whose values are LotoOps's own secrets: a target's secret equal to
+# one of them is never used either (an allowed name set to the same value).
+_OWN_SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "EMAIL_HOST_PASSWORD",
+    "SLACK_BOT_TOKEN",
+    "SLACK_WEBHOOK_URL",
+    "NOTIFY_WEBHOOK_SECRET",
+    "NOTIFY_WEBHOOK_URL",
+)
+_OWN_SECRET_URLS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+
+
+def secret_env_refusal(name: str) -> str:
+    """Why a target may not name this environment variable ("" when it may)."""
+    if not name:
+        return ""
+    prefix = settings.TARGET_SECRET_ENV_PREFIX
+    if not _ENV_NAME.fullmatch(name):
+        return f"An environment variable name, like {prefix or 'LOTOOPS_TARGET_'}DB_PASSWORD."
+    if name.upper() in FORBIDDEN_SECRET_ENV:
+        return f"{name} is one of LotoOps's own secrets: a target may never name it."
+    if (prefix and name.startswith(prefix)) or name in settings.TARGET_SECRET_ENV_ALLOW:
+        return ""
+    where = f"starting with {prefix}" if prefix else "listed"
+    return (
+        f"{name} is not an allowed target secret: name a variable {where} "
+        "(TARGET_SECRET_ENV_PREFIX, TARGET_SECRET_ENV_ALLOW)."
+    )
+
+
+def _own_secret_values() -> set[str]:
+    values = {str(getattr(settings, name, "") or "") for name in _OWN_SECRET_SETTINGS}
+    for name in _OWN_SECRET_URLS:
+        try:
+            values.add(urlsplit(str(getattr(settings, name, "") or "")).password or "")
+        except ValueError:
+            continue
+    return {v for v in values if v}
 
 
 class Target(models.Model):
@@ -57,11 +124,24 @@ class Target(models.Model):
             raise ValidationError(
                 {"url": "Do not put a password in the URL: name its environment variable."}
             )
-        if self.secret_env and not self.secret_env.replace("_", "").isalnum():
-            raise ValidationError({"secret_env": "An environment variable name, like DB_PASSWORD."})
+        if refusal := secret_env_refusal(self.secret_env):
+            raise ValidationError({"secret_env": refusal})
+
+    def secret_refusal(self) -> str:
+        """Why this target's secret will not be used ("" when it will): checked at
+        run time too, so a row written around the admin cannot send LotoOps's own
+        secrets anywhere."""
+        if refusal := secret_env_refusal(self.secret_env):
+            return refusal
+        value = os.environ.get(self.secret_env, "") if self.secret_env else ""
+        if value and value in _own_secret_values():
+            return f"{self.secret_env} holds one of LotoOps's own secrets: it is never sent."
+        return ""
 
     def secret(self) -> str:
-        return os.environ.get(self.secret_env, "") if self.secret_env else ""
+        if not self.secret_env or self.secret_refusal():
+            return ""
+        return os.environ.get(self.secret_env, "")
 
     def url_with_secret(self) -> str:
         """The URL with the secret as its password (never store or print it)."""

@@ -166,6 +166,7 @@ def request_check(
     except ProbeError as exc:
         raise CheckError(f"{step.key} has a malformed parameter: {exc}") from None
     targets = targets_for(step, target)
+    _refuse_secrets(targets)
     with transaction.atomic():
         runs = [
             CheckRun.objects.create(
@@ -189,6 +190,12 @@ def request_check(
         )
         _enqueue(runs)
     return runs
+
+
+def _refuse_secrets(targets: Iterable[Target]) -> None:
+    refused = [f"{t.name}: {refusal}" for t in targets if (refusal := t.secret_refusal())]
+    if refused:
+        raise CheckError("Refused: " + "; ".join(refused))
 
 
 def _any_target(step: RunbookStep) -> Target:
@@ -232,6 +239,7 @@ def plan_action(step: RunbookStep, target: Target, params: dict[str, Any]) -> st
     probe = _probe_for(step)
     if step.kind != StepKind.ACTION:
         raise CheckError(f"{step.key} is a diagnostic, not an action.")
+    _refuse_secrets([target])
     try:
         return probe.build(target, params, timeout=min(step.timeout_seconds, 15)).plan()
     except ProbeError as exc:

@@ -241,6 +241,11 @@ CHECK_RUN_REQUEUE_AFTER = env_float("CHECK_RUN_REQUEUE_AFTER", 300.0)
 # approves; a request not decided within ACTION_APPROVAL_MAX_AGE seconds expires.
 ACTION_APPROVAL_SEVERITIES = env_list("ACTION_APPROVAL_SEVERITIES", "P0,P1")
 ACTION_APPROVAL_MAX_AGE = env_float("ACTION_APPROVAL_MAX_AGE", 1800.0)
+# The environment variables a target may name as its secret: those starting with
+# this prefix, or listed. Django's and the notification channels' own secrets are
+# refused whatever these say (diagnostics.models.FORBIDDEN_SECRET_ENV).
+TARGET_SECRET_ENV_PREFIX = env_str("TARGET_SECRET_ENV_PREFIX", "LOTOOPS_TARGET_")
+TARGET_SECRET_ENV_ALLOW = env_list("TARGET_SECRET_ENV_ALLOW")
 # Evidence files (database dumps, log exports) stored on incidents, with their
 # SHA-256: directories 0700, files 0600. Keep it on persistent, backed-up storage.
 EVIDENCE_ROOT = Path(env_str("EVIDENCE_DIR") or VAR_DIR / "evidence")
