@@ -66,14 +66,22 @@ def remind(item: ChecklistItem, *, now: datetime) -> list[int]:
     person = incident.commander or incident.declared_by
     due = timezone.localtime(item.due_at) if item.due_at else now
     url = absolute(incident.get_absolute_url())
+    subject = f"[LotoOps] Post-incident task due for #{incident.pk} {incident.title}"
+    text = (
+        f"“{item.text}” ({item.get_phase_display().lower()}) was due "
+        f"{due:%Y-%m-%d %H:%M %Z} for incident #{incident.pk} {incident.title}.\n\n{url}\n"
+    )
+    if incident.restricted:
+        subject = f"[LotoOps] Post-incident task due for restricted incident #{incident.pk}"
+        text = (
+            f"A post-incident task was due {due:%Y-%m-%d %H:%M %Z} for restricted incident "
+            f"#{incident.pk}: open LotoOps to see it.\n\n{url}\n"
+        )
     common: dict[str, object] = {
         "reason": f"reminder-{item.pk}-{due:%Y%m%d%H%M}",
         "kind": Notification.REMINDER,
-        "subject": f"[LotoOps] Post-incident task due for #{incident.pk} {incident.title}"[:200],
-        "text": (
-            f"“{item.text}” ({item.get_phase_display().lower()}) was due "
-            f"{due:%Y-%m-%d %H:%M %Z} for incident #{incident.pk} {incident.title}.\n\n{url}\n"
-        ),
+        "subject": subject[:200],
+        "text": text,
         "created_at": now,
         "due_at": now,
         "why": "post-incident checklist reminder",
@@ -180,6 +188,7 @@ def message_for(notification: Notification) -> notify.Message:
         recipient=notification.recipient,
         role=notification.role,
         data={"reason": notification.reason, "invite": invite},
+        restricted=incident.restricted,
     )
 
 
