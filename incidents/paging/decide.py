@@ -31,7 +31,7 @@ from ..timeline import actor_name, append_event
 from . import channels as notify
 from . import outbox
 from .oncall import person_for, user_for
-from .outbox import absolute, create_row, told_contacts
+from .outbox import absolute, create_row, restricted_line, told_contacts
 
 
 def contact_rules() -> tuple[escalation.ContactRule, ...]:
@@ -68,15 +68,6 @@ def escalation_interval(incident: Incident) -> timedelta:
     """Repeat at the severity's response time, but at least every ESCALATION_INTERVAL."""
     cap = timedelta(seconds=settings.ESCALATION_INTERVAL)
     return min(incident.severity.response_time, cap)
-
-
-def restricted_line(incident: Incident) -> str:
-    """What any message outside LotoOps says of a restricted incident: never its
-    title, summary, flags or updates."""
-    return (
-        f"Restricted incident #{incident.pk} ({incident.severity.key} "
-        f"{incident.get_category_display().lower()}): open LotoOps to see it"
-    )
 
 
 def _incident_text(incident: Incident) -> str:

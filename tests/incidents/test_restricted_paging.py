@@ -124,7 +124,7 @@ def test_pages_and_the_webhook_carry_no_title_or_summary(outside, responder, tes
     line = f"Restricted incident #{incident.pk} (P0 security): open LotoOps to see it"
     hooks = [r["json"] for r in outside.requests if r["path"] == "/hook"]
     assert hooks and all(h["subject"] == f"[P0] {line}" for h in hooks)
-    assert all(line in h["text"] and h["channel"] == incident.channel_name for h in hooks)
+    assert all(line in h["text"] and h["channel"] == "" for h in hooks)
     assert outside.smtp.messages
     assert {m["Subject"] for _, m in outside.smtp.messages} == {f"[P0] {line}"}
     sent = everything_sent(outside)
@@ -194,3 +194,26 @@ def test_a_reminder_about_it_names_no_task_or_title(outside, responder, tess):
     assert item.text.lower() not in sent.lower()
     for words in SECRET_WORDS:
         assert words.lower() not in sent.lower(), words
+
+
+def test_pages_written_before_it_became_restricted_go_out_without_its_title(
+    outside, responder, tess
+):
+    incident = factories.declare(
+        actor=responder,
+        severity="P0",
+        category="security",
+        title=TITLE,
+        summary=SUMMARY,
+        restricted=False,
+    )
+    paging_tasks.page_incident(incident.pk)
+    type(incident).objects.filter(pk=incident.pk).update(restricted=True)
+    pages = incident.notifications.filter(kind=Notification.PAGE, channel__in=["webhook", "email"])
+    for pk in pages.values_list("pk", flat=True):
+        assert outbox.deliver(pk) == ("sent", None)
+    assert outside.requests and outside.smtp.messages
+    sent = everything_sent(outside)
+    for words in SECRET_WORDS:
+        assert words.lower() not in sent.lower(), words
+    assert f"Restricted incident #{incident.pk} (P0 security): open LotoOps to see it" in sent
