@@ -175,7 +175,9 @@ def _decidable(approval: ActionApproval, actor: AbstractBaseUser) -> ActionAppro
     """The request, locked, if `actor` may decide it now (call inside a transaction)."""
     locked = (
         ActionApproval.objects.select_for_update(of=("self",))
-        .select_related("incident__severity", "step", "target", "requested_by", "decided_by")
+        # Not decided_by: a joined row is read as it was before the lock was
+        # granted, the locked row as it is after (the decider of a concurrent approval).
+        .select_related("incident__severity", "step", "target", "requested_by")
         .get(pk=approval.pk)
     )
     if locked.requested_by_id == actor.pk:

@@ -246,3 +246,45 @@ def test_a_step_an_admin_marks_needs_approval_on_any_incident(
     assert not approvals.required(p2, step("act"))
     type(step("act")).objects.filter(key="test.act").update(requires_approval=True)
     ask(client, requester, p2, api_target)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_approvers_pressing_approve_at_once_queue_one_run(
+    p1, requester, approver, other_responder, api_target
+):
+    import threading
+
+    from django.db import connection
+
+    from diagnostics import actions
+
+    second = _with(other_responder, "diagnostics.approve_actions")
+    review = actions.review(p1, step("act"), api_target, {})
+    approval = approvals.request_approval(p1, step("act"), review.token, actor=requester)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def press(user) -> None:
+        try:
+            barrier.wait(timeout=5)
+            approvals.approve(ActionApproval.objects.get(pk=approval.pk), actor=user)
+            outcomes[user.username] = "approved"
+        except approvals.services.CheckError as exc:
+            outcomes[user.username] = str(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=press, args=(u,)) for u in (approver, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(outcomes.values()).count("approved") == 1, outcomes
+    run = CheckRun.objects.get()
+    winner = next(name for name, said in outcomes.items() if said == "approved")
+    loser = next(said for said in outcomes.values() if said != "approved")
+    assert loser == (
+        f"Request #{approval.pk} was already approved by {winner}: "
+        f"the action ran as check run #{run.pk}."
+    )
