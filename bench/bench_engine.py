@@ -106,7 +106,7 @@ def main() -> None:
         "REDIS_URL": REDIS,
         "CELERY_BROKER_URL": REDIS,
         "LOTOOPS_VAR_DIR": var_dir,
-        "BENCH_RABBIT_PASSWORD": "guest",
+        "LOTOOPS_TARGET_BENCH_RABBIT_PASSWORD": "guest",
     }
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "lotoops.settings"
@@ -139,7 +139,7 @@ def main() -> None:
         name="lotolink-rabbitmq",
         kind="rabbitmq",
         url="amqp://guest@127.0.0.1:5672/",
-        secret_env="BENCH_RABBIT_PASSWORD",
+        secret_env="LOTOOPS_TARGET_BENCH_RABBIT_PASSWORD",
     )
     for key in ("init.queue_depth", "pay.queues"):
         RunbookStep.objects.filter(key=key).update(

@@ -5,16 +5,18 @@ functions, so none of them re-implements the protocol."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
+from django.db import IntegrityError, transaction
 
 from incidents.models import Incident
 
 from . import services
-from .models import CheckRun, RunbookStep, StepKind, Target
+from .models import ActionConfirmation, CheckRun, RunbookStep, StepKind, Target
 from .probes.base import ParamChoice
 
 SIGNING_SALT = "lotoops.action-confirmation"
@@ -51,6 +53,8 @@ def review(incident: Incident, step: RunbookStep, target: Target, chosen: dict[s
             "plan": plan,
             "incident": incident.pk,
             "step": step.key,
+            # Single use: confirm() records the nonce, a replay finds it taken.
+            "nonce": secrets.token_urlsafe(24),
         },
         salt=SIGNING_SALT,
     )
@@ -61,7 +65,33 @@ def confirm(
     incident: Incident, step: RunbookStep, token: str, *, actor: AbstractBaseUser
 ) -> CheckRun:
     """Queue the action the token confirms. Raises services.CheckError with the
-    reason when the token is forged, expired, for another action, or its target gone."""
+    reason when the token is forged, expired, for another action, already used, or
+    its target gone. A token queues at most one run: its nonce is recorded with the
+    run in the same transaction (a unique row), so a replay, even a concurrent one,
+    is refused."""
+    data, target = checked(incident, step, token)
+    with transaction.atomic():
+        used = consume(data, incident, step, actor=actor)
+        run = services.run_action(
+            incident, step, actor=actor, target=target, params=data["params"], plan=data["plan"]
+        )
+        ActionConfirmation.objects.filter(pk=used.pk).update(run=run)
+    return run
+
+
+def checked(incident: Incident, step: RunbookStep, token: str) -> tuple[dict[str, Any], Target]:
+    """The confirmed plan and its target, if the token is genuine, fresh and for
+    this action (not yet spent: `consume` does that). Raises services.CheckError."""
+    data = _load(token)
+    if data.get("incident") != incident.pk or data.get("step") != step.key:
+        raise services.CheckError("That confirmation is for another action.")
+    target = Target.objects.filter(pk=data.get("target"), active=True).first()
+    if target is None:
+        raise services.CheckError("The action's target is gone or inactive: review it again.")
+    return data, target
+
+
+def _load(token: str) -> dict[str, Any]:
     try:
         data = signing.loads(token, salt=SIGNING_SALT, max_age=CONFIRMATION_MAX_AGE)
     except signing.SignatureExpired:
@@ -70,11 +100,24 @@ def confirm(
         raise services.CheckError(
             "That confirmation is not valid: review the action again."
         ) from None
-    if data.get("incident") != incident.pk or data.get("step") != step.key:
-        raise services.CheckError("That confirmation is for another action.")
-    target = Target.objects.filter(pk=data.get("target"), active=True).first()
-    if target is None:
-        raise services.CheckError("The action's target is gone or inactive: review it again.")
-    return services.run_action(
-        incident, step, actor=actor, target=target, params=data["params"], plan=data["plan"]
-    )
+    if not isinstance(data, dict) or not data.get("nonce"):
+        raise services.CheckError("That confirmation is not valid: review the action again.")
+    return data
+
+
+def consume(
+    data: dict[str, Any], incident: Incident, step: RunbookStep, *, actor: AbstractBaseUser
+) -> ActionConfirmation:
+    """Record a confirmation's nonce as used (call inside the transaction that
+    queues the run). A second insert of the same nonce waits for the first
+    transaction and then fails on the unique constraint: CheckError."""
+    try:
+        with transaction.atomic():
+            return ActionConfirmation.objects.create(
+                nonce=str(data["nonce"])[:64], incident=incident, step_key=step.key, used_by=actor
+            )
+    except IntegrityError:
+        pass
+    earlier = ActionConfirmation.objects.filter(nonce=str(data["nonce"])[:64]).first()
+    ran = f": the action ran as check run #{earlier.run_id}" if earlier and earlier.run_id else ""
+    raise services.CheckError(f"This confirmation was already used{ran}.")

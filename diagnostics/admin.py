@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import CheckRun, Runbook, RunbookStep, Target, WorkerHeartbeat
+from .models import ActionApproval, CheckRun, Runbook, RunbookStep, Target, WorkerHeartbeat
 
 
 @admin.register(Target)
@@ -30,8 +30,17 @@ class RunbookAdmin(admin.ModelAdmin):
 
 @admin.register(RunbookStep)
 class RunbookStepAdmin(admin.ModelAdmin):
-    list_display = ["key", "title", "runbook", "kind", "probe", "target_kind", "available"]
-    list_filter = ["runbook", "kind", "target_kind"]
+    list_display = [
+        "key",
+        "title",
+        "runbook",
+        "kind",
+        "probe",
+        "target_kind",
+        "requires_approval",
+        "available",
+    ]
+    list_filter = ["runbook", "kind", "target_kind", "requires_approval"]
     search_fields = ["key", "title", "probe", "command"]
 
     @admin.display(boolean=True)
@@ -69,3 +78,18 @@ class CheckRunAdmin(admin.ModelAdmin):
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ["hostname", "seen_at"]
     readonly_fields = ["hostname", "seen_at"]
+
+
+@admin.register(ActionApproval)
+class ActionApprovalAdmin(admin.ModelAdmin):
+    """Read-only: requests are made, approved and rejected from the incident page."""
+
+    list_display = ["id", "incident", "step", "target_name", "status", "requested_by", "decided_by"]
+    list_filter = ["status"]
+    list_select_related = ["incident", "step", "requested_by", "decided_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from .probes.base import ProbeError, get_probe, parse_params
+from .probes.secrets import FORBIDDEN_SECRET_ENV, secret_env_refusal  # noqa: F401 (re-exported)
 
 
 class TargetKind(models.TextChoices):
@@ -23,6 +24,29 @@ class TargetKind(models.TextChoices):
     PROMETHEUS = "prometheus", "Prometheus"
     KUBERNETES = "kubernetes", "Kubernetes"
     STRIPE = "stripe", "Stripe"
+
+
+# The settings whose values are LotoOps's own secrets: a target's secret equal to
+# one of them is never used either (an allowed name set to the same value).
+_OWN_SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "EMAIL_HOST_PASSWORD",
+    "SLACK_BOT_TOKEN",
+    "SLACK_WEBHOOK_URL",
+    "NOTIFY_WEBHOOK_SECRET",
+    "NOTIFY_WEBHOOK_URL",
+)
+_OWN_SECRET_URLS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+
+
+def _own_secret_values() -> set[str]:
+    values = {str(getattr(settings, name, "") or "") for name in _OWN_SECRET_SETTINGS}
+    for name in _OWN_SECRET_URLS:
+        try:
+            values.add(urlsplit(str(getattr(settings, name, "") or "")).password or "")
+        except ValueError:
+            continue
+    return {v for v in values if v}
 
 
 class Target(models.Model):
@@ -57,11 +81,24 @@ class Target(models.Model):
             raise ValidationError(
                 {"url": "Do not put a password in the URL: name its environment variable."}
             )
-        if self.secret_env and not self.secret_env.replace("_", "").isalnum():
-            raise ValidationError({"secret_env": "An environment variable name, like DB_PASSWORD."})
+        if refusal := secret_env_refusal(self.secret_env):
+            raise ValidationError({"secret_env": refusal})
+
+    def secret_refusal(self) -> str:
+        """Why this target's secret will not be used ("" when it will): checked at
+        run time too, so a row written around the admin cannot send LotoOps's own
+        secrets anywhere."""
+        if refusal := secret_env_refusal(self.secret_env):
+            return refusal
+        value = os.environ.get(self.secret_env, "") if self.secret_env else ""
+        if value and value in _own_secret_values():
+            return f"{self.secret_env} holds one of LotoOps's own secrets: it is never sent."
+        return ""
 
     def secret(self) -> str:
-        return os.environ.get(self.secret_env, "") if self.secret_env else ""
+        if not self.secret_env or self.secret_refusal():
+            return ""
+        return os.environ.get(self.secret_env, "")
 
     def url_with_secret(self) -> str:
         """The URL with the secret as its password (never store or print it)."""
@@ -122,6 +159,11 @@ class RunbookStep(models.Model):
     command = models.TextField(blank=True, help_text="The runbook's command, for reference")
     timeout_seconds = models.PositiveIntegerField(default=30)
     order = models.PositiveSmallIntegerField(default=0)
+    requires_approval = models.BooleanField(
+        default=False,
+        help_text="An action that always waits for a second person's approval "
+        "(actions on incidents of ACTION_APPROVAL_SEVERITIES always do)",
+    )
 
     class Meta:
         ordering = ["runbook__order", "order"]
@@ -140,10 +182,25 @@ class RunbookStep(models.Model):
     def available(self) -> bool:
         return self.kind != StepKind.MANUAL and self.probe_class() is not None
 
+    def kind_mismatch(self) -> str:
+        """Why this step's kind does not follow its probe ("" when it does): an
+        action probe only ever runs as a confirmed action, never as a diagnostic
+        (whatever the row says), and an action step needs an action probe."""
+        probe = self.probe_class()
+        if probe is None or self.kind == StepKind.MANUAL:
+            return ""
+        if probe.action and self.kind != StepKind.ACTION:
+            return f"{self.probe} changes the platform: only an action step may use it."
+        if not probe.action and self.kind == StepKind.ACTION:
+            return f"{self.probe} is a diagnostic probe: an action step needs an action probe."
+        return ""
+
     def clean(self) -> None:
         probe = self.probe_class()
         if probe is None:
             return  # a probe to come: the page shows "not available yet"
+        if mismatch := self.kind_mismatch():
+            raise ValidationError({"kind": mismatch})
         if probe.target_kind != self.target_kind:
             raise ValidationError({"target_kind": f"{self.probe} runs against {probe.target_kind}"})
         try:
@@ -227,3 +284,70 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%H:%M:%S}"
+
+
+class ActionConfirmation(models.Model):
+    """A used confirmation: its nonce is unique, so a signed plan queues its action
+    once, however often (or however concurrently) it is posted."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    incident = models.ForeignKey("incidents.Incident", on_delete=models.CASCADE, related_name="+")
+    step_key = models.CharField(max_length=60)
+    run = models.OneToOneField(
+        CheckRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="confirmation"
+    )
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    used_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.step_key} confirmation (run #{self.run_id})"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
+
+
+class ActionApproval(models.Model):
+    """A confirmed action waiting for a second person: the exact plan, target and
+    parameters the requester confirmed; approving queues exactly that, once."""
+
+    incident = models.ForeignKey(
+        "incidents.Incident", on_delete=models.CASCADE, related_name="action_approvals"
+    )
+    step = models.ForeignKey(RunbookStep, on_delete=models.PROTECT, related_name="approvals")
+    target = models.ForeignKey(Target, null=True, on_delete=models.SET_NULL, related_name="+")
+    target_name = models.CharField(max_length=80)
+    params = models.JSONField(default=dict, blank=True)
+    plan = models.TextField()
+    status = models.CharField(
+        max_length=20, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    run = models.OneToOneField(
+        CheckRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="approval"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("approve_actions", "Can approve resolution actions on every incident")]
+        indexes = [models.Index(fields=["incident", "status"], name="approval_incident_status")]
+
+    def __str__(self) -> str:
+        return f"{self.step.key} for #{self.incident_id} ({self.status})"
+
+    def expired(self, now: Any = None) -> bool:
+        return (now or timezone.now()) >= self.expires_at

@@ -135,6 +135,8 @@ def _probe_for(step: RunbookStep) -> type[Probe]:
     probe = step.probe_class()
     if probe is None:
         raise CheckError(f"{step.key} is not available yet: its {step.probe} probe is to come.")
+    if mismatch := step.kind_mismatch():
+        raise CheckError(f"{step.key} cannot run: {mismatch}")
     return probe
 
 
@@ -181,6 +183,7 @@ def request_check(
     except ProbeError as exc:
         raise CheckError(f"{step.key} has a malformed parameter: {exc}") from None
     targets = targets_for(step, target)
+    _refuse_secrets(targets)
     with transaction.atomic():
         runs = [
             CheckRun.objects.create(
@@ -204,6 +207,12 @@ def request_check(
         )
         _enqueue(runs)
     return runs
+
+
+def _refuse_secrets(targets: Iterable[Target]) -> None:
+    refused = [f"{t.name}: {refusal}" for t in targets if (refusal := t.secret_refusal())]
+    if refused:
+        raise CheckError("Refused: " + "; ".join(refused))
 
 
 def _any_target(step: RunbookStep) -> Target:
@@ -247,6 +256,7 @@ def plan_action(step: RunbookStep, target: Target, params: dict[str, Any]) -> st
     probe = _probe_for(step)
     if step.kind != StepKind.ACTION:
         raise CheckError(f"{step.key} is a diagnostic, not an action.")
+    _refuse_secrets([target])
     try:
         return probe.build(target, params, timeout=min(step.timeout_seconds, 15)).plan()
     except ProbeError as exc:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from incidents import logcontext
 
-from . import services
+from . import approvals, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
 
@@ -101,6 +101,16 @@ def _run_check(self: Any, run_id: int) -> str:
     if probe_class is None or run.target is None:
         services.finish_run(run, RunStatus.FAILED, error="probe or target missing", secrets=secrets)
         return "failed"
+    # The step may have been edited since the run was queued: a diagnostic run
+    # never executes an action probe, and an action runs only with its confirmed plan.
+    refusal = run.step.kind_mismatch()
+    if not refusal and probe_class.action and not run.plan:
+        refusal = f"{run.step.probe} changes the platform and this run has no confirmed plan"
+    if not refusal and (secret_refusal := run.target.secret_refusal()):
+        refusal = f"target {run.target.name}: {secret_refusal}"
+    if refusal:
+        services.finish_run(run, RunStatus.FAILED, error=f"refused: {refusal}", secrets=secrets)
+        return "refused"
     try:
         with OutputWriter(run, secrets) as out:
             probe = probe_class.build(
@@ -135,3 +145,8 @@ def _run_check(self: Any, run_id: int) -> str:
 @shared_task(ignore_result=True)
 def reap_stale_runs() -> int:
     return len(services.reap_stale_runs())
+
+
+@shared_task(ignore_result=True)
+def expire_approvals() -> int:
+    return len(approvals.expire_due())

@@ -10,6 +10,18 @@ urlpatterns = [
     path("steps/<str:key>/action/", views.action, name="action"),
     path("runbooks/<slug:key>/run-all/", views.run_all, name="run_all"),
     path("runbooks/<slug:key>/", views.procedure, name="procedure"),
+    path(
+        "approvals/<int:approval_pk>/approve/",
+        views.decide_approval,
+        {"decision": "approve"},
+        name="approve",
+    ),
+    path(
+        "approvals/<int:approval_pk>/reject/",
+        views.decide_approval,
+        {"decision": "reject"},
+        name="reject",
+    ),
     path("runs/<int:run_pk>/output.txt", views.run_output, name="run_output"),
     path(
         "action-items/<int:item_pk>/verify/",

@@ -22,8 +22,16 @@ from incidents.panels import LiveUpdates, Message, Panel
 from incidents.services import IncidentError
 from incidents.views.postmortem import item_response
 
-from . import actions, services, verification
-from .models import ACTIVE_RUN_STATUSES, CheckRun, Runbook, RunbookStep, StepKind, Target
+from . import actions, approvals, services, verification
+from .models import (
+    ACTIVE_RUN_STATUSES,
+    ActionApproval,
+    CheckRun,
+    Runbook,
+    RunbookStep,
+    StepKind,
+    Target,
+)
 from .probes.base import ParamChoice
 
 
@@ -65,6 +73,9 @@ def runbook_context(
         "can_run": can_work(request.user, incident),
         "can_act": can_run_actions(request.user, incident),
         "output_cap": services.OUTPUT_PAGE_CAP,
+        "awaiting_approval": approvals.pending(incident),
+        "can_approve": approvals.can_approve(request.user, incident),
+        "viewer_id": request.user.pk,
     }
 
 
@@ -233,12 +244,19 @@ def action(request: HttpRequest, pk: int, key: str) -> HttpResponse:
     if not step.available:
         return _refuse(request, incident, f"{step.key} is not available yet.")
     if request.POST.get("stage") == "confirm":
+        token = request.POST.get("token", "")
         try:
-            actions.confirm(incident, step, request.POST.get("token", ""), actor=request.user)
+            done = approvals.confirm_or_request(incident, step, token, actor=request.user)
         except services.CheckError as exc:
             return _refuse(request, incident, str(exc))
+        if isinstance(done, ActionApproval) and not request.htmx:
+            messages.success(request, f"Request #{done.pk} awaits another person's approval.")
         return _panel(request, incident) if request.htmx else redirect(incident)
-    context: dict[str, Any] = {"incident": incident, "step": step}
+    context: dict[str, Any] = {
+        "incident": incident,
+        "step": step,
+        "needs_approval": approvals.required(incident, step),
+    }
     form = ActionForm(request.POST or None, step=step, incident=incident)
     if request.method == "POST" and form.is_valid():
         target = form.cleaned_data["target"]
@@ -254,6 +272,22 @@ def action(request: HttpRequest, pk: int, key: str) -> HttpResponse:
     if request.htmx:
         return render(request, template, context, status=status)
     return render(request, "diagnostics/action_page.html", context, status=status)
+
+
+@require_POST
+def decide_approval(request: HttpRequest, pk: int, approval_pk: int, decision: str) -> HttpResponse:
+    """Approve (queue exactly the requested plan) or reject a request; the
+    permission and "not your own request" are checked by `approvals`."""
+    incident = get_incident_for(request.user, pk)
+    approval = get_object_or_404(ActionApproval, pk=approval_pk, incident=incident)
+    try:
+        if decision == "approve":
+            approvals.approve(approval, actor=request.user)
+        else:
+            approvals.reject(approval, actor=request.user, reason=request.POST.get("reason", ""))
+    except services.CheckError as exc:
+        return _refuse(request, incident, str(exc))
+    return _panel(request, incident) if request.htmx else redirect(incident)
 
 
 @require_GET

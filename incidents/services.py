@@ -14,6 +14,7 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 from guardian.shortcuts import assign_perm
 
 from . import signals
@@ -96,7 +97,14 @@ def declare_incident(
             declared_by=actor,
             restricted=restricted,
             alert_fingerprint=alert_fingerprint,
-            channel_name=channel_name_for(title, now),
+            # A restricted incident's channel (sent to Slack, named in pages) never
+            # carries its title.
+            channel_name=channel_name_for(
+                f"restricted {get_random_string(6, 'abcdefghijkmnpqrstuvwxyz23456789')}"
+                if restricted
+                else title,
+                now,
+            ),
             declared_at=now,
             response_deadline=now + severity.response_time,
             **{flag: flag in flags for flag in INCIDENT_FLAGS},

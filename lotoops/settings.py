@@ -234,6 +234,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "diagnostics.tasks.heartbeat", "schedule": 15.0},
     "reap-stale-check-runs": {"task": "diagnostics.tasks.reap_stale_runs", "schedule": 15.0},
+    "expire-action-approvals": {"task": "diagnostics.tasks.expire_approvals", "schedule": 60.0},
     "escalate-due": {
         "task": "incidents.paging.tasks.escalate_due",
         "schedule": env_float("ESCALATION_CHECK_INTERVAL", 30.0),
@@ -248,6 +249,16 @@ CELERY_BEAT_SCHEDULE = {
 # for longer than CHECK_RUN_REQUEUE_AFTER is sent to the broker again.
 CHECK_RUN_GRACE = env_float("CHECK_RUN_GRACE", 30.0)
 CHECK_RUN_REQUEUE_AFTER = env_float("CHECK_RUN_REQUEUE_AFTER", 300.0)
+# Approvals: actions on incidents of these severities (and steps marked
+# requires_approval) queue only once a second person with the approve permission
+# approves; a request not decided within ACTION_APPROVAL_MAX_AGE seconds expires.
+ACTION_APPROVAL_SEVERITIES = env_list("ACTION_APPROVAL_SEVERITIES", "P0,P1")
+ACTION_APPROVAL_MAX_AGE = env_float("ACTION_APPROVAL_MAX_AGE", 1800.0)
+# The environment variables a target may name as its secret: those starting with
+# this prefix, or listed. Django's and the notification channels' own secrets are
+# refused whatever these say (diagnostics.models.FORBIDDEN_SECRET_ENV).
+TARGET_SECRET_ENV_PREFIX = env_str("TARGET_SECRET_ENV_PREFIX", "LOTOOPS_TARGET_")
+TARGET_SECRET_ENV_ALLOW = env_list("TARGET_SECRET_ENV_ALLOW")
 # Evidence files (database dumps, log exports) stored on incidents, with their
 # SHA-256: directories 0700, files 0600. Keep it on persistent, backed-up storage.
 EVIDENCE_ROOT = Path(env_str("EVIDENCE_DIR") or VAR_DIR / "evidence")

@@ -19,7 +19,7 @@ Step parameters:
   that Secret; a target without it uses its own name as the key;
 - `env_option` (default `hmac_env`): the banca target's option naming the
   environment variable of its registered secret; a target without it uses
-  `BANCA_HMAC_<NAME>` (its name upper-cased, non-alphanumerics as `_`);
+  `LOTOOPS_TARGET_BANCA_HMAC_<NAME>` (its name upper-cased, non-alphanumerics as `_`);
 - `kubernetes`: how to reach the cluster, as a Kubernetes target gives it:
   `url`, `token_env` (the variable holding a bearer token), `kubeconfig`,
   `context`, `in_cluster`, `verify_tls`.
@@ -35,7 +35,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from .base import (
 )
 from .kubernetes import _connection_error, _status_message, api_client
 from .redact import redact
+from .secrets import read_secret_env
 
 CONNECTION_KEYS = {"url", "token_env", "kubeconfig", "context", "in_cluster", "verify_tls"}
 
@@ -92,15 +92,18 @@ class HmacMatch(Probe):
         options = self.target.options or {}
         banca = self.target.name
         key = str(options.get(p.key_option) or banca)
-        env = str(options.get(p.env_option) or "BANCA_HMAC_" + re.sub(r"\W", "_", banca).upper())
-        registered = os.environ.get(env, "")
+        env = str(
+            options.get(p.env_option)
+            or "LOTOOPS_TARGET_BANCA_HMAC_" + re.sub(r"\W", "_", banca).upper()
+        )
+        registered = read_secret_env(env, f"banca {banca}'s {p.env_option}")
         if not registered:
             raise ProbeError(
                 f"the secret registered for banca {banca} is not set where the workers run: "
                 f"environment variable {env} is empty"
             )
         configured = self._configured(key)
-        token = os.environ.get(str(p.kubernetes.get("token_env") or ""), "")
+        token = read_secret_env(str(p.kubernetes.get("token_env") or ""), "kubernetes token_env")
         hidden = [registered, configured.decode("utf-8", "replace"), token]
         ours, theirs = fingerprint(configured), fingerprint(registered.encode())
         where = f"key {key} of Secret {p.secret} ({p.namespace})"
@@ -136,7 +139,7 @@ class HmacMatch(Probe):
         api = api_client(
             "kubernetes",
             str(conn.get("url") or ""),
-            os.environ.get(str(conn.get("token_env") or ""), ""),
+            read_secret_env(str(conn.get("token_env") or ""), "kubernetes token_env"),
             {k: v for k, v in conn.items() if k not in ("url", "token_env")},
             connect_timeout=connect,
         )

@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +64,7 @@ from .base import (
     register,
 )
 from .redact import redact, redact_json
+from .secrets import read_secret_env
 
 T = TypeVar("T")
 
@@ -562,7 +562,7 @@ class StripeRetryWebhooks(FailedEvents):
                 "no signing secret to sign the events with: name its environment variable "
                 f"in the step's webhook_secret_env or target {self.target.name}'s options"
             )
-        secret = os.environ.get(env, "")
+        secret = read_secret_env(env, "webhook_secret_env")
         if not secret:
             raise ProbeError(
                 f"the webhook signing secret is not set: {env} is empty where the workers run"

@@ -53,6 +53,9 @@ class Message:
     recipient: str = ""
     role: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    # A restricted incident: its Slack channel is private (the texts were written
+    # without its title or summary by `decide`/`outbox`).
+    restricted: bool = False
 
 
 class Channel:
@@ -131,7 +134,10 @@ class SlackChannel(Channel):
         name = message.channel_name.lstrip("#")
         done = []
         try:
-            channel = self.call("conversations.create", {"name": name})["channel"]["id"]
+            create: dict[str, Any] = {"name": name}
+            if message.restricted:
+                create["is_private"] = True
+            channel = self.call("conversations.create", create)["channel"]["id"]
             done.append(f"created #{name}")
         except DeliveryError as exc:
             if "name_taken" not in str(exc):

@@ -13,7 +13,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from guardian.shortcuts import assign_perm
 
+from ..access import can_view
 from ..models import (
     OPEN_STATUSES,
     EscalationContact,
@@ -28,8 +30,8 @@ from ..rules import escalation
 from ..timeline import actor_name, append_event
 from . import channels as notify
 from . import outbox
-from .oncall import person_for
-from .outbox import absolute, create_row, told_contacts
+from .oncall import person_for, user_for
+from .outbox import absolute, create_row, restricted_line, told_contacts
 
 
 def contact_rules() -> tuple[escalation.ContactRule, ...]:
@@ -70,6 +72,14 @@ def escalation_interval(incident: Incident) -> timedelta:
 
 def _incident_text(incident: Incident) -> str:
     deadline = timezone.localtime(incident.response_deadline)
+    if incident.restricted:
+        return "\n".join(
+            [
+                restricted_line(incident),
+                f"Status: {incident.get_status_display()}",
+                f"Open: {absolute(incident.get_absolute_url())}",
+            ]
+        )
     lines = [
         f"{incident.severity.key} {incident.get_category_display().lower()} incident "
         f"#{incident.pk}: {incident.title}",
@@ -90,6 +100,8 @@ def _incident_text(incident: Incident) -> str:
 
 
 def _subject(incident: Incident) -> str:
+    if incident.restricted:
+        return f"[{incident.severity.key}] {restricted_line(incident)}"[:200]
     return f"[{incident.severity.key}] Incident #{incident.pk}: {incident.title}"[:200]
 
 
@@ -149,7 +161,29 @@ def page(incident: Incident, *, now: datetime | None = None) -> list[int]:
                 created.append(row)
     if created:
         _record_decisions(incident, created, now)
+        if incident.restricted:
+            _grant_access(incident, [n.contact for n in created if n.contact], now)
     return [n.pk for n in created if n.status == NotificationStatus.PENDING]
+
+
+def _grant_access(incident: Incident, paged: list[EscalationContact], now: datetime) -> None:
+    """Whoever is paged about a restricted incident may open it (and so use the
+    page's acknowledge link); each grant is on the timeline."""
+    granted: dict[int, tuple[str, str]] = {}
+    for contact in paged:
+        user = user_for(contact, now)
+        if user is None or user.pk in granted or can_view(user, incident):
+            continue
+        assign_perm("incidents.view_incident", user, incident)
+        granted[user.pk] = (actor_name(user), contact.get_role_display())
+    for name, role in granted.values():
+        append_event(
+            incident,
+            EventKind.ESCALATION,
+            f"{name} may now see this restricted incident: paged as {role}",
+            data={"granted": "view_incident", "user": name, "role": role},
+            at=now,
+        )
 
 
 def _label(contact: EscalationContact, person: notify.Person) -> str:
@@ -214,6 +248,12 @@ def fan_out_update(incident: Incident, event: TimelineEvent) -> list[int]:
     )
     state = f"{incident.severity.key} · {incident.get_status_display()}"
     subject = f"[{state}] Update: {incident.title}"
+    if incident.restricted:  # the update itself stays in LotoOps
+        text = (
+            f"Status update on restricted incident #{incident.pk} by "
+            f"{actor_name(event.actor)}: open LotoOps to read it.\n\n{_incident_text(incident)}"
+        )
+        subject = f"[{state}] Update on restricted incident #{incident.pk}"
     reason = f"update-{event.pk}"
     rows: list[Notification | None] = []
     common = {

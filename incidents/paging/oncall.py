@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from ..models import (
@@ -52,6 +53,14 @@ def on_call_in(
         now_shift,
         next_shift,
     )
+
+
+def user_for(contact: EscalationContact, at: datetime) -> AbstractBaseUser | None:
+    """The LotoOps user behind a contact at `at` (as `person_for` picks the person)."""
+    member = on_call(contact.role, at)[0]
+    if member is not None:
+        return member.user
+    return contact.user
 
 
 def person_for(contact: EscalationContact, at: datetime) -> notify.Person:

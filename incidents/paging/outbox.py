@@ -43,6 +43,27 @@ def absolute(path: str) -> str:
     return settings.SITE_URL.rstrip("/") + path
 
 
+def restricted_line(incident: Incident) -> str:
+    """What any message outside LotoOps says of a restricted incident: never its
+    title, summary, flags or updates."""
+    return (
+        f"Restricted incident #{incident.pk} ({incident.severity.key} "
+        f"{incident.get_category_display().lower()}): open LotoOps to see it"
+    )
+
+
+def _neutral(incident: Incident, subject: str, text: str) -> tuple[str, str]:
+    """A row written before its incident became restricted still names its title
+    or summary: what goes out then is the restricted line only."""
+    said = f"{subject}\n{text}"
+    if not any(part and part in said for part in (incident.title, incident.summary)):
+        return subject, text
+    line = restricted_line(incident)
+    return f"[{incident.severity.key}] {line}"[
+        :200
+    ], f"{line}\nOpen: {absolute(incident.get_absolute_url())}"
+
+
 def create_row(incident: Incident, **fields: object) -> Notification | None:
     """Create one row unless its key exists (a concurrent run made it first)."""
     try:
@@ -66,14 +87,22 @@ def remind(item: ChecklistItem, *, now: datetime) -> list[int]:
     person = incident.commander or incident.declared_by
     due = timezone.localtime(item.due_at) if item.due_at else now
     url = absolute(incident.get_absolute_url())
+    subject = f"[LotoOps] Post-incident task due for #{incident.pk} {incident.title}"
+    text = (
+        f"“{item.text}” ({item.get_phase_display().lower()}) was due "
+        f"{due:%Y-%m-%d %H:%M %Z} for incident #{incident.pk} {incident.title}.\n\n{url}\n"
+    )
+    if incident.restricted:
+        subject = f"[LotoOps] Post-incident task due for restricted incident #{incident.pk}"
+        text = (
+            f"A post-incident task was due {due:%Y-%m-%d %H:%M %Z} for restricted incident "
+            f"#{incident.pk}: open LotoOps to see it.\n\n{url}\n"
+        )
     common: dict[str, object] = {
         "reason": f"reminder-{item.pk}-{due:%Y%m%d%H%M}",
         "kind": Notification.REMINDER,
-        "subject": f"[LotoOps] Post-incident task due for #{incident.pk} {incident.title}"[:200],
-        "text": (
-            f"“{item.text}” ({item.get_phase_display().lower()}) was due "
-            f"{due:%Y-%m-%d %H:%M %Z} for incident #{incident.pk} {incident.title}.\n\n{url}\n"
-        ),
+        "subject": subject[:200],
+        "text": text,
         "created_at": now,
         "due_at": now,
         "why": "post-incident checklist reminder",
@@ -169,17 +198,26 @@ def message_for(notification: Notification) -> notify.Message:
             }
             - {""}
         )
+    subject, text = notification.subject, notification.text
+    channel_name = incident.channel_name
+    if incident.restricted:
+        subject, text = _neutral(incident, subject, text)
+        if notification.channel != "slack" or not settings.SLACK_BOT_TOKEN:
+            # Only Slack's API needs it (to post there); named after the title
+            # if the incident became restricted after declaration.
+            channel_name = ""
     return notify.Message(
         kind=notification.kind,
-        subject=notification.subject,
-        text=notification.text,
+        subject=subject,
+        text=text,
         incident_id=incident.pk,
-        channel_name=incident.channel_name,
+        channel_name=channel_name,
         url=absolute(incident.get_absolute_url()),
         ack_url=ack_url,
         recipient=notification.recipient,
         role=notification.role,
         data={"reason": notification.reason, "invite": invite},
+        restricted=incident.restricted,
     )
 
 

@@ -44,15 +44,21 @@ def cluster():
 def test_run_all_finds_oom_killed_and_the_confirmed_scale_lands(
     login, start_worker, cluster, responder, monkeypatch
 ):
-    monkeypatch.setenv("LOTOOPS_K8S_TOKEN", TOKEN)  # before the worker starts: it inherits it
+    monkeypatch.setenv(
+        "LOTOOPS_TARGET_K8S_TOKEN", TOKEN
+    )  # before the worker starts: it inherits it
     seed_runbooks()
     Target.objects.create(
-        name="lotolink-k8s", kind="kubernetes", url=cluster.url, secret_env="LOTOOPS_K8S_TOKEN"
+        name="lotolink-k8s",
+        kind="kubernetes",
+        url=cluster.url,
+        secret_env="LOTOOPS_TARGET_K8S_TOKEN",
     )
     responder.user_permissions.add(Permission.objects.get(codename="run_actions"))
     start_worker(concurrency=3)
+    # P2: actions on P0/P1 incidents need a second person's approval (tested elsewhere).
     incident = factories.declare(
-        actor=responder, category="service_outage", title="API answers 502"
+        actor=responder, severity="P2", category="service_outage", title="API answers 502"
     )
 
     page = login(responder)

@@ -11,12 +11,12 @@ TOKEN = "tok-9f8e7d6c5b4a-secret"
 
 @pytest.fixture
 def api_target(db, monkeypatch):
-    monkeypatch.setenv("LOTOOPS_TEST_TOKEN", TOKEN)
+    monkeypatch.setenv("LOTOOPS_TARGET_TEST_TOKEN", TOKEN)
     return Target.objects.create(
         name="lotolink-api",
         kind="http",
         url="http://127.0.0.1:1/health",
-        secret_env="LOTOOPS_TEST_TOKEN",
+        secret_env="LOTOOPS_TARGET_TEST_TOKEN",
     )
 
 

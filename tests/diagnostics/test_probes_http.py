@@ -24,7 +24,7 @@ from diagnostics.probes.base import (
 )
 
 TOKEN = "tok-5f2c9e1b-never-shown"
-TOKEN_ENV = "LOTOOPS_TEST_HEALTH_TOKEN"
+TOKEN_ENV = "LOTOOPS_TARGET_TEST_HEALTH_TOKEN"
 
 HEALTHY_DOC = {
     "status": "ok",

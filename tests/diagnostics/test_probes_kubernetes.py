@@ -35,9 +35,9 @@ def kube():
 
 @pytest.fixture
 def target(kube, monkeypatch):
-    monkeypatch.setenv("LOTOOPS_K8S_TOKEN", TOKEN)
+    monkeypatch.setenv("LOTOOPS_TARGET_K8S_TOKEN", TOKEN)
     return Target(
-        name="lotolink-k8s", kind="kubernetes", url=kube.url, secret_env="LOTOOPS_K8S_TOKEN"
+        name="lotolink-k8s", kind="kubernetes", url=kube.url, secret_env="LOTOOPS_TARGET_K8S_TOKEN"
     )
 
 
@@ -843,7 +843,7 @@ def test_a_forbidden_exec_is_refused_in_the_api_servers_words(outage, target):
 
 
 def test_a_wrong_token_is_a_401_and_the_token_is_never_shown(outage, target, monkeypatch):
-    monkeypatch.setenv("LOTOOPS_K8S_TOKEN", "wrong-token-abcdef")
+    monkeypatch.setenv("LOTOOPS_TARGET_K8S_TOKEN", "wrong-token-abcdef")
     with pytest.raises(ProbeError, match="refused the credentials") as raised:
         run("kubernetes.pods", target)
     assert "wrong-token-abcdef" not in str(raised.value)
@@ -889,7 +889,7 @@ def test_every_call_passes_a_request_timeout(outage, target, monkeypatch):
 
 @pytest.fixture
 def banca(kube, monkeypatch):
-    monkeypatch.setenv("LOTOOPS_K8S_TOKEN", TOKEN)
+    monkeypatch.setenv("LOTOOPS_TARGET_K8S_TOKEN", TOKEN)
     kube.add(
         k8s.secret(
             "lotolink-banca-hmac",
@@ -900,15 +900,15 @@ def banca(kube, monkeypatch):
         name="banca-la-suerte",
         kind="banca",
         url="https://la-suerte.example/health",
-        options={"hmac_key": "la-suerte", "hmac_env": "LOTOOPS_HMAC_LA_SUERTE"},
+        options={"hmac_key": "la-suerte", "hmac_env": "LOTOOPS_TARGET_HMAC_LA_SUERTE"},
     )
-    params = {"kubernetes": {"url": kube.url, "token_env": "LOTOOPS_K8S_TOKEN"}}
+    params = {"kubernetes": {"url": kube.url, "token_env": "LOTOOPS_TARGET_K8S_TOKEN"}}
     return target, params
 
 
 def test_hmac_match_compares_fingerprints_only(banca, monkeypatch):
     target, params = banca
-    monkeypatch.setenv("LOTOOPS_HMAC_LA_SUERTE", "hmac-secret-la-suerte-0001")
+    monkeypatch.setenv("LOTOOPS_TARGET_HMAC_LA_SUERTE", "hmac-secret-la-suerte-0001")
     result, lines = run("banca.hmac_match", target, params)
     assert result.outcome == "ok" and result.evidence == {}
     expected = hashlib.sha256(b"hmac-secret-la-suerte-0001").hexdigest()[:8]
@@ -918,13 +918,13 @@ def test_hmac_match_compares_fingerprints_only(banca, monkeypatch):
 
 def test_hmac_mismatch_is_found_without_revealing_either_secret(banca, monkeypatch):
     target, params = banca
-    monkeypatch.setenv("LOTOOPS_HMAC_LA_SUERTE", "hmac-secret-rotated-by-banca")
+    monkeypatch.setenv("LOTOOPS_TARGET_HMAC_LA_SUERTE", "hmac-secret-rotated-by-banca")
     result, lines = run("banca.hmac_match", target, params)
     assert result.outcome == "failing"
     assert result.evidence["hmac_mismatch"] == {
         "banca": "banca-la-suerte",
         "key": "la-suerte",
-        "env": "LOTOOPS_HMAC_LA_SUERTE",
+        "env": "LOTOOPS_TARGET_HMAC_LA_SUERTE",
         "configured": hashlib.sha256(b"hmac-secret-la-suerte-0001").hexdigest()[:8],
         "registered": hashlib.sha256(b"hmac-secret-rotated-by-banca").hexdigest()[:8],
     }
@@ -936,7 +936,7 @@ def test_hmac_mismatch_is_found_without_revealing_either_secret(banca, monkeypat
 def test_hmac_mismatch_by_a_trailing_newline_is_named(banca, kube, monkeypatch):
     target, params = banca
     kube.add(k8s.secret("lotolink-banca-hmac", {"la-suerte": "hmac-secret-la-suerte-0001\n"}))
-    monkeypatch.setenv("LOTOOPS_HMAC_LA_SUERTE", "hmac-secret-la-suerte-0001")
+    monkeypatch.setenv("LOTOOPS_TARGET_HMAC_LA_SUERTE", "hmac-secret-la-suerte-0001")
     result, _ = run("banca.hmac_match", target, params)
     assert result.outcome == "failing" and result.data["whitespace_only"] is True
     assert result.summary.endswith(
@@ -946,9 +946,11 @@ def test_hmac_mismatch_by_a_trailing_newline_is_named(banca, kube, monkeypatch):
 
 def test_hmac_match_needs_both_secrets(banca, monkeypatch):
     target, params = banca
-    with pytest.raises(ProbeError, match="environment variable LOTOOPS_HMAC_LA_SUERTE is empty"):
+    with pytest.raises(
+        ProbeError, match="environment variable LOTOOPS_TARGET_HMAC_LA_SUERTE is empty"
+    ):
         run("banca.hmac_match", target, params)
-    monkeypatch.setenv("LOTOOPS_HMAC_LA_SUERTE", "x" * 20)
+    monkeypatch.setenv("LOTOOPS_TARGET_HMAC_LA_SUERTE", "x" * 20)
     target.options["hmac_key"] = "nowhere"
     with pytest.raises(ProbeError, match=r"has no key nowhere .*\(it has: la-suerte, real\)"):
         run("banca.hmac_match", target, params)
@@ -1007,10 +1009,13 @@ def test_an_outage_through_the_engine_finds_oom_and_the_confirmed_scale_lands(
     from incidents.models import EventKind
     from tests import factories
 
-    monkeypatch.setenv("LOTOOPS_K8S_TOKEN", TOKEN)
+    monkeypatch.setenv("LOTOOPS_TARGET_K8S_TOKEN", TOKEN)
     seed_runbooks()
     Target.objects.create(
-        name="lotolink-k8s", kind="kubernetes", url=outage.url, secret_env="LOTOOPS_K8S_TOKEN"
+        name="lotolink-k8s",
+        kind="kubernetes",
+        url=outage.url,
+        secret_env="LOTOOPS_TARGET_K8S_TOKEN",
     )
     incident = factories.declare(
         actor=responder, category="service_outage", title="API answers 502"

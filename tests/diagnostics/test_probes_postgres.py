@@ -630,8 +630,8 @@ def test_malformed_params_are_refused_when_built(target, name, params, message):
 
 
 def test_the_secret_never_shows_in_results_output_or_errors(target, sessions, monkeypatch):
-    monkeypatch.setenv("LOTOOPS_TEST_PG_PASSWORD", SECRET)
-    target.secret_env = "LOTOOPS_TEST_PG_PASSWORD"
+    monkeypatch.setenv("LOTOOPS_TARGET_TEST_PG_PASSWORD", SECRET)
+    target.secret_env = "LOTOOPS_TARGET_TEST_PG_PASSWORD"
     sent: list[str] = []
     real_connect = psycopg.connect
 
@@ -673,7 +673,7 @@ def test_the_secret_never_shows_in_results_output_or_errors(target, sessions, mo
         name="lotolink-db",
         kind="postgres",
         url=f"postgres://postgres@{pg.HOST}:{pg.PORT}/no_such_db",
-        secret_env="LOTOOPS_TEST_PG_PASSWORD",
+        secret_env="LOTOOPS_TARGET_TEST_PG_PASSWORD",
     )
     with pytest.raises(ProbeError) as refused:
         run("postgres.select_one", bad)

@@ -240,13 +240,13 @@ def stand_in() -> Iterator[tuple[StandIn, str]]:
 
 def test_the_bearer_token_is_sent_and_never_shown(stand_in, monkeypatch):
     state, url = stand_in
-    monkeypatch.setenv("LOTOOPS_TEST_PROM_TOKEN", TOKEN)
+    monkeypatch.setenv("LOTOOPS_TARGET_TEST_PROM_TOKEN", TOKEN)
 
     result, lines = run(
         "prometheus.query",
         url,
         {"query": "up", "warning_above": 0.01, "unit": "ratio"},
-        secret_env="LOTOOPS_TEST_PROM_TOKEN",
+        secret_env="LOTOOPS_TARGET_TEST_PROM_TOKEN",
     )
 
     assert state.requests[0]["Authorization"] == f"Bearer {TOKEN}"

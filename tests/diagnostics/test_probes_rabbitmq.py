@@ -26,7 +26,7 @@ from tests.conftest import _missing
 
 HOST = "127.0.0.1:5672"
 URL = "amqp://guest@127.0.0.1:5672/"
-SECRET_ENV = "LOTOOPS_TEST_AMQP_PASSWORD"
+SECRET_ENV = "LOTOOPS_TARGET_TEST_AMQP_PASSWORD"
 DEPTH = 25
 
 

@@ -26,7 +26,7 @@ from diagnostics.probes.base import (
 from tests.conftest import _missing
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
-SECRET_ENV = "LOTOOPS_TEST_REDIS_PASSWORD"
+SECRET_ENV = "LOTOOPS_TARGET_TEST_REDIS_PASSWORD"
 PASSWORD = "pw-8d41c7-throwaway"
 
 

@@ -38,9 +38,9 @@ from diagnostics.probes.base import (
 
 PEER = Path(__file__).with_name("stripe_peer.py")
 TOML = Path(__file__).parents[2] / "diagnostics" / "runbooks" / "lotolink.toml"
-KEY_ENV = "LOTOOPS_TEST_STRIPE_KEY"
+KEY_ENV = "LOTOOPS_TARGET_TEST_STRIPE_KEY"
 API_KEY = "sk_test_lotoops_51Hx9kQ2eZvKYlo2C8mZ"
-WHSEC_ENV = "LOTOOPS_TEST_STRIPE_WHSEC"
+WHSEC_ENV = "LOTOOPS_TARGET_TEST_STRIPE_WHSEC"
 WHSEC = "whsec_lotoops_test_7c4f2a9e1b3d5f60"
 
 

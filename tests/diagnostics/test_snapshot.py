@@ -169,9 +169,12 @@ def scratch_db() -> str:
 
 @pytest.fixture
 def db_target(scratch_db, monkeypatch) -> Target:
-    monkeypatch.setenv("LOTOOPS_TEST_PG_PASSWORD", PASSWORD)
+    monkeypatch.setenv("LOTOOPS_TARGET_TEST_PG_PASSWORD", PASSWORD)
     return Target.objects.create(
-        name="lotolink-db", kind="postgres", url=scratch_db, secret_env="LOTOOPS_TEST_PG_PASSWORD"
+        name="lotolink-db",
+        kind="postgres",
+        url=scratch_db,
+        secret_env="LOTOOPS_TARGET_TEST_PG_PASSWORD",
     )
 
 
@@ -286,7 +289,7 @@ def test_a_snapshot_through_the_engine_restores_to_the_same_rows(
 def test_the_password_goes_only_to_the_child_environment(db_target):
     url = pg.DB_URL.replace("postgres@", "postgres:in-the-url-too@")
     probe = get_probe("postgres.snapshot").build(
-        Target(name="db", kind="postgres", url=url, secret_env="LOTOOPS_TEST_PG_PASSWORD"),
+        Target(name="db", kind="postgres", url=url, secret_env="LOTOOPS_TARGET_TEST_PG_PASSWORD"),
         {},
         timeout=10,
     )

@@ -21,7 +21,10 @@ HX = {"HTTP_HX_REQUEST": "true"}
 
 @pytest.fixture
 def db_incident(responder, testbook, api_target):
-    return factories.declare(actor=responder, category="database", title="Slow checkout queries")
+    # P2: its actions need no second person's approval (P0/P1 ones do: test_approvals)
+    return factories.declare(
+        actor=responder, category="database", title="Slow checkout queries", severity="P2"
+    )
 
 
 @pytest.fixture
@@ -156,7 +159,7 @@ def test_terminate_query_offers_only_pids_a_diagnostic_found(
     client, db_incident, operator, monkeypatch
 ):
     """db.terminate_query's pid is picked from db.slow_queries' evidence, never typed."""
-    monkeypatch.setenv("LOTOLINK_DB_PASSWORD", "x")
+    monkeypatch.setenv("LOTOOPS_TARGET_LOTOLINK_DB_PASSWORD", "x")
     Target.objects.create(
         name="lotolink-db", kind="postgres", url="postgres://postgres@127.0.0.1:1/x"
     )
@@ -241,13 +244,13 @@ def test_a_target_url_with_a_password_is_refused_in_admin(admin_client):
             "name": "lotolink-db",
             "kind": "postgres",
             "url": "postgres://lotolink@db:5432/x",
-            "secret_env": "LOTOLINK_DB_PASSWORD",
+            "secret_env": "LOTOOPS_TARGET_LOTOLINK_DB_PASSWORD",
             "options": "{}",
             "active": "on",
         },
     )
     assert ok.status_code == 302
-    assert Target.objects.get().secret_env == "LOTOLINK_DB_PASSWORD"
+    assert Target.objects.get().secret_env == "LOTOOPS_TARGET_LOTOLINK_DB_PASSWORD"
 
 
 def test_a_step_with_a_malformed_parameter_is_refused_in_admin(admin_client):

@@ -1,0 +1,290 @@
+"""A second person for dangerous actions: on P0/P1 incidents (and steps marked
+`requires_approval`) a confirmed action waits for someone else with the approve
+permission; approving queues exactly the requested plan, once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+
+from diagnostics import approvals
+from diagnostics.models import ActionApproval, ApprovalStatus, CheckRun, RunStatus
+from diagnostics.tasks import expire_approvals, run_check
+from incidents.models import EventKind
+from tests import factories
+from tests.diagnostics.conftest import step
+
+pytestmark = pytest.mark.django_db
+HX = {"HTTP_HX_REQUEST": "true"}
+PLAN = "restart 7 workers on lotolink-api"
+
+
+def _with(user, *perms):
+    """`user` with these global permissions ("run_actions", "diagnostics.approve_actions")."""
+    for perm in perms:
+        app, _, codename = perm.rpartition(".")
+        found = Permission.objects.filter(codename=codename)
+        user.user_permissions.add(found.get(content_type__app_label=app) if app else found.get())
+    return type(user).objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def requester(responder):
+    return _with(responder, "run_actions")
+
+
+@pytest.fixture
+def approver(runbook):
+    from django.contrib.auth.models import Group
+
+    user = factories.UserFactory(username="ida")
+    user.groups.add(Group.objects.get(name="Responders"))
+    return _with(user, "diagnostics.approve_actions")
+
+
+@pytest.fixture
+def p1(responder, testbook, api_target):
+    return factories.declare(actor=responder, category="database", severity="P1")
+
+
+def url(incident, tail: str) -> str:
+    return f"/incidents/{incident.pk}/{tail}"
+
+
+def ask(client, user, incident, api_target) -> ActionApproval:
+    """`user` reviews test.act and confirms it: a request, nothing queued."""
+    client.force_login(user)
+    action = url(incident, "steps/test.act/action/")
+    review = client.post(action, {"stage": "review", "target": api_target.pk})
+    assert b"Ask for approval: restart workers" in review.content
+    asked = client.post(action, {"stage": "confirm", "token": review.context["token"]}, **HX)
+    assert asked.status_code == 200
+    assert "Awaiting approval" in asked.content.decode()
+    assert not CheckRun.objects.exists()
+    return ActionApproval.objects.get()
+
+
+def test_an_action_on_a_p1_incident_runs_only_once_another_person_approves(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    assert (approval.plan, approval.status, approval.requested_by) == (
+        PLAN,
+        ApprovalStatus.PENDING,
+        requester,
+    )
+    client.force_login(approver)
+    page = client.get(url(p1, "")).content.decode()
+    assert "Awaiting approval" in page and f"this will <strong>{PLAN}</strong>" in page
+    assert url(p1, f"approvals/{approval.pk}/approve/") in page
+
+    approved = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert approved.status_code == 200
+    run = CheckRun.objects.get()
+    assert (run.plan, run.requested_by, run.confirmed_by, run.status) == (
+        PLAN,
+        requester,
+        approver,
+        RunStatus.QUEUED,
+    )
+    approval.refresh_from_db()
+    assert (approval.status, approval.decided_by, approval.run) == (
+        ApprovalStatus.APPROVED,
+        approver,
+        run,
+    )
+    messages = list(p1.timeline.filter(kind=EventKind.ACTION).values_list("message", flat=True))
+    assert messages[0].startswith("ana asked for approval to run test.act: " + PLAN)
+    assert any(m.startswith(f"ida approved request #{approval.pk} by ana") for m in messages)
+    run_check.apply(args=(run.pk,))
+    run.refresh_from_db()
+    assert run.summary == "restarted 7 workers"
+
+
+def test_an_approval_is_used_once(client, p1, requester, approver, api_target):
+    approval = ask(client, requester, p1, api_target)
+    client.force_login(approver)
+    client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    run = CheckRun.objects.get()
+    replay = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert replay.status_code == 422
+    assert (
+        f"Request #{approval.pk} was already approved by ida: the action ran as check run "
+        f"#{run.pk}." in replay.content.decode()
+    )
+    assert CheckRun.objects.count() == 1
+
+
+def test_the_confirmation_behind_a_request_cannot_be_replayed(client, p1, requester, api_target):
+    client.force_login(requester)
+    action = url(p1, "steps/test.act/action/")
+    token = client.post(action, {"stage": "review", "target": api_target.pk}).context["token"]
+    client.post(action, {"stage": "confirm", "token": token}, **HX)
+    again = client.post(action, {"stage": "confirm", "token": token}, **HX)
+    assert again.status_code == 422 and b"This confirmation was already used" in again.content
+    assert ActionApproval.objects.count() == 1
+
+
+def test_the_requester_cannot_approve_their_own_request(client, p1, requester, api_target):
+    boss = _with(requester, "diagnostics.approve_actions")
+    approval = ask(client, boss, p1, api_target)
+    page = client.get(url(p1, "")).content.decode()
+    assert url(p1, f"approvals/{approval.pk}/approve/") not in page
+    assert "Another person with the approve permission must approve it." in page
+    refused = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert refused.status_code == 422
+    assert b"You asked for this action: another person must approve it." in refused.content
+    superuser = type(boss).objects.get(pk=boss.pk)
+    superuser.is_superuser = True
+    superuser.save()
+    assert client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX).status_code == 422
+    assert not CheckRun.objects.exists()
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.PENDING
+
+
+def test_approval_by_someone_without_the_permission_is_refused(
+    client, p1, requester, other_responder, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    client.force_login(other_responder)
+    page = client.get(url(p1, "")).content.decode()
+    assert "Awaiting approval" in page
+    assert url(p1, f"approvals/{approval.pk}/approve/") not in page
+    for decision in ("approve", "reject"):
+        refused = client.post(url(p1, f"approvals/{approval.pk}/{decision}/"), **HX)
+        assert refused.status_code == 422
+        assert b"You may not approve actions on this incident." in refused.content
+    assert client.get(url(p1, f"approvals/{approval.pk}/approve/")).status_code == 405
+    assert not CheckRun.objects.exists()
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.PENDING
+
+
+def test_the_approve_permission_can_be_granted_on_one_incident(
+    client, p1, requester, other_responder, api_target, testbook
+):
+    approval = ask(client, requester, p1, api_target)
+    elsewhere = factories.declare(actor=requester, category="database", title="Elsewhere")
+    assign_perm("incidents.approve_actions", other_responder, p1)
+    assert approvals.can_approve(other_responder, p1)
+    assert not approvals.can_approve(other_responder, elsewhere)
+    client.force_login(other_responder)
+    assert client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX).status_code == 200
+    assert CheckRun.objects.get().confirmed_by == other_responder
+
+
+def test_an_approval_on_another_incident_or_a_hidden_one_is_not_found(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    other = factories.declare(actor=requester, title="Other")
+    client.force_login(approver)
+    assert client.post(url(other, f"approvals/{approval.pk}/approve/")).status_code == 404
+    hidden = factories.declare(actor=requester, category="security", title="Leak")
+    assert client.post(url(hidden, f"approvals/{approval.pk}/approve/")).status_code == 404
+    assert not CheckRun.objects.exists()
+
+
+def test_a_rejected_request_never_runs(client, p1, requester, approver, api_target):
+    approval = ask(client, requester, p1, api_target)
+    client.force_login(approver)
+    rejected = client.post(
+        url(p1, f"approvals/{approval.pk}/reject/"), {"reason": "not during checkout peak"}, **HX
+    )
+    assert rejected.status_code == 200 and "Awaiting approval" not in rejected.content.decode()
+    approval.refresh_from_db()
+    assert (approval.status, approval.decided_by, approval.reason) == (
+        ApprovalStatus.REJECTED,
+        approver,
+        "not during checkout peak",
+    )
+    assert p1.timeline.filter(message__contains="rejected request").exists()
+    late = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert late.status_code == 422 and b"was already rejected by ida" in late.content
+    assert not CheckRun.objects.exists()
+
+
+def test_an_expired_request_never_runs(client, p1, requester, approver, api_target, settings):
+    approval = ask(client, requester, p1, api_target)
+    assert approval.expires_at == approval.requested_at + timedelta(
+        seconds=settings.ACTION_APPROVAL_MAX_AGE
+    )
+    ActionApproval.objects.filter(pk=approval.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    client.force_login(approver)
+    assert "Awaiting approval" not in client.get(url(p1, "")).content.decode()
+    late = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert late.status_code == 422 and b"expired: it will not run" in late.content
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.EXPIRED
+    assert not CheckRun.objects.exists()
+    assert p1.timeline.filter(message__contains="expired without a decision").count() == 1
+
+
+def test_expiring_requests_twice_records_each_once(client, p1, requester, api_target):
+    approval = ask(client, requester, p1, api_target)
+    ActionApproval.objects.filter(pk=approval.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    expire_approvals.apply()
+    expire_approvals.apply()
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.EXPIRED
+    assert p1.timeline.filter(message__contains="expired without a decision").count() == 1
+
+
+def test_a_step_an_admin_marks_needs_approval_on_any_incident(
+    client, responder, requester, testbook, api_target
+):
+    p2 = factories.declare(actor=responder, category="database", severity="P2")
+    assert not approvals.required(p2, step("act"))
+    type(step("act")).objects.filter(key="test.act").update(requires_approval=True)
+    ask(client, requester, p2, api_target)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_approvers_pressing_approve_at_once_queue_one_run(
+    p1, requester, approver, other_responder, api_target
+):
+    import threading
+
+    from django.db import connection
+
+    from diagnostics import actions
+
+    second = _with(other_responder, "diagnostics.approve_actions")
+    review = actions.review(p1, step("act"), api_target, {})
+    approval = approvals.request_approval(p1, step("act"), review.token, actor=requester)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def press(user) -> None:
+        try:
+            barrier.wait(timeout=5)
+            approvals.approve(ActionApproval.objects.get(pk=approval.pk), actor=user)
+            outcomes[user.username] = "approved"
+        except approvals.services.CheckError as exc:
+            outcomes[user.username] = str(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=press, args=(u,)) for u in (approver, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(outcomes.values()).count("approved") == 1, outcomes
+    run = CheckRun.objects.get()
+    winner = next(name for name, said in outcomes.items() if said == "approved")
+    loser = next(said for said in outcomes.values() if said != "approved")
+    assert loser == (
+        f"Request #{approval.pk} was already approved by {winner}: "
+        f"the action ran as check run #{run.pk}."
+    )
