@@ -177,3 +177,17 @@ def test_an_allowed_secret_is_sent(collector, monkeypatch):
     )
     get_probe("http.health").build(target, {}, timeout=3).run()
     assert _sent_authorizations(collector) == ["Bearer tok-1234567890"]
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "METRICS_TOKEN", "HOME"])
+def test_a_probe_parameter_cannot_name_a_variable_outside_the_allow_list(name, monkeypatch):
+    """Probes that read a variable a step or target option names (the banca's HMAC
+    secret, the Stripe webhook secret, a cluster token) go through the same rule."""
+    from diagnostics.probes.base import ProbeError
+    from diagnostics.probes.secrets import read_secret_env
+
+    monkeypatch.setenv(name, "would-leak-0123456789")
+    with pytest.raises(ProbeError, match="webhook_secret_env"):
+        read_secret_env(name, "webhook_secret_env")
+    monkeypatch.setenv("LOTOOPS_TARGET_WHSEC", "whsec_ok")
+    assert read_secret_env("LOTOOPS_TARGET_WHSEC", "webhook_secret_env") == "whsec_ok"
