@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -366,6 +367,22 @@ def _label(pid: int, parent: int, runner: int) -> str:
 def measure_embedded_memory(timeout: float, idle: float) -> list[tuple[int, str, int, int]]:
     """Start the embedded default run in a temp dir, wait until its worker is up, idle,
     then read (pid, role, RSS kB, PSS kB) of the runner and all its descendants."""
+    rows: list[tuple[int, str, int, int]] = []
+
+    def read(runner: int) -> None:
+        for pid, parent in descendants(runner):
+            rss = _status_kb(pid, "VmRSS")
+            if rss:
+                role = _label(pid, parent, runner)
+                rows.append((pid, role, rss, _status_kb(pid, "Pss", "smaps_rollup")))
+
+    with_embedded_run(read, timeout, idle)
+    return rows
+
+
+def with_embedded_run(measure: Callable[[int], None], timeout: float, idle: float) -> None:
+    """Start the embedded default run in a temp dir, wait until its worker is up and
+    `idle` seconds more, call `measure(runner pid)`, then stop everything it started."""
     var_dir = Path(tempfile.mkdtemp(prefix="lotoops-bench-pages-embedded-"))
     port = free_port()
     env = {
@@ -401,13 +418,7 @@ def measure_embedded_memory(timeout: float, idle: float) -> list[tuple[int, str,
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{tail(log)}") from None
         time.sleep(idle)
-        rows = []
-        for pid, parent in descendants(proc.pid):
-            rss = _status_kb(pid, "VmRSS")
-            if rss:
-                role = _label(pid, parent, proc.pid)
-                rows.append((pid, role, rss, _status_kb(pid, "Pss", "smaps_rollup")))
-        return rows
+        measure(proc.pid)
     finally:
         if proc is not None:
             # The runner stops web, worker and beat itself on SIGINT (each in its own
