@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "incidents",
     "diagnostics",
+    "alerts",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,42 @@
+"""Bearer tokens for webhook senders: made once, stored as a SHA-256, checked in
+constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.utils import timezone
+
+from .models import IngestToken, Source
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue(name: str, source: str = Source.ALERTMANAGER) -> tuple[IngestToken, str]:
+    """A new token row and the token itself (shown once, never stored)."""
+    token = "lto_" + secrets.token_urlsafe(32)
+    row = IngestToken.objects.create(
+        name=name, source=source, token_hash=_digest(token), prefix=token[:10]
+    )
+    return row, token
+
+
+def authenticate(header: str, source: str) -> IngestToken | None:
+    """The active token `Authorization: Bearer <token>` names, else None. Every
+    active token's hash is compared with hmac.compare_digest, so the time taken
+    says nothing about how much of a guess was right."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    digest = _digest(token.strip())
+    found = None
+    for row in IngestToken.objects.filter(source=source, revoked_at__isnull=True):
+        if hmac.compare_digest(row.token_hash, digest):
+            found = row
+    if found is not None:
+        IngestToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
+    return found
