@@ -69,9 +69,11 @@ INSTALLED_APPS = [
     "django_htmx",
     "guardian",
     "django_celery_beat",
+    "ninja",
     "incidents",
     "diagnostics",
     "alerts",
+    "api",
 ]
 
 MIDDLEWARE = [
