@@ -6,7 +6,16 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from . import tokens
-from .models import Alert, AlertGroup, AutoRun, CategoryRule, Delivery, IngestToken, SeverityRule
+from .models import (
+    Alert,
+    AlertGroup,
+    AutoRun,
+    CategoryRule,
+    Delivery,
+    IngestToken,
+    SeverityRule,
+    StripeEvent,
+)
 
 
 @admin.register(IngestToken)
@@ -73,3 +82,9 @@ class AlertAdmin(ReadOnly):
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnly):
     list_display = ("received_at", "group", "status", "alerts", "truncated_alerts", "new_alerts")
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnly):
+    list_display = ("event_id", "type", "created", "received_at", "failure")
+    list_filter = ("failure", "type")

@@ -157,3 +157,41 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.received_at:%Y-%m-%d %H:%M:%S} {self.status} ({self.alerts})"
+
+
+class StripeEvent(models.Model):
+    """Each Stripe event once (its id is unique: Stripe retries and duplicates land once)."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=100)
+    created = models.DateTimeField(help_text="When Stripe created the event")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    failure = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class StripeLock(models.Model):
+    """One row, locked by every Stripe delivery that may declare: of two deliveries
+    crossing the threshold together, one declares and the other joins."""
+
+
+class StripeMinute(models.Model):
+    """One minute of Stripe failures on one incident: the first is on the timeline at
+    once, the rest are counted here and summarised in one event when the minute ends."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE)
+    minute = models.DateTimeField()
+    more = models.PositiveIntegerField(default=0)
+    types = models.JSONField(default=dict)
+    codes = models.JSONField(default=dict)
+    summarized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "minute"], name="stripe_minute_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.incident_id} {self.minute:%H:%M} +{self.more}"

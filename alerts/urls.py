@@ -5,4 +5,5 @@ from . import views
 app_name = "alerts"
 urlpatterns = [
     path("alertmanager/", views.alertmanager_webhook, name="alertmanager"),
+    path("stripe/", views.stripe_webhook, name="stripe"),
 ]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import alertmanager, services, tokens
+from . import alertmanager, payments, services, tokens
 from .models import Source
 from .routing import UnknownAlert
 
@@ -84,4 +85,30 @@ def alertmanager_webhook(request: HttpRequest) -> JsonResponse:
         log.exception("alert delivery not stored")
         return refuse(503, "The delivery could not be stored; send it again.")
     assert isinstance(outcome, services.Outcome)
+    return JsonResponse(outcome.as_json(), status=200)
+
+
+# Stripe's events are a few kilobytes.
+MAX_STRIPE_BODY = 256 * 1024
+
+
+@login_not_required  # the signature is the authentication
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    body = read_body(request, MAX_STRIPE_BODY)
+    if body is None:
+        return refuse(413, f"The payload is larger than {MAX_STRIPE_BODY} bytes.")
+    try:
+        event = payments.verify(
+            body, request.headers.get("Stripe-Signature", ""), settings.STRIPE_WEBHOOK_SECRET
+        )
+    except payments.SignatureError as exc:
+        return refuse(400, str(exc))
+    try:
+        _, outcome = after_commit(lambda: payments.ingest_event(event))
+    except DatabaseError:
+        log.exception("Stripe event not stored")
+        return refuse(503, "The event could not be stored; send it again.")
+    assert isinstance(outcome, payments.StripeOutcome)
     return JsonResponse(outcome.as_json(), status=200)
