@@ -6,10 +6,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from .models import IngestToken, Source
+
+
+def _touch(model: type[IngestToken], pk: int, last: datetime | None) -> None:
+    """Record the token's use, at most once a minute (a write per request would cost
+    a commit per alert)."""
+    now = timezone.now()
+    if last is None or now - last > timedelta(minutes=1):
+        model.objects.filter(pk=pk).update(last_used_at=now)
 
 
 def _digest(token: str) -> str:
@@ -38,5 +47,5 @@ def authenticate(header: str, source: str) -> IngestToken | None:
         if hmac.compare_digest(row.token_hash, digest):
             found = row
     if found is not None:
-        IngestToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
+        _touch(IngestToken, found.pk, found.last_used_at)
     return found
