@@ -320,6 +320,7 @@ class EventKind(models.TextChoices):
     ESCALATION = "escalation", "Escalation"
     NOTIFICATION = "notification", "Notification"
     EVIDENCE = "evidence", "Evidence"
+    ALERT = "alert", "Alert"
 
 
 class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):

@@ -16,5 +16,5 @@ app = Celery("lotoops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each app package with a `tasks` module (paging and post-incident keep their own).
 app.autodiscover_tasks(
-    ["incidents.paging", "incidents.postincident", "diagnostics"], related_name="tasks"
+    ["incidents.paging", "incidents.postincident", "diagnostics", "alerts"], related_name="tasks"
 )

@@ -43,6 +43,7 @@ def _prepare() -> tuple[str, str | None]:
             Path(str(folder)).mkdir(parents=True, exist_ok=True)
     call_command("migrate", interactive=False, verbosity=0)
     call_command("seed_runbook")
+    call_command("seed_alerts")
     call_command("collectstatic", interactive=False, verbosity=0)
     password = None
     users = get_user_model().objects

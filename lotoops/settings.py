@@ -70,8 +70,11 @@ INSTALLED_APPS = [
     "django_htmx",
     "guardian",
     "django_celery_beat",
+    "ninja",
     "incidents",
     "diagnostics",
+    "alerts",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -243,6 +246,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "incidents.postincident.tasks.send_checklist_reminders",
         "schedule": 60.0,
     },
+    "stripe-summaries": {"task": "alerts.tasks.summarize_stripe_due", "schedule": 60.0},
 }
 # A running check whose worker sent no sign of life for its step's timeout plus
 # this grace (seconds) is retried (diagnostics) or failed (actions); a run queued
@@ -311,6 +315,14 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "LotoOps <lotoops@localhos
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
+
+# Stripe webhooks in (/hooks/stripe/): the endpoint's signing secret (whsec_…); failures
+# join open payment incidents; STRIPE_DECLARE_THRESHOLD failures within
+# STRIPE_DECLARE_WINDOW seconds declare one when none is open (0: never).
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+STRIPE_DECLARE_THRESHOLD = int(env_float("STRIPE_DECLARE_THRESHOLD", 0))
+STRIPE_DECLARE_WINDOW = env_float("STRIPE_DECLARE_WINDOW", 300.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

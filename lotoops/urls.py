@@ -10,6 +10,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("hooks/", include("alerts.urls")),
+    path("api/v1/", include(("api.urls", "api"), namespace="api")),
     path("incidents/<int:pk>/", include("diagnostics.urls")),
     path("", include("incidents.urls")),
 ]

@@ -1,0 +1,228 @@
+"""Stripe webhook events on payment incidents.
+
+The signature is verified with the official library (its 5-minute tolerance); each
+event id lands once. Failures (payment intents and charges that failed) go on every
+open payment incident's timeline: the first of each minute at once, the rest of that
+minute in one summary when it ends (`alerts.tasks.summarize_stripe_minute`), so a flood
+adds at most two events a minute. Above STRIPE_DECLARE_THRESHOLD failures within
+STRIPE_DECLARE_WINDOW seconds, with no payment incident open, LotoOps declares one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from incidents.models import OPEN_STATUSES, Category, EventKind, Incident, Severity
+from incidents.services import declare_incident
+from incidents.timeline import append_event
+
+from .autorun import start_diagnostics
+from .models import StripeEvent, StripeLock, StripeMinute
+
+log = logging.getLogger(__name__)
+FAILURES = ("payment_intent.payment_failed", "charge.failed")
+DECLARE_SEVERITY = "P1"
+
+
+class SignatureError(ValueError):
+    """Not signed by our endpoint's secret, or signed too long ago; nothing written."""
+
+
+@dataclass
+class StripeOutcome:
+    event: str
+    duplicate: bool = False
+    failure: bool = False
+    incidents: list[int] = field(default_factory=list)
+    declared: int | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def verify(body: bytes, signature: str, secret: str) -> dict[str, Any]:
+    """The event (as plain data), if `signature` (the Stripe-Signature header) signs
+    `body` with `secret` within the library's tolerance."""
+    if not secret:
+        raise SignatureError("STRIPE_WEBHOOK_SECRET is not set: no event can be verified.")
+    try:
+        event = stripe.Webhook.construct_event(body.decode("utf-8"), signature, secret)
+    except stripe.SignatureVerificationError:
+        raise SignatureError("The Stripe-Signature does not match, or is too old.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise SignatureError("The body is not a Stripe event.") from None
+    data = event.to_dict()
+    obj = (data.get("data") or {}).get("object") if isinstance(data.get("data"), dict) else None
+    if not (isinstance(data.get("id"), str) and isinstance(data.get("type"), str)) or not (
+        isinstance(obj, dict)
+    ):
+        raise SignatureError("The body is not a Stripe event (no id, type or data.object).")
+    return data
+
+
+def _describe(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """What a responder needs (ids, codes, amount), never card or customer details."""
+    obj = event["data"]["object"]
+    error = obj.get("last_payment_error") or {}
+    code = obj.get("failure_code") or error.get("decline_code") or error.get("code") or ""
+    why = obj.get("failure_message") or error.get("message") or ""
+    amount = obj.get("amount")
+    currency = (obj.get("currency") or "").upper()
+    data = {
+        "source": "stripe",
+        "event": event["id"],
+        "type": event["type"],
+        "object": obj.get("id", ""),
+        "code": code,
+        "amount": amount,
+        "currency": currency,
+    }
+    money = f" {amount / 100:.2f} {currency}" if isinstance(amount, int) and currency else ""
+    text = f"Stripe {event['type']}: {obj.get('id', '?')}{money}"
+    if code or why:
+        text += f" ({', '.join(p for p in (code, why[:120]) if p)})"
+    return text, data
+
+
+def ingest_event(event: dict[str, Any], *, now: datetime | None = None) -> StripeOutcome:
+    now = now or timezone.now()
+    outcome = StripeOutcome(event=event["id"])
+    failure = event["type"] in FAILURES
+    with transaction.atomic():
+        if failure:
+            StripeLock.objects.get_or_create(pk=1)
+            StripeLock.objects.select_for_update().get(pk=1)
+        try:
+            with transaction.atomic():
+                StripeEvent.objects.create(
+                    event_id=event["id"][:100],
+                    type=event["type"][:100],
+                    created=_created(event),
+                    received_at=now,
+                    failure=failure,
+                )
+        except IntegrityError:
+            outcome.duplicate = True
+            return outcome
+        if not failure:
+            return outcome
+        outcome.failure = True
+        incidents = list(
+            Incident.objects.filter(category=Category.PAYMENT, status__in=OPEN_STATUSES)
+        )
+        if not incidents and _over_threshold(now):
+            incident = _declare(now)
+            outcome.declared = incident.pk
+            incidents = [incident]
+        for incident in incidents:
+            _record(incident, event, now)
+            outcome.incidents.append(incident.pk)
+    return outcome
+
+
+def _created(event: dict[str, Any]) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return timezone.now()
+
+
+def _over_threshold(now: datetime) -> bool:
+    threshold = settings.STRIPE_DECLARE_THRESHOLD
+    if threshold <= 0:
+        return False
+    since = now - timedelta(seconds=settings.STRIPE_DECLARE_WINDOW)
+    return StripeEvent.objects.filter(failure=True, received_at__gte=since).count() >= threshold
+
+
+def _declare(now: datetime) -> Incident:
+    window = int(settings.STRIPE_DECLARE_WINDOW)
+    incident = declare_incident(
+        title="Stripe payment failures",
+        category=Category.PAYMENT,
+        severity=Severity.objects.get(key=DECLARE_SEVERITY),
+        actor=None,
+        summary=(
+            f"{settings.STRIPE_DECLARE_THRESHOLD} or more failed payments from Stripe "
+            f"within {window} s."
+        ),
+        impacted_services=["stripe"],
+        now=now,
+    )
+    start_diagnostics(incident)
+    return incident
+
+
+def _record(incident: Incident, event: dict[str, Any], now: datetime) -> None:
+    text, data = _describe(event)
+    minute = now.replace(second=0, microsecond=0)
+    try:
+        with transaction.atomic():
+            row = StripeMinute.objects.create(incident=incident, minute=minute)
+    except IntegrityError:
+        row = StripeMinute.objects.select_for_update().get(incident=incident, minute=minute)
+        row.more += 1
+        row.types[data["type"]] = row.types.get(data["type"], 0) + 1
+        if data["code"]:
+            row.codes[data["code"]] = row.codes.get(data["code"], 0) + 1
+        row.save(update_fields=["more", "types", "codes"])
+        return
+    append_event(incident, EventKind.ALERT, text, data=data, at=now)
+    from .tasks import summarize_stripe_minute  # the task module imports this one
+
+    due = (minute + timedelta(seconds=61) - now).total_seconds()
+    pk = row.pk
+    transaction.on_commit(lambda: _send_later(summarize_stripe_minute, pk, max(due, 1.0)))
+
+
+def _send_later(task: Any, pk: int, countdown: float) -> None:
+    try:
+        task.apply_async((pk,), countdown=countdown)
+    except Exception:  # the broker: the beat's sweep summarises it later
+        log.warning("could not schedule the Stripe summary %s", pk)
+
+
+def summarize(row_id: int, *, now: datetime | None = None) -> bool:
+    """Put the minute's other failures on the timeline, once (claim, then write)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        row = (
+            StripeMinute.objects.select_for_update()
+            .select_related("incident")
+            .filter(pk=row_id, summarized_at__isnull=True, minute__lte=now - timedelta(minutes=1))
+            .first()
+        )
+        if row is None:
+            return False
+        row.summarized_at = now
+        row.save(update_fields=["summarized_at"])
+        if row.more == 0:
+            return True
+        types = ", ".join(f"{n} {t}" for t, n in sorted(row.types.items(), key=lambda p: -p[1]))
+        codes = ", ".join(f"{c} ×{n}" for c, n in sorted(row.codes.items(), key=lambda p: -p[1]))
+        append_event(
+            row.incident,
+            EventKind.ALERT,
+            f"Stripe: {row.more} more failure{'s' if row.more > 1 else ''} in the minute from "
+            f"{timezone.localtime(row.minute):%H:%M}: {types}" + (f" ({codes})" if codes else ""),
+            data={"source": "stripe", "summary": True, "more": row.more, "types": row.types},
+            at=row.minute + timedelta(minutes=1),
+        )
+    return True
+
+
+def summarize_due(now: datetime | None = None) -> int:
+    """The safety net: every ended minute not summarised yet (a lost task)."""
+    now = now or timezone.now()
+    ids = StripeMinute.objects.filter(
+        summarized_at__isnull=True, minute__lte=now - timedelta(minutes=1)
+    ).values_list("pk", flat=True)
+    return sum(summarize(pk, now=now) for pk in list(ids))

@@ -1,0 +1,243 @@
+"""Alertmanager deliveries in: declare or join incidents, record resolutions.
+
+One delivery is one transaction. The group's row is created once (unique key)
+and locked, so deliveries of the same group (retries, both members of an HA
+pair) queue behind each other; each firing of an alert is one row under a
+unique (fingerprint, startsAt) constraint, so it lands once however many
+deliveries carry it. Paging listens to `incident_declared`: one incident, one
+page per person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from incidents.models import OPEN_STATUSES, EventKind, Incident, Status
+from incidents.services import IncidentError, declare_incident, transition_incident
+from incidents.timeline import append_event
+
+from .alertmanager import AlertIn, PayloadIn
+from .autorun import start_diagnostics
+from .models import Alert, AlertGroup, Delivery, IngestToken
+from .routing import Route, Router
+
+MITIGABLE = (Status.ACKNOWLEDGED, Status.INVESTIGATING)
+
+
+@dataclass
+class Outcome:
+    delivery: int = 0
+    incidents: list[int] = field(default_factory=list)
+    declared: list[int] = field(default_factory=list)
+    new_alerts: int = 0
+    resolved_alerts: int = 0
+    repeated: int = 0
+    unattached: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def route_all(payload: PayloadIn) -> list[Route]:
+    """Every alert's route, before anything is written (UnknownAlert refuses the lot)."""
+    router = Router()
+    return [router.route(alert.labels) for alert in payload.alerts]
+
+
+def ingest(
+    payload: PayloadIn,
+    *,
+    token: IngestToken | None,
+    routes: list[Route] | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    routes = routes if routes is not None else route_all(payload)
+    now = now or timezone.now()
+    outcome = Outcome()
+    with transaction.atomic():
+        group = _locked_group(payload)
+        pairs = sorted(zip(payload.alerts, routes, strict=True), key=lambda p: p[0].startsAt)
+        for alert, route in pairs:
+            if alert.status == "firing":
+                _fire(group, alert, route, outcome, now)
+            else:
+                _resolve(group, alert, route, outcome)
+        outcome.delivery = Delivery.objects.create(
+            token=token,
+            group=group,
+            received_at=now,
+            status=payload.status,
+            alerts=len(payload.alerts),
+            truncated_alerts=payload.truncatedAlerts,
+            new_alerts=outcome.new_alerts,
+            resolved_alerts=outcome.resolved_alerts,
+        ).pk
+    return outcome
+
+
+def _locked_group(payload: PayloadIn) -> AlertGroup:
+    key_hash = hashlib.sha256(payload.groupKey.encode()).hexdigest()
+    group, _ = AlertGroup.objects.get_or_create(
+        key_hash=key_hash, defaults={"group_key": payload.groupKey, "receiver": payload.receiver}
+    )
+    return (
+        AlertGroup.objects.select_for_update(of=("self",))
+        .select_related("incident")
+        .get(pk=group.pk)
+    )
+
+
+def _open(incident: Incident | None) -> Incident | None:
+    return incident if incident is not None and incident.status in OPEN_STATUSES else None
+
+
+def _open_incident_for(group: AlertGroup, fingerprint: str) -> Incident | None:
+    """The group's open incident, else one an earlier firing of this alert joined."""
+    if _open(group.incident):
+        return group.incident
+    earlier = (
+        Alert.objects.filter(fingerprint=fingerprint, incident__status__in=OPEN_STATUSES)
+        .select_related("incident")
+        .order_by("-id")
+        .first()
+    )
+    return earlier.incident if earlier else None
+
+
+def _claim(group: AlertGroup, alert: AlertIn) -> tuple[Alert, bool]:
+    """This firing's row, made once: (row, True) for the delivery that made it."""
+    try:
+        with transaction.atomic():
+            return Alert.objects.create(
+                fingerprint=alert.fingerprint,
+                starts_at=alert.startsAt,
+                group=group,
+                name=alert.name[:200],
+                labels=alert.labels,
+                annotations=alert.annotations,
+                generator_url=alert.generatorURL,
+            ), True
+    except IntegrityError:
+        return Alert.objects.select_for_update().get(
+            fingerprint=alert.fingerprint, starts_at=alert.startsAt
+        ), False
+
+
+def _describe(alert: AlertIn) -> str:
+    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    return f"{alert.name}: {text}" if text else alert.name
+
+
+def _event_data(alert: AlertIn, route: Route) -> dict[str, object]:
+    return {
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.startsAt.isoformat(),
+        "labels": alert.labels,
+        "severity": route.severity.key,
+        "source": "alertmanager",
+    }
+
+
+def _fire(group: AlertGroup, alert: AlertIn, route: Route, outcome: Outcome, now: datetime) -> None:
+    row, made = _claim(group, alert)
+    if not made:
+        outcome.repeated += 1
+        return
+    outcome.new_alerts += 1
+    incident = _open_incident_for(group, alert.fingerprint)
+    first = False
+    if incident is None and route.may_declare:
+        incident = _declare(alert, route, now)
+        outcome.declared.append(incident.pk)
+        first = True
+    elif incident is None:
+        incident = (
+            Incident.objects.filter(category=route.category, status__in=OPEN_STATUSES)
+            .order_by("-declared_at")
+            .first()
+        )
+    if incident is None:
+        outcome.unattached += 1
+        return
+    row.incident = incident
+    row.save(update_fields=["incident"])
+    if not _open(group.incident):
+        group.incident = incident
+        group.save(update_fields=["incident"])
+    append_event(
+        incident,
+        EventKind.ALERT,
+        f"{'First alert' if first else 'Alert'} triggered: {_describe(alert)}",
+        data=_event_data(alert, route),
+        at=alert.startsAt,
+    )
+    if first:
+        start_diagnostics(incident)
+    if incident.pk not in outcome.incidents:
+        outcome.incidents.append(incident.pk)
+
+
+def _declare(alert: AlertIn, route: Route, now: datetime) -> Incident:
+    services = [v for k in ("service", "job") if (v := alert.labels.get(k))]
+    return declare_incident(
+        title=(alert.annotations.get("summary") or alert.name)[:200],
+        category=route.category,
+        severity=route.severity,
+        actor=None,
+        summary=alert.annotations.get("description", ""),
+        impacted_services=services,
+        alert_fingerprint=alert.fingerprint,
+        now=now,
+    )
+
+
+def _resolve(group: AlertGroup, alert: AlertIn, route: Route, outcome: Outcome) -> None:
+    row, made = _claim(group, alert)
+    if not made and row.resolved_at is not None:
+        outcome.repeated += 1
+        return
+    ended = alert.ended_at or timezone.now()
+    row.resolved_at = ended
+    row.ends_at = alert.ended_at
+    if made:
+        row.incident = _open_incident_for(group, alert.fingerprint)
+    row.save(update_fields=["resolved_at", "ends_at", "incident"])
+    outcome.resolved_alerts += 1
+    incident = row.incident
+    if incident is None:
+        outcome.unattached += 1
+        return
+    append_event(
+        incident,
+        EventKind.ALERT,
+        f"Alert resolved: {_describe(alert)}",
+        data=_event_data(alert, route) | {"ends_at": ended.isoformat(), "resolved": True},
+        at=ended,
+    )
+    if incident.pk not in outcome.incidents:
+        outcome.incidents.append(incident.pk)
+    if route.mitigate_on_resolve:
+        _mitigate_when_quiet(incident)
+
+
+def _mitigate_when_quiet(incident: Incident) -> None:
+    """Every alert of the incident resolved: an acknowledged incident moves to mitigated."""
+    incident.refresh_from_db()
+    if incident.status not in MITIGABLE:
+        return
+    if incident.alerts.filter(resolved_at__isnull=True).exists():
+        return
+    try:
+        transition_incident(
+            incident,
+            Status.MITIGATED,
+            actor=None,  # type: ignore[arg-type]  (LotoOps itself)
+            note="every alert resolved",
+        )
+    except IncidentError:
+        return
