@@ -275,12 +275,7 @@ def readme_section(title: str) -> str:
 
 def test_the_readme_lists_the_rbac_verb_by_verb():
     """The README's table and the Role grant exactly the same (resource, verb) pairs."""
-    granted = set()
-    for rule in by_name("Role", "lotoops-runbook")["rules"]:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                prefix = f"{group}/" if group else ""
-                granted |= {(prefix + resource, verb) for verb in rule["verbs"]}
+    granted = role_grants()
     listed = set()
     table = re.findall(r"^\| `([^`]+)` \| `(\w+)` \| (.+) \|$", readme_section("Kubernetes"), re.M)
     for row in table:
@@ -420,3 +415,92 @@ def test_the_build_context_leaves_out_secrets_and_local_state():
     # ... but keeps what the image needs.
     for needed in ("requirements.lock", "manage.py", "lotoops", "static", "templates"):
         assert needed not in ignored, needed
+
+
+# --- the Role against the probes' own calls --------------------------------------------
+
+PROBES = ROOT / "diagnostics" / "probes" / "kubernetes.py"
+# The official client's method name -> the RBAC verbs the API server checks.
+CALL_VERBS = {
+    "read": ["get"],
+    "list": ["list"],
+    "patch": ["patch"],
+    "create": ["create"],
+    "replace": ["update"],
+    "delete": ["delete"],
+    # exec over a websocket GET: `get` before Kubernetes 1.35, `create` from then on.
+    "connect_get": ["get", "create"],
+    "connect_post": ["create"],
+}
+# The client's object name -> the RBAC resource (with its API group).
+KINDS = {
+    "pod": "pods",
+    "pod_log": "pods/log",
+    "pod_exec": "pods/exec",
+    "event": "events",
+    "service": "services",
+    "secret": "secrets",
+    "config_map": "configmaps",
+    "deployment": "apps/deployments",
+    "deployment_scale": "apps/deployments/scale",
+    "replica_set": "apps/replicasets",
+    "stateful_set": "apps/statefulsets",
+    "network_policy": "networking.k8s.io/networkpolicies",
+}
+
+
+def rbac_needed_by(source: str) -> set[tuple[str, str]]:
+    """The (resource, verb) pairs the Kubernetes client calls in `source` need."""
+    needed = set()
+    calls = r"\.(read|list|patch|create|replace|delete|connect_get|connect_post)_namespaced_(\w+)\b"
+    for action, kind in re.findall(calls, source):
+        if kind == "custom_object":
+            continue
+        assert kind in KINDS, f"a client call this test cannot map yet: {action}_{kind}"
+        needed |= {(KINDS[kind], verb) for verb in CALL_VERBS[action]}
+    custom = (
+        r"(\w+)_namespaced_custom_object\(\s*\"([^\"]+)\",\s*\"[^\"]+\",\s*[^,]+,\s*\"([^\"]+)\""
+    )
+    for action, group, plural in re.findall(custom, source):
+        needed |= {(f"{group}/{plural}", verb) for verb in CALL_VERBS[action]}
+    return needed
+
+
+def role_grants() -> set[tuple[str, str]]:
+    granted = set()
+    for rule in by_name("Role", "lotoops-runbook")["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                prefix = f"{group}/" if group else ""
+                granted |= {(prefix + resource, verb) for verb in rule["verbs"]}
+    return granted
+
+
+def test_the_rbac_mapping_reads_client_calls():
+    source = """
+        self.core.list_namespaced_pod(ns)
+        self.apps.patch_namespaced_deployment_scale(name, ns, body)
+        stream(self.core.connect_get_namespaced_pod_exec, pod, ns)
+        custom.list_namespaced_custom_object(
+            "metrics.k8s.io",
+            "v1beta1",
+            self.namespace,
+            "pods",
+        )
+    """
+    assert rbac_needed_by(source) == {
+        ("pods", "list"),
+        ("apps/deployments/scale", "patch"),
+        ("pods/exec", "get"),
+        ("pods/exec", "create"),
+        ("metrics.k8s.io/pods", "list"),
+    }
+
+
+def test_the_role_grants_exactly_what_the_kubernetes_probes_call():
+    """Least privilege both ways: every call the probes make is allowed, and nothing
+    is granted that no probe uses. (The probes land with issue 9's Kubernetes part;
+    until then there is nothing to compare.)"""
+    if not PROBES.exists():
+        pytest.skip("diagnostics/probes/kubernetes.py is not on this branch yet")
+    assert rbac_needed_by(PROBES.read_text()) == role_grants()
