@@ -233,7 +233,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django_celery_beat's DatabaseScheduler behind a lock: one beat at a time.
+CELERY_BEAT_SCHEDULER = "lotoops.beatlock:LockedDatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "diagnostics.tasks.heartbeat", "schedule": 15.0},
     "reap-stale-check-runs": {"task": "diagnostics.tasks.reap_stale_runs", "schedule": 15.0},
