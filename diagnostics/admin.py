@@ -3,7 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from incidents.access import visible_condition
 
 from .models import CheckRun, Runbook, RunbookStep, Target, WorkerHeartbeat
 
@@ -57,6 +60,12 @@ class CheckRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "outcome", "step__runbook"]
     search_fields = ["summary", "step__key", "target_name"]
     list_select_related = ["incident", "step", "requested_by"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CheckRun]:
+        # Runs of restricted incidents the user may not see stay out of every page.
+        runs = super().get_queryset(request)
+        condition = visible_condition(request.user, "incident__")
+        return runs if condition is None else runs.filter(condition)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -411,3 +411,33 @@ def set_incident_flags(
         )
     incident.refresh_from_db()
     return event
+
+
+def set_restricted(
+    incident: Incident, restricted: bool, *, actor: AbstractBaseUser
+) -> TimelineEvent | None:
+    """Restrict an incident to the users granted it, or open it to everyone who may
+    read incidents; on the timeline either way. No change: None. The actor keeps
+    sight of an incident they restrict (they are granted it)."""
+    with transaction.atomic():
+        locked = _locked(incident)
+        if locked.restricted == restricted:
+            return None
+        locked.restricted = restricted
+        locked.save(update_fields=["restricted", "updated_at"])
+        if restricted:
+            assign_perm("incidents.view_incident", actor, locked)
+        verb = (
+            "restricted the incident to the people granted it"
+            if restricted
+            else "lifted the restriction: every user who may read incidents now sees it"
+        )
+        event = append_event(
+            locked,
+            EventKind.ESCALATION,
+            f"{actor_name(actor)} {verb}",
+            actor=actor,
+            data={"restricted": restricted},
+        )
+    incident.refresh_from_db()
+    return event
