@@ -16,6 +16,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import forms
@@ -262,7 +263,9 @@ def item_response(
     if not request.htmx and request.method == "POST":
         if error:
             messages.error(request, error)
-        return redirect(request.POST.get("next") or _pm_items_url(incident))
+        return redirect(
+            same_site_path(request, request.POST.get("next", "")) or _pm_items_url(incident)
+        )
     item = ActionItem.objects.select_related("owner", "step", "verification_run").get(pk=item.pk)
     context = {
         "item": item,
@@ -277,6 +280,16 @@ def item_response(
     return render(
         request, "incidents/partials/action_item.html", context, status=422 if error else 200
     )
+
+
+def same_site_path(request: HttpRequest, target: str) -> str:
+    """`target` when it is a path on this site ("/action-items/?mine=1"), else "":
+    never another host, another scheme, or a bare word that is no URL at all."""
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return ""
+    return target
 
 
 def _pm_items_url(incident: Incident) -> str:
