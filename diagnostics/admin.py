@@ -78,3 +78,6 @@ class CheckRunAdmin(admin.ModelAdmin):
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ["hostname", "seen_at"]
     readonly_fields = ["hostname", "seen_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # workers write their own heartbeats (an empty form was a 500)

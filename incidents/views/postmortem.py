@@ -160,6 +160,8 @@ def postmortem_section(request: HttpRequest, pk: int, section: str) -> HttpRespo
     original = {f: request.POST.get(f"original_{f}", "") for f in fields}
     status = 200
     try:
+        if any("\x00" in text for text in (*mine.values(), *original.values())):
+            raise IncidentError("The text contains a NUL character: remove it and save again.")
         pm = save_section(
             pm, section, mine, version=_int(request.POST.get("version")), original=original,
             actor=request.user,
@@ -181,10 +183,13 @@ def postmortem_section(request: HttpRequest, pk: int, section: str) -> HttpRespo
 
 
 def _int(value: str | None) -> int:
+    """A posted id or version; 0 (matches nothing) for anything else, a number
+    beyond a database integer's range included."""
     try:
-        return int(value or 0)
+        number = int(value or 0)
     except ValueError:
         return 0
+    return number if 0 <= number < 2**63 else 0
 
 
 @require_POST
