@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
 
-from . import services, timeline
+from . import audit, services, timeline
 from .access import (
     can_change_restricted,
     can_manage_object_permissions,
@@ -187,13 +187,33 @@ class IncidentAdmin(GuardedModelAdmin, IncidentScopedAdmin):
         self, request: HttpRequest, object_pk: str, user_id: str
     ) -> HttpResponse:
         self._check_may_grant(request)
-        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+        response = super().obj_perms_manage_user_view(request, object_pk, user_id)
+        self._record_grant(request, response, object_pk, "user", user_id)
+        return response
 
     def obj_perms_manage_group_view(
         self, request: HttpRequest, object_pk: str, group_id: str
     ) -> HttpResponse:
         self._check_may_grant(request)
-        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+        response = super().obj_perms_manage_group_view(request, object_pk, group_id)
+        self._record_grant(request, response, object_pk, "group", group_id)
+        return response
+
+    def _record_grant(
+        self, request: HttpRequest, response: HttpResponse, object_pk: str, kind: str, who: str
+    ) -> None:
+        """A saved grant (the page redirects after saving) goes on the audit trail."""
+        if request.method != "POST" or response.status_code != 302:
+            return
+        incident = Incident.objects.filter(pk=object_pk).first() if object_pk.isdigit() else None
+        perms = sorted(request.POST.getlist("permissions"))
+        audit.record(
+            request.user,
+            "grant",
+            f"set {kind} {who}'s permissions on #{object_pk} to {', '.join(perms) or 'none'}",
+            incident=incident,
+            data={kind: who, "permissions": perms},
+        )
 
     def _check_may_grant(self, request: HttpRequest) -> None:
         if not can_manage_object_permissions(request.user):

@@ -165,3 +165,23 @@ class ReportForm(forms.Form):
             if (end - start).days > self.MAX_DAYS:
                 raise forms.ValidationError("Choose a period of at most three years.")
         return data
+
+
+class AuditForm(forms.Form):
+    """The audit trail's period: from `start` to `end`, both days included."""
+
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="From")
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="To")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        for day in (start, end):
+            if day and not ReportForm.EARLIEST <= day <= ReportForm.LATEST:
+                raise forms.ValidationError(
+                    f"Choose dates between {ReportForm.EARLIEST:%Y-%m-%d} and "
+                    f"{ReportForm.LATEST:%Y-%m-%d}."
+                )
+        if start and end and end < start:
+            raise forms.ValidationError("The period ends before it starts: swap the dates.")
+        return data
