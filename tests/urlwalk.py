@@ -36,9 +36,9 @@ class Route:
     def url(self, values: Mapping[str, object]) -> str:
         """The path with each parameter replaced by values[name] (as given: a test
         may pass a value the converter would refuse)."""
-        path = PARAM.sub(lambda m: str(values[m["name"]]), self.pattern)
         # Django admin's few regular-expression routes: ^(?P<app_label>a|b)/$, (?P<url>.*)$
-        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m[1]]), path)
+        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m[1]]), self.pattern)
+        path = PARAM.sub(lambda m: str(values[m["name"]]), path)
         return "/" + path.replace("^", "").replace("$", "")
 
 
