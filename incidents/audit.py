@@ -13,6 +13,7 @@ trail follows the restricted-incident rule like every other surface.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q
+from django.db.models import Model, Q
 
 from .access import visible_condition
 from .models import AuditEntry, Incident, TimelineEvent
@@ -60,6 +61,8 @@ class Line:
 
 CSV_FIELDS = ["at", "who", "source", "action", "incident", "summary"]
 ADMIN_ACTIONS = {1: "admin add", 2: "admin change", 3: "admin delete"}
+# A row of an incident deleted since: shown only to who sees every incident.
+UNKNOWN_INCIDENT = -1
 
 
 def trail(user: User, start: datetime, end: datetime, *, limit: int = 10_000) -> list[Line]:
@@ -83,19 +86,23 @@ def trail(user: User, start: datetime, end: datetime, *, limit: int = 10_000) ->
         Line(e.created_at, actor_name(e.actor), "timeline", e.kind, e.incident_id, e.message)
         for e in events.select_related("actor").order_by("-created_at", "-id")[:limit]
     )
+    entries = list(
+        LogEntry.objects.filter(action_time__gte=start, action_time__lt=end)
+        .select_related("user", "content_type")
+        .order_by("-action_time", "-id")[:limit]
+    )
+    incident_of = _admin_incidents(entries)
     admin = (
         Line(
             e.action_time,
             actor_name(e.user),
             "admin",
             ADMIN_ACTIONS.get(e.action_flag, "admin"),
-            _admin_incident(e),
+            incident_of.get(e.pk),
             f"{e.content_type.name if e.content_type else ''} “{e.object_repr}”: "
             f"{e.get_change_message() or ADMIN_ACTIONS.get(e.action_flag, '')}",
         )
-        for e in LogEntry.objects.filter(action_time__gte=start, action_time__lt=end)
-        .select_related("user", "content_type")
-        .order_by("-action_time", "-id")[:limit]
+        for e in entries
     )
     audit = (
         Line(e.at, e.actor_name, "audit", e.action, e.incident_id, e.summary)
@@ -105,12 +112,30 @@ def trail(user: User, start: datetime, end: datetime, *, limit: int = 10_000) ->
     return [line for line in _first(lines, limit) if may_see(line.incident_id)]
 
 
-def _admin_incident(entry: LogEntry) -> int | None:
-    """The incident an admin change was made to, when it was made to an incident."""
-    kind = entry.content_type
-    if kind and (kind.app_label, kind.model) == ("incidents", "incident"):
-        return int(entry.object_id) if entry.object_id.isdigit() else None
-    return None
+def _admin_incidents(entries: list[LogEntry]) -> dict[int, int]:
+    """{log entry id: incident id} for admin changes made to an incident or to a row
+    of one (a timeline event, an action item, a check run…): one query per model."""
+    wanted: dict[type[Model], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    found: dict[int, int] = {}
+    for entry in entries:
+        model = entry.content_type.model_class() if entry.content_type else None
+        if model is Incident:
+            if entry.object_id.isdigit():
+                found[entry.pk] = int(entry.object_id)
+        elif model is not None and any(f.name == "incident" for f in model._meta.fields):
+            wanted[model][entry.object_id].append(entry.pk)
+    for model, by_object in wanted.items():
+        ids = [pk for pk in by_object if pk.isdigit()]
+        for pk, incident_id in model._default_manager.filter(pk__in=ids).values_list(
+            "pk", "incident_id"
+        ):
+            for entry_id in by_object[str(pk)]:
+                found[entry_id] = incident_id
+        for entry_ids in by_object.values():  # deleted since: of no known incident
+            if not any(entry_id in found for entry_id in entry_ids):
+                for entry_id in entry_ids:
+                    found.setdefault(entry_id, UNKNOWN_INCIDENT)
+    return found
 
 
 def _first(lines: Iterator[Line], limit: int) -> Iterator[Line]:
@@ -126,6 +151,6 @@ def csv_row(line: Line) -> list[str]:
         line.who,
         line.source,
         line.action,
-        str(line.incident_id or ""),
+        str(line.incident_id) if line.incident_id and line.incident_id > 0 else "",
         line.summary,
     ]

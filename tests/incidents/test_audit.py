@@ -111,3 +111,26 @@ def test_the_roles_are_seeded_as_groups_with_their_defaults(runbook):
     groups["Managers"].permissions.clear()
     assert seed_runbook()["groups"] == 0
     assert not Group.objects.get(name="Managers").permissions.exists()
+
+
+def test_admin_changes_to_a_hidden_incidents_rows_stay_out_of_the_trail(
+    client, manager, root, responder
+):
+    secret = factories.declare(actor=responder, title="Key leaked", category=Category.SECURITY)
+    client.force_login(root)
+    response = client.post(
+        "/admin/incidents/timelineevent/add/",
+        {
+            "incident": secret.pk,
+            "kind": "note",
+            "message": "Rotated the leaked key",
+            "data": "{}",
+            "created_at_0": "2026-11-26",
+            "created_at_1": "03:00:00",
+        },
+    )
+    assert response.status_code == 302
+    client.force_login(root)
+    assert any("Rotated the leaked key" in r["summary"] for r in audit_rows(client))
+    client.force_login(manager)
+    assert not any("Rotated the leaked key" in r["summary"] for r in audit_rows(client))
