@@ -3,7 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from incidents.access import visible_condition
 
 from .models import ActionApproval, CheckRun, Runbook, RunbookStep, Target, WorkerHeartbeat
 
@@ -67,6 +70,12 @@ class CheckRunAdmin(admin.ModelAdmin):
     search_fields = ["summary", "step__key", "target_name"]
     list_select_related = ["incident", "step", "requested_by"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CheckRun]:
+        # Runs of restricted incidents the user may not see stay out of every page.
+        runs = super().get_queryset(request)
+        condition = visible_condition(request.user, "incident__")
+        return runs if condition is None else runs.filter(condition)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -79,6 +88,9 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ["hostname", "seen_at"]
     readonly_fields = ["hostname", "seen_at"]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # workers write their own heartbeats (an empty form was a 500)
+
 
 @admin.register(ActionApproval)
 class ActionApprovalAdmin(admin.ModelAdmin):
@@ -87,6 +99,12 @@ class ActionApprovalAdmin(admin.ModelAdmin):
     list_display = ["id", "incident", "step", "target_name", "status", "requested_by", "decided_by"]
     list_filter = ["status"]
     list_select_related = ["incident", "step", "requested_by", "decided_by"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ActionApproval]:
+        # Restricted incidents stay hidden from staff who may not see them.
+        approvals = super().get_queryset(request)
+        condition = visible_condition(request.user, "incident__")
+        return approvals if condition is None else approvals.filter(condition)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

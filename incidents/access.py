@@ -79,3 +79,24 @@ def get_incident_for(user: User, pk: int, *, work: bool = False) -> Incident:
     if work and not can_work(user, incident):
         raise PermissionDenied("You may look at this incident but not change it.")
     return incident
+
+
+def can_change_restricted(user: User, incident: Incident) -> bool:
+    """Who may restrict an incident or lift its restriction: someone who may work it
+    and sees it whatever its flag (superusers, holders of the global
+    `view_restricted_incident`, users granted this incident)."""
+    return can_work(user, incident) and (
+        user.is_superuser
+        or user.has_perm("incidents.view_restricted_incident")
+        or user.has_perm("incidents.view_incident", incident)
+    )
+
+
+def can_manage_object_permissions(user: User) -> bool:
+    """The object-permission pages of Django admin grant access to any incident:
+    superusers only, or holders of guardian's own change permissions on both user
+    and group object permissions (a dedicated, deliberate grant)."""
+    return user.is_superuser or (
+        user.has_perm("guardian.change_userobjectpermission")
+        and user.has_perm("guardian.change_groupobjectpermission")
+    )

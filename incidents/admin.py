@@ -3,11 +3,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.db.models import ForeignKey, QuerySet
+from django.forms import ModelChoiceField
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
 
-from . import timeline
+from . import audit, services, timeline
+from .access import (
+    can_change_restricted,
+    can_manage_object_permissions,
+    visible_condition,
+    visible_incidents,
+)
 from .models import (
     ActionItem,
     ChecklistItem,
@@ -24,6 +33,27 @@ from .models import (
     TimelineEvent,
 )
 from .paging import oncall
+
+
+class IncidentScopedAdmin(admin.ModelAdmin):
+    """The restricted-incident rule in Django admin: rows of incidents the user may
+    not see are left out of lists, search, change and delete pages (a direct URL
+    redirects to the admin index, "doesn't exist"), and cannot be chosen as the
+    incident of a new row."""
+
+    incident_path = "incident__"  # how the model reaches its incident ("" for Incident)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        rows = super().get_queryset(request)
+        condition = visible_condition(request.user, self.incident_path)
+        return rows if condition is None else rows.filter(condition)
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField | None:
+        if db_field.related_model is Incident:
+            kwargs["queryset"] = visible_incidents(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Severity)
@@ -86,8 +116,12 @@ class ChecklistItemInline(admin.TabularInline):
 
 
 @admin.register(Incident)
-class IncidentAdmin(GuardedModelAdmin):
-    """Status and timestamps change only through the incident page's services."""
+class IncidentAdmin(GuardedModelAdmin, IncidentScopedAdmin):
+    """Status and timestamps change only through the incident page's services;
+    `restricted` only through `services.set_restricted` (on the timeline), by
+    someone who may see the incident whatever its flag."""
+
+    incident_path = ""
 
     list_display = [
         "id",
@@ -127,9 +161,67 @@ class IncidentAdmin(GuardedModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # declare from the dashboard: it starts the SLA clock and checklists
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is None or not can_change_restricted(request.user, obj):
+            fields.append("restricted")
+        return fields
+
+    def save_model(self, request: HttpRequest, obj: Incident, form: Any, change: bool) -> None:
+        wanted = obj.restricted
+        if change and "restricted" in form.changed_data:
+            obj.restricted = not wanted  # the service makes the change, and audits it
+        super().save_model(request, obj, form, change)
+        if change and "restricted" in form.changed_data:
+            if not can_change_restricted(request.user, obj):
+                raise PermissionDenied("You may not change who sees this incident.")
+            services.set_restricted(obj, wanted, actor=request.user)
+
+    # The object-permission pages grant access to any incident: superusers (or the
+    # dedicated guardian permissions) only, and only on incidents they may see.
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
+        self._check_may_grant(request)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(
+        self, request: HttpRequest, object_pk: str, user_id: str
+    ) -> HttpResponse:
+        self._check_may_grant(request)
+        response = super().obj_perms_manage_user_view(request, object_pk, user_id)
+        self._record_grant(request, response, object_pk, "user", user_id)
+        return response
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: str
+    ) -> HttpResponse:
+        self._check_may_grant(request)
+        response = super().obj_perms_manage_group_view(request, object_pk, group_id)
+        self._record_grant(request, response, object_pk, "group", group_id)
+        return response
+
+    def _record_grant(
+        self, request: HttpRequest, response: HttpResponse, object_pk: str, kind: str, who: str
+    ) -> None:
+        """A saved grant (the page redirects after saving) goes on the audit trail."""
+        if request.method != "POST" or response.status_code != 302:
+            return
+        incident = Incident.objects.filter(pk=object_pk).first() if object_pk.isdigit() else None
+        perms = sorted(request.POST.getlist("permissions"))
+        audit.record(
+            request.user,
+            "grant",
+            f"set {kind} {who}'s permissions on #{object_pk} to {', '.join(perms) or 'none'}",
+            incident=incident,
+            data={kind: who, "permissions": perms},
+        )
+
+    def _check_may_grant(self, request: HttpRequest) -> None:
+        if not can_manage_object_permissions(request.user):
+            raise PermissionDenied("Only administrators grant access to incidents.")
+
 
 @admin.register(TimelineEvent)
-class TimelineEventAdmin(admin.ModelAdmin):
+class TimelineEventAdmin(IncidentScopedAdmin):
     list_display = ["id", "incident", "created_at", "kind", "actor", "message"]
     list_filter = ["kind"]
     search_fields = ["message"]
@@ -180,7 +272,7 @@ class RotationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(IncidentScopedAdmin):
     """Read-only: notifications are made by escalation and delivered by the workers."""
 
     list_display = [
@@ -210,7 +302,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(PostMortem)
-class PostMortemAdmin(admin.ModelAdmin):
+class PostMortemAdmin(IncidentScopedAdmin):
     list_display = ["incident", "title", "author", "version", "updated_at", "updated_by"]
     search_fields = ["title", "summary", "root_cause", "incident__title"]
     raw_id_fields = ["incident"]
@@ -218,7 +310,7 @@ class PostMortemAdmin(admin.ModelAdmin):
 
 
 @admin.register(ActionItem)
-class ActionItemAdmin(admin.ModelAdmin):
+class ActionItemAdmin(IncidentScopedAdmin):
     list_display = ["text", "incident", "owner", "due_date", "status", "step", "verified_at"]
     list_filter = ["status"]
     search_fields = ["text", "incident__title"]

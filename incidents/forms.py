@@ -5,6 +5,7 @@ The services do the saving (and refuse what the incident's state forbids).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django import forms
@@ -29,7 +30,10 @@ class DeclareForm(forms.Form):
     impacted_services = ServicesField(
         required=False, max_length=500, help_text="Comma-separated, e.g. lotolink-backend, stripe"
     )
-    affected_users = forms.IntegerField(min_value=0, required=False, help_text="Estimate")
+    # The column's range (PostgreSQL integer): a larger number is refused, not a 500.
+    affected_users = forms.IntegerField(
+        min_value=0, max_value=2_147_483_647, required=False, help_text="Estimate"
+    )
     flags = forms.MultipleChoiceField(
         choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
         required=False,
@@ -140,10 +144,18 @@ class ReportForm(forms.Form):
     category = forms.ChoiceField(choices=[("", "any"), *list(Category.choices)], required=False)
 
     MAX_DAYS = 3 * 366
+    # Far enough for any real report, and far from the calendar's ends (a period's
+    # last day plus one must still be a date).
+    EARLIEST, LATEST = date(2000, 1, 1), date(2999, 12, 31)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         start, end = data.get("start"), data.get("end")
+        for day in (start, end):
+            if day and not self.EARLIEST <= day <= self.LATEST:
+                raise forms.ValidationError(
+                    f"Choose dates between {self.EARLIEST:%Y-%m-%d} and {self.LATEST:%Y-%m-%d}."
+                )
         if start and end:
             if end < start:
                 raise forms.ValidationError(
@@ -152,4 +164,24 @@ class ReportForm(forms.Form):
                 )
             if (end - start).days > self.MAX_DAYS:
                 raise forms.ValidationError("Choose a period of at most three years.")
+        return data
+
+
+class AuditForm(forms.Form):
+    """The audit trail's period: from `start` to `end`, both days included."""
+
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="From")
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="To")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        for day in (start, end):
+            if day and not ReportForm.EARLIEST <= day <= ReportForm.LATEST:
+                raise forms.ValidationError(
+                    f"Choose dates between {ReportForm.EARLIEST:%Y-%m-%d} and "
+                    f"{ReportForm.LATEST:%Y-%m-%d}."
+                )
+        if start and end and end < start:
+            raise forms.ValidationError("The period ends before it starts: swap the dates.")
         return data

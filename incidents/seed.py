@@ -155,6 +155,84 @@ CHECKLISTS = [
 RESPONDER_PERMISSIONS = ["add_incident", "change_incident", "view_incident"]
 
 
+def _crud(
+    app: str, *models: str, actions: tuple[str, ...] = ("add", "change", "delete", "view")
+) -> list[str]:
+    return [f"{app}.{action}_{model}" for model in models for action in actions]
+
+
+# The roles, as groups with documented defaults (README, "Roles"). Seeding creates a
+# missing group with these permissions and leaves an existing one as the admin left it
+# (Responders only ever gains its three). Object permissions per incident (guardian:
+# view, change, run actions) come on top; restricted incidents stay hidden from every
+# role but to those granted them and holders of `view_restricted_incident`.
+ROLES: dict[str, list[str]] = {
+    # Reads the dashboard, incidents, post-mortems and action items; changes nothing.
+    "Viewers": [
+        "incidents.view_incident",
+        "incidents.view_postmortem",
+        "incidents.view_actionitem",
+    ],
+    # Declares and works incidents, runs diagnostics; no resolution actions.
+    "Responders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
+    # A responder who also runs the runbook's resolution actions on every incident.
+    "Incident commanders": [
+        *(f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS),
+        "incidents.run_actions",
+    ],
+    # Reads everything (not restricted incidents), reports and exports, the audit trail.
+    "Managers": [
+        "incidents.view_incident",
+        "incidents.view_postmortem",
+        "incidents.view_actionitem",
+        "incidents.view_auditentry",
+    ],
+    # Maintains the runbook's data in Django admin (give the users "staff status" too):
+    # severities, contacts, rota, checklists, runbooks, steps, targets; reads the rest
+    # and the audit trail. Granting access to an incident stays with superusers.
+    "Admins": [
+        *_crud(
+            "incidents",
+            "severity",
+            "escalationcontact",
+            "checklisttemplate",
+            "checklisttemplateitem",
+            "rotation",
+            "rotationmember",
+            "rotaoverride",
+        ),
+        *_crud("diagnostics", "target", "runbook", "runbookstep"),
+        *_crud("incidents", "incident", "actionitem", actions=("change", "view")),
+        *_crud(
+            "incidents",
+            "timelineevent",
+            "notification",
+            "postmortem",
+            "auditentry",
+            "checklistitem",
+            actions=("view",),
+        ),
+        *_crud("diagnostics", "checkrun", "workerheartbeat", actions=("view",)),
+        "incidents.add_timelineevent",
+    ],
+}
+
+
+def _permissions(names: list[str]) -> list[Permission]:
+    wanted = {tuple(name.split(".", 1)) for name in names}
+    found = [
+        p
+        for p in Permission.objects.filter(
+            codename__in=[codename for _, codename in wanted]
+        ).select_related("content_type")
+        if (p.content_type.app_label, p.codename) in wanted
+    ]
+    missing = wanted - {(p.content_type.app_label, p.codename) for p in found}
+    if missing:
+        raise LookupError(f"Unknown permissions: {sorted('.'.join(m) for m in missing)}")
+    return found
+
+
 @transaction.atomic
 def seed_runbook() -> dict[str, int]:
     """Create what is missing; return how many rows of each kind were created."""
@@ -198,11 +276,9 @@ def seed_runbook() -> dict[str, int]:
                 for i, text in enumerate(items)
             )
             created["checklists"] += 1
-    group, made = Group.objects.get_or_create(name="Responders")
-    created["groups"] += made
-    group.permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="incidents", codename__in=RESPONDER_PERMISSIONS
-        )
-    )
+    for name, permissions in ROLES.items():
+        group, made = Group.objects.get_or_create(name=name)
+        created["groups"] += made
+        if made or name == "Responders":
+            group.permissions.add(*_permissions(permissions))
     return created

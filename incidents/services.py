@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
-from guardian.shortcuts import assign_perm
+from guardian.shortcuts import assign_perm, get_perms, remove_perm
 
 from . import signals
 from .models import (
@@ -314,20 +314,58 @@ def assign_commander(
         locked = _locked(incident)
         if locked.commander_id == commander.pk:
             raise IncidentError(f"{actor_name(commander)} is already the commander.")
+        previous = locked.commander
         locked.commander = commander
         locked.save(update_fields=["commander", "updated_at"])
+        granted = False
         if locked.restricted:
-            assign_perm("incidents.view_incident", commander, locked)
-            assign_perm("incidents.change_incident", commander, locked)
+            granted = not _holds(commander, locked, COMMANDER_PERMISSIONS)
+            for perm in COMMANDER_PERMISSIONS:
+                assign_perm(perm, commander, locked)
+        message = f"{actor_name(actor)} made {actor_name(commander)} the incident commander"
+        revoked = previous is not None and _access_came_with_command(locked, previous)
+        if revoked:
+            for perm in COMMANDER_PERMISSIONS:
+                remove_perm(perm, previous, locked)
+            message += f"; {actor_name(previous)} no longer has the access command gave"
         event = append_event(
             locked,
             EventKind.COMMANDER,
-            f"{actor_name(actor)} made {actor_name(commander)} the incident commander",
+            message,
             actor=actor,
-            data={"commander": commander.get_username()},
+            data={
+                "commander": commander.get_username(),
+                "granted_access": granted,
+                "revoked_access": previous.get_username() if revoked and previous else None,
+            },
         )
     incident.refresh_from_db()
     return event
+
+
+COMMANDER_PERMISSIONS = ("incidents.view_incident", "incidents.change_incident")
+
+
+def _holds(user: AbstractBaseUser, incident: Incident, perms: Iterable[str]) -> bool:
+    """Whether `user` was granted all `perms` on this very incident (not globally)."""
+    codenames = {perm.split(".", 1)[1] for perm in perms}
+    return codenames <= set(get_perms(user, incident))
+
+
+def _access_came_with_command(incident: Incident, user: AbstractBaseUser) -> bool:
+    """Whether `user`'s grant on the incident came from being its commander (so a new
+    commander takes it away): granted when they were named at declaration (unless they
+    declared it) or when the assignment that named them granted it."""
+    if user.pk == incident.declared_by_id:
+        return False
+    named = (
+        incident.timeline.filter(kind=EventKind.COMMANDER, data__commander=user.get_username())
+        .order_by("-id")
+        .first()
+    )
+    if named is None:  # named when the incident was declared: declare_incident granted it
+        return True
+    return bool(named.data.get("granted_access"))
 
 
 def add_note(incident: Incident, text: str, *, actor: AbstractBaseUser) -> TimelineEvent:
@@ -416,6 +454,36 @@ def set_incident_flags(
         )
         signals.flags_changed.send(
             sender=Incident, incident=locked, actor=actor, added=added, removed=removed
+        )
+    incident.refresh_from_db()
+    return event
+
+
+def set_restricted(
+    incident: Incident, restricted: bool, *, actor: AbstractBaseUser
+) -> TimelineEvent | None:
+    """Restrict an incident to the users granted it, or open it to everyone who may
+    read incidents; on the timeline either way. No change: None. The actor keeps
+    sight of an incident they restrict (they are granted it)."""
+    with transaction.atomic():
+        locked = _locked(incident)
+        if locked.restricted == restricted:
+            return None
+        locked.restricted = restricted
+        locked.save(update_fields=["restricted", "updated_at"])
+        if restricted:
+            assign_perm("incidents.view_incident", actor, locked)
+        verb = (
+            "restricted the incident to the people granted it"
+            if restricted
+            else "lifted the restriction: every user who may read incidents now sees it"
+        )
+        event = append_event(
+            locked,
+            EventKind.ESCALATION,
+            f"{actor_name(actor)} {verb}",
+            actor=actor,
+            data={"restricted": restricted},
         )
     incident.refresh_from_db()
     return event

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from diagnostics import queues
 
@@ -26,6 +27,22 @@ def prepare() -> int:
     return 0
 
 
+def make_private(var_dir: Path, database: dict[str, Any]) -> None:
+    """var/ (the database, the broker's messages, the secret key) is the owner's
+    only: the folder 0700, the SQLite file 0600, created so before migrate writes
+    to it (SQLite gives its -wal and -shm files the database file's mode)."""
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    var_dir.chmod(0o700)
+    name = str(database.get("NAME") or "")
+    if database["ENGINE"] != "django.db.backends.sqlite3" or name in ("", ":memory:"):
+        return
+    path = Path(name)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
+
+
 def _prepare() -> tuple[str, str | None]:
     """Migrate and seed; return the database engine and, on first start, the admin password."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotoops.settings")
@@ -36,11 +53,11 @@ def _prepare() -> tuple[str, str | None]:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+    make_private(Path(settings.VAR_DIR), settings.DATABASES["default"])
     for key in ("data_folder_in", "control_folder"):
         folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
         if folder:
-            Path(str(folder)).mkdir(parents=True, exist_ok=True)
+            Path(str(folder)).mkdir(mode=0o700, parents=True, exist_ok=True)
     call_command("migrate", interactive=False, verbosity=0)
     call_command("seed_runbook")
     call_command("seed_alerts")

@@ -98,12 +98,25 @@ def overall_status(checks: dict[str, dict[str, Any]]) -> str:
     return "ok" if checks["worker"]["status"] == "ok" else "degraded"
 
 
+def public_view(checks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What anyone may read: each component's status, nothing else (no host names,
+    versions, timings or error texts)."""
+    return {name: {"status": check["status"]} for name, check in checks.items()}
+
+
 @login_not_required
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Up or down per component for anyone (load balancers); the details (workers'
+    host names, transports, errors, timings) for logged-in staff only."""
     started = time.perf_counter()
     checks = run_checks()
     status = overall_status(checks)
+    if not (request.user.is_authenticated and request.user.is_staff):
+        return JsonResponse(
+            {"status": status, "checks": public_view(checks)},
+            status=503 if status == "error" else 200,
+        )
     body = {
         "status": status,
         "checks": checks,

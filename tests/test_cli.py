@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -101,7 +102,8 @@ def test_the_embedded_default_starts_serves_and_stops_on_ctrl_c(tmp_path):
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
     }
-    env |= {"PORT": str(port), "LOTOOPS_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    var = tmp_path / "var"  # created by the run command itself
+    env |= {"PORT": str(port), "LOTOOPS_VAR_DIR": str(var), "PYTHONUNBUFFERED": "1"}
     runner = subprocess.Popen(
         [sys.executable, "-m", "lotoops.embedded", "run"],
         cwd=ROOT,
@@ -127,9 +129,10 @@ def test_the_embedded_default_starts_serves_and_stops_on_ctrl_c(tmp_path):
             assert runner.poll() is None, "the run command exited early"
             time.sleep(0.5)
         assert health.get("status") == "ok", health
-        assert health["checks"]["database"]["vendor"] == "sqlite"
-        assert health["checks"]["broker"]["transport"] == "filesystem"
-        assert health["checks"]["redis"]["status"] == "not configured"
+        assert health["checks"]["redis"] == {"status": "not configured"}  # no details: no login
+        assert stat.S_IMODE(var.stat().st_mode) == 0o700
+        assert stat.S_IMODE((var / "lotoops.sqlite3").stat().st_mode) == 0o600
+        assert stat.S_IMODE((var / "secret_key").stat().st_mode) == 0o600
 
         password = re.search(r'created the admin user "admin" with password (\S+)', "".join(output))
         assert password, output
@@ -146,6 +149,9 @@ def test_the_embedded_default_starts_serves_and_stops_on_ctrl_c(tmp_path):
             timeout=5,
         )
         assert login.url == f"{base}/" and "Open incidents" in login.text
+        details = session.get(f"{base}/healthz", timeout=5).json()["checks"]
+        assert details["database"]["vendor"] == "sqlite"
+        assert details["broker"]["transport"] == "filesystem"
 
         # A child that dies is restarted (with a back-off); the others keep serving.
         pids = re.search(r"web, worker and beat pids (\d+), (\d+), (\d+)", "".join(output))

@@ -8,8 +8,10 @@ vendored under incidents/fonts so any text prints whatever the machine has.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
@@ -105,18 +107,41 @@ def impact_lines(pm: PostMortem) -> list[tuple[str, str]]:
 # --- Markdown -----------------------------------------------------------------------------
 
 
+# [text](url), ![alt](url), and a reference definition "[label]: url".
+_MD_LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[^)]*)?\)")
+_MD_REFERENCE = re.compile(r"^(\s{0,3}\[[^\]\n]+\]:)\s*<?(\S*?)>?(\s.*)?$", re.M)
+SAFE_SCHEMES = ("http://", "https://")
+
+
+def _md_safe(text: str) -> str:
+    """What people wrote, made harmless in any Markdown viewer: HTML shown as text
+    (never a tag), and a link kept only when it goes to an http(s) address; any
+    other (javascript:, data:, file:, …) keeps its text and loses its target."""
+    text = html.escape(text, quote=False)
+
+    def link(match: re.Match[str]) -> str:
+        _bang, label, url = match.groups()
+        return match[0] if url.lower().startswith(SAFE_SCHEMES) else label
+
+    def reference(match: re.Match[str]) -> str:
+        url = match[2]
+        return match[0] if url.lower().startswith(SAFE_SCHEMES) else "\\" + match[0].lstrip()
+
+    return _MD_REFERENCE.sub(reference, _MD_LINK.sub(link, text))
+
+
 def _md_text(text: str) -> str:
     """Free text kept inside its section: a line that would start a heading is escaped."""
-    text = text.strip() or NOT_WRITTEN
+    text = _md_safe(text.strip()) or NOT_WRITTEN
     return "\n".join("\\" + ln if ln.lstrip().startswith("#") else ln for ln in text.splitlines())
 
 
 def _md_cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|") or "—"
+    return _md_safe(" ".join(text.split())).replace("|", "\\|") or "—"
 
 
 def _md_inline(text: str) -> str:
-    return " ".join(text.split())
+    return _md_safe(" ".join(text.split()))
 
 
 def incident_markdown(report: IncidentReport) -> str:
@@ -368,12 +393,30 @@ def csv_row(row: reports.Row, now: datetime) -> dict[str, Any]:
     }
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (=HYPERLINK(…), +cmd|…, @SUM…)
+    is kept as text: prefixed with an apostrophe, as OWASP recommends. Numbers stay."""
+    if (
+        isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
+        return "'" + value
+    return value
+
+
 def period_csv(rows: list[reports.Row], now: datetime) -> str:
     """One row per incident, with a header row (reads back with csv.DictReader)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
     writer.writeheader()
-    writer.writerows(csv_row(row, now) for row in rows)
+    writer.writerows(
+        {name: csv_cell(value) for name, value in csv_row(row, now).items()} for row in rows
+    )
     return out.getvalue()
 
 

@@ -12,7 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from .. import services
-from ..access import get_incident_for
+from ..access import can_view, get_incident_for
+from ..models import Incident
 from ..paging import acklinks
 
 
@@ -23,8 +24,10 @@ def ack_link(request: HttpRequest, token: str) -> HttpResponse:
     try:
         incident_id, _ = acklinks.read_ack_token(token)
     except signing.SignatureExpired:
-        if (pk := acklinks.token_incident(token)) is not None:
-            acklinks.record_expired_link(pk, request.user)
+        ids = acklinks.expired_token_ids(token)
+        incident = Incident.objects.filter(pk=ids[0]).first() if ids else None
+        if ids and incident and can_view(request.user, incident):
+            acklinks.record_expired_link(ids[0], request.user, notification_id=ids[1])
         context = {"problem": "This acknowledge link has expired. Open the incident instead."}
         return render(request, "incidents/ack_link.html", context, status=410)
     except (signing.BadSignature, KeyError, TypeError, ValueError):

@@ -16,6 +16,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import forms
@@ -159,6 +160,8 @@ def postmortem_section(request: HttpRequest, pk: int, section: str) -> HttpRespo
     original = {f: request.POST.get(f"original_{f}", "") for f in fields}
     status = 200
     try:
+        if any("\x00" in text for text in (*mine.values(), *original.values())):
+            raise IncidentError("The text contains a NUL character: remove it and save again.")
         pm = save_section(
             pm, section, mine, version=_int(request.POST.get("version")), original=original,
             actor=request.user,
@@ -180,10 +183,13 @@ def postmortem_section(request: HttpRequest, pk: int, section: str) -> HttpRespo
 
 
 def _int(value: str | None) -> int:
+    """A posted id or version; 0 (matches nothing) for anything else, a number
+    beyond a database integer's range included."""
     try:
-        return int(value or 0)
+        number = int(value or 0)
     except ValueError:
         return 0
+    return number if 0 <= number < 2**63 else 0
 
 
 @require_POST
@@ -262,7 +268,9 @@ def item_response(
     if not request.htmx and request.method == "POST":
         if error:
             messages.error(request, error)
-        return redirect(request.POST.get("next") or _pm_items_url(incident))
+        return redirect(
+            same_site_path(request, request.POST.get("next", "")) or _pm_items_url(incident)
+        )
     item = ActionItem.objects.select_related("owner", "step", "verification_run").get(pk=item.pk)
     context = {
         "item": item,
@@ -277,6 +285,16 @@ def item_response(
     return render(
         request, "incidents/partials/action_item.html", context, status=422 if error else 200
     )
+
+
+def same_site_path(request: HttpRequest, target: str) -> str:
+    """`target` when it is a path on this site ("/action-items/?mine=1"), else "":
+    never another host, another scheme, or a bare word that is no URL at all."""
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return ""
+    return target
 
 
 def _pm_items_url(incident: Incident) -> str:

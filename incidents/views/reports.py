@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from .. import forms
+from .. import audit, forms
 from ..access import get_incident_for, visible_incidents
 from ..models import (
     OPEN_ACTION_STATUSES,
@@ -30,6 +30,7 @@ def export_markdown(request: HttpRequest, pk: int) -> HttpResponse:
 
     incident = get_incident_for(request.user, pk)
     body = exports.incident_markdown(exports.incident_report(incident))
+    audit.record(request.user, "export", f"exported #{pk}'s report (Markdown)", incident=incident)
     response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="incident-{pk}-report.md"'
     return response
@@ -41,6 +42,7 @@ def export_pdf(request: HttpRequest, pk: int) -> HttpResponse:
 
     incident = get_incident_for(request.user, pk)
     body = exports.incident_pdf(exports.incident_report(incident))
+    audit.record(request.user, "export", f"exported #{pk}'s report (PDF)", incident=incident)
     response = HttpResponse(body, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="incident-{pk}-report.pdf"'
     return response
@@ -122,6 +124,7 @@ def reports_csv(request: HttpRequest) -> HttpResponse:
         exports.period_csv(report.rows, report.now), content_type="text/csv; charset=utf-8"
     )
     name = f"incidents-{report.start:%Y%m%d}-{report.end:%Y%m%d}.csv"
+    _record_period_export(request, report, "CSV")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -135,5 +138,15 @@ def reports_pdf(request: HttpRequest) -> HttpResponse:
         return _invalid(request, form)
     response = HttpResponse(exports.period_pdf(report), content_type="application/pdf")
     name = f"incidents-{report.start:%Y%m%d}-{report.end:%Y%m%d}.pdf"
+    _record_period_export(request, report, "PDF")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def _record_period_export(request: HttpRequest, report: Any, kind: str) -> None:
+    audit.record(
+        request.user,
+        "export",
+        f"exported the period report ({kind}): {report.filters}",
+        data={"incidents": len(report.rows)},
+    )

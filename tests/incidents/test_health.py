@@ -9,17 +9,25 @@ from django.utils import timezone
 
 from diagnostics.models import WorkerHeartbeat
 from diagnostics.tasks import heartbeat
+from tests import factories
 from tests.conftest import redis_url
 
 pytestmark = pytest.mark.django_db
 
 
-def test_healthz_needs_no_login_and_reports_each_dependency(client, settings, tmp_path):
+@pytest.fixture
+def staff(client):
+    """The details (transports, workers' host names, errors) are for logged-in staff."""
+    client.force_login(factories.UserFactory(username="ops", is_staff=True))
+    return client
+
+
+def test_healthz_reports_each_dependency_in_detail_to_staff(staff, settings, tmp_path):
     settings.REDIS_URL = ""
     settings.CELERY_BROKER_URL = "filesystem://"
     (tmp_path / "queue").mkdir()
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path / "queue")}
-    response = client.get("/healthz")
+    response = staff.get("/healthz")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "degraded"  # no worker has ever reported
@@ -34,19 +42,19 @@ def test_healthz_needs_no_login_and_reports_each_dependency(client, settings, tm
     assert checks["worker"]["status"] == "down"
 
 
-def test_a_worker_heartbeat_shows_the_worker_up_until_it_goes_stale(client, settings, tmp_path):
+def test_a_worker_heartbeat_shows_the_worker_up_until_it_goes_stale(staff, settings, tmp_path):
     settings.REDIS_URL = ""
     settings.CELERY_BROKER_URL = "filesystem://"
     (tmp_path / "queue").mkdir()
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path / "queue")}
     heartbeat(hostname="worker@test")
-    body = client.get("/healthz").json()
+    body = staff.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["checks"]["worker"]["alive"] == ["worker@test"]
     WorkerHeartbeat.objects.filter(hostname="worker@test").update(
         seen_at=timezone.now() - timedelta(seconds=settings.WORKER_HEARTBEAT_MAX_AGE + 1)
     )
-    assert client.get("/healthz").json()["checks"]["worker"]["status"] == "down"
+    assert staff.get("/healthz").json()["checks"]["worker"]["status"] == "down"
 
 
 def test_a_missing_broker_folder_is_an_error_503(client, settings, tmp_path):
@@ -59,25 +67,49 @@ def test_a_missing_broker_folder_is_an_error_503(client, settings, tmp_path):
 
 
 @pytest.mark.redis
-def test_healthz_pings_redis_when_configured(client, settings):
+def test_healthz_pings_redis_when_configured(staff, settings):
     from incidents import live
 
     settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url()
     live.redis_client.cache_clear()
-    checks = client.get("/healthz").json()["checks"]
+    checks = staff.get("/healthz").json()["checks"]
     assert checks["redis"]["status"] == "ok"
     assert checks["broker"]["transport"] == "redis"
 
 
-def test_an_unreachable_redis_is_reported_without_its_password(client, settings):
+def test_an_unreachable_redis_is_reported_without_its_password(staff, settings):
     from incidents import live
 
     settings.REDIS_URL = "redis://:hunter2-secret@127.0.0.1:1/0"
     live.redis_client.cache_clear()
     try:
-        response = client.get("/healthz")
+        response = staff.get("/healthz")
     finally:
         live.redis_client.cache_clear()
     assert response.status_code == 503
     assert response.json()["checks"]["redis"]["status"] == "error"
     assert b"hunter2-secret" not in response.content
+
+
+def test_without_login_healthz_says_only_up_or_down_per_component(client, settings):
+    from incidents import live
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # refused: an error text to hide
+    live.redis_client.cache_clear()
+    heartbeat(hostname="worker@db-host-7.internal")
+    try:
+        response = client.get("/healthz")
+    finally:
+        live.redis_client.cache_clear()
+    assert response.status_code == 503
+    body = response.json()
+    assert body == {
+        "status": "error",
+        "checks": {
+            "database": {"status": "ok"},
+            "broker": {"status": body["checks"]["broker"]["status"]},
+            "redis": {"status": "error"},
+            "worker": {"status": "ok"},
+        },
+    }
+    assert b"db-host-7" not in response.content and b"Connection" not in response.content
