@@ -50,7 +50,7 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
             int(request.headers.get("Last-Event-ID") or 0), int(request.GET.get("after") or 0)
         )
     except ValueError:
-        return HttpResponseBadRequest("Last-Event-ID and after must be event ids")
+        return HttpResponseBadRequest("Last-Event-ID and after must be sequence numbers")
 
     response = StreamingHttpResponse(
         live.timeline_stream(incident.pk, after, StreamRenderer(request, incident.pk)),
@@ -74,9 +74,9 @@ class StreamRenderer:
 
     def __call__(self, after: int, limit: int = 200) -> tuple[list[live.Message], int]:
         events = list(
-            TimelineEvent.objects.filter(incident_id=self.incident_id, pk__gt=after)
+            TimelineEvent.objects.filter(incident_id=self.incident_id, seq__gt=after)
             .select_related("actor")
-            .order_by("id")[:limit]
+            .order_by("seq")[:limit]
         )
         out: list[live.Message] = []
         incident = None
@@ -85,7 +85,7 @@ class StreamRenderer:
                 pk=self.incident_id
             )
             out += self._events(incident, events)
-            after = events[-1].pk
+            after = events[-1].seq
         for updates in self.live_updates:
             out += updates(self.request, self.incident_id)
         return out, after
@@ -111,7 +111,7 @@ class StreamRenderer:
             if event.kind == "checklist" and (item := items.get(event.data.get("item"))):
                 context["oob_item"] = item
             html = render_to_string("incidents/partials/timeline_event.html", context, self.request)
-            out.append((event.pk, "timeline", html))
+            out.append((event.seq, "timeline", html))
         return out
 
 

@@ -72,7 +72,7 @@ def test_the_extensions_recreated_connection_resumes_after_the_last_id(login, re
     time.sleep(0.3)
     services.add_note(incident, "before the drop", actor=responder)
     ana.wait_for_selector("text=before the drop", timeout=2000)
-    last_seen = incident.timeline.order_by("-id").first().pk
+    last_seen = incident.timeline.order_by("-seq").first().seq
     # Kill the EventSource the way a network error does: the extension then
     # re-creates it, and that new connection carries no Last-Event-ID header.
     ana.evaluate(
