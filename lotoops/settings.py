@@ -244,6 +244,13 @@ WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 SSE_POLL_INTERVAL = env_float("SSE_POLL_INTERVAL", 0.25)
 SSE_KEEPALIVE = env_float("SSE_KEEPALIVE", 15.0)
 SSE_MAX_DURATION = env_float("SSE_MAX_DURATION", 300.0)
+# With Redis, the process's one subscription is backed by a poll this often (a lost
+# message costs at most this delay); open streams' access is re-checked this often.
+SSE_SAFETY_POLL = env_float("SSE_SAFETY_POLL", 5.0)
+SSE_ACCESS_RECHECK = env_float("SSE_ACCESS_RECHECK", 3.0)
+# Prefix of the Redis channels (and client names) of the live timeline: Redis pub/sub
+# channels are shared by every database number of a server.
+SSE_CHANNEL_PREFIX = env_str("SSE_CHANNEL_PREFIX", "lotoops")
 TIMELINE_PAGE_SIZE = 50
 
 # Escalation and notifications. Links in messages start with SITE_URL.

@@ -30,10 +30,11 @@ PER_WRITER = 60
 
 
 def follow(url: str, cookies: dict[str, str], after: int, want: int, out: list[int]) -> None:
-    """Read the stream until `want` events arrived or nothing came for 5 s."""
+    """Read the stream until `want` events arrived or nothing came for 10 s (the
+    streams send a keep-alive every second)."""
     try:
         with httpx.stream(
-            "GET", url, params={"after": after}, cookies=cookies, timeout=httpx.Timeout(5.0)
+            "GET", url, params={"after": after}, cookies=cookies, timeout=httpx.Timeout(10.0)
         ) as response:
             for event in sse_events(response):
                 out.append(int(event["id"]))
@@ -46,6 +47,7 @@ def follow(url: str, cookies: dict[str, str], after: int, want: int, out: list[i
 def test_every_event_reaches_every_stream_once_in_order(asgi_server, settings, responder):
     settings.REDIS_URL = redis_url()
     settings.SSE_POLL_INTERVAL = 30  # only Redis wakes the streams up in time
+    settings.SSE_KEEPALIVE = 1
     live.redis_client.cache_clear()
     incident = factories.declare(actor=responder, title="Everyone at once")
     start = incident.timeline.order_by("-seq").first().seq
@@ -53,7 +55,7 @@ def test_every_event_reaches_every_stream_once_in_order(asgi_server, settings, r
     cookies = session_cookie(responder)
     path = f"/incidents/{incident.pk}/stream/"
 
-    with web_process(REDIS_URL=redis_url()) as other_web:
+    with web_process(REDIS_URL=redis_url(), SSE_KEEPALIVE="1") as other_web:
         received: list[list[int]] = [[] for _ in range(4)]
         urls = [asgi_server.url, asgi_server.url, other_web, other_web]
         clients = [
