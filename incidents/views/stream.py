@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.db import connections
 from django.http import (
     Http404,
     HttpRequest,
@@ -42,6 +44,11 @@ CSRF_PLACEHOLDER = "__lotoops_csrf_token__"
 async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     """The incident's live timeline (SSE). Resumes after the last seq the page saw."""
     user = await request.auser()
+    # The session and the user were read in this request's own thread, whose database
+    # connection Django gives back only when the request ends: for a stream, when the
+    # page goes. Give it back now (with 10 pooled connections, the 11th page would
+    # wait); the stream borrows one per job from here on.
+    await sync_to_async(connections.close_all)()
     try:
         renderer = await live.db(StreamRenderer.open, request, user, pk)
     except Http404:
