@@ -357,6 +357,17 @@ class TimelineEvent(models.Model):
             raise TypeError("Timeline events are append-only: add a correcting event instead")
         super().save(*args, **kwargs)
 
+    @property
+    def outcome(self) -> str:
+        """A check result's outcome, shown in words and colour on the timeline: ok,
+        warning, failing, error, timed_out (the run hit its hard timeout), or none;
+        "" for every other kind of event."""
+        if self.kind != EventKind.CHECK_RESULT:
+            return ""
+        if self.data.get("status") == "timed_out":
+            return "timed_out"
+        return str(self.data.get("outcome") or "none")
+
 
 # --- on-call rota and notifications -------------------------------------------------
 

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET
 from .. import live, panels
 from ..access import can_run_actions, can_view, can_work, get_incident_for
 from ..models import ChecklistItem, Incident, TimelineEvent
-from .incident import whos_told_context
+from .incident import status_panels_context, whos_told_context
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
 HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "commander"}
@@ -154,7 +154,8 @@ class StreamRenderer:
             context: dict[str, Any] = {"event": event, "incident": incident} | shared
             if index == len(events) - 1:
                 if kinds & HEADER_KINDS:
-                    context["oob_header"] = True
+                    context |= {"oob_header": True, "oob_status_panels": True}
+                    context |= status_panels_context(incident)
                 if refreshed := panels.refreshed_by(kinds):
                     context["oob_panels"] = refreshed
                     for panel in refreshed:
