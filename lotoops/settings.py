@@ -189,9 +189,14 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # One client per process (Django's own opens a pool per request under ASGI).
+            "BACKEND": "lotoops.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            "OPTIONS": {
+                "socket_connect_timeout": 2,
+                "socket_timeout": 2,
+                "client_name": f"{env_str('SSE_CHANNEL_PREFIX', 'lotoops')}:cache",
+            },
         }
     }
 else:

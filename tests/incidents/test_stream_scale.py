@@ -281,3 +281,33 @@ def test_revoked_access_ends_the_stream_before_the_next_event(
     # Reconnecting is refused too.
     with httpx.stream("GET", url, cookies=cookies, timeout=httpx.Timeout(5.0)) as response:
         assert response.status_code == 404
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("backend", "shared"),
+    [
+        ("lotoops.cache.SharedRedisCache", True),
+        # Django's own, to show the test can tell: a pool per request under ASGI.
+        ("django.core.cache.backends.redis.RedisCache", False),
+    ],
+)
+def test_the_cache_keeps_one_redis_client_per_process(
+    asgi_server, settings, prefix, responder, backend, shared
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": backend,
+            "LOCATION": redis_url(),
+            "OPTIONS": {"socket_timeout": 2, "client_name": f"{prefix}:cache"},
+        }
+    }
+    incident = factories.declare(actor=responder)
+    with httpx.Client(cookies=session_cookie(responder), timeout=10.0) as browser:
+        for _ in range(20):  # the incident page reads its events' HTML from the cache
+            assert browser.get(asgi_server.url + incident.get_absolute_url()).status_code == 200
+    opened = our_redis_connections(prefix).get(f"{prefix}:cache", 0)
+    if shared:
+        assert 1 <= opened <= 2, opened
+    else:
+        assert opened >= 10, opened
