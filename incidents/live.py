@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aredis
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import connections
 
@@ -386,6 +386,22 @@ def _poll_state(ids: list[int]) -> tuple[dict[int, int], dict[int, Hashable]]:
     return latest, {incident_id: tuple(t) for incident_id, t in tokens.items()}
 
 
+def _release_request_thread() -> None:
+    """Django runs a request's sync middleware in a thread of the request's own
+    (asgiref's ThreadSensitiveContext), kept until the request ends: for a stream,
+    until the page goes, one idle thread per open page. The middleware is done once
+    the stream starts, so let that thread go now. A later thread-sensitive call in
+    this request would get a new one (asgiref makes it on demand and shuts it down at
+    the request's end); without these asgiref internals this does nothing."""
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    if context is None or executors is None:
+        return
+    executor = executors.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
 async def timeline_stream(incident_id: int, after: int, follower: Follower) -> AsyncIterator[str]:
     """Yield SSE messages for events after `after` until the client goes, its access
     goes, or SSE_MAX_DURATION passes: then the browser reconnects (with Last-Event-ID),
@@ -395,6 +411,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
     active_streams[incident_id] += 1
     feed = hub.join(incident_id, stream)
     ended = "max duration"
+    _release_request_thread()
     try:
         # Tell the browser's EventSource to retry quickly after a drop.
         yield "retry: 1000\n\n"

@@ -182,6 +182,8 @@ def test_fifty_streams_leave_the_pool_to_the_pages(asgi_server, without_redis, r
         ) as browser,
     ):
         time.sleep(1.0)  # every stream has polled a few times
+        # No thread per open page either (the request's own is let go).
+        assert threading.active_count() < 30, threading.active_count()
         timings = {}
         for name, path in [("dashboard", "/"), ("incident", incident.get_absolute_url())]:
             started = time.monotonic()
@@ -310,4 +312,4 @@ def test_the_cache_keeps_one_redis_client_per_process(
     if shared:
         assert 1 <= opened <= 2, opened
     else:
-        assert opened >= 10, opened
+        assert opened >= 5, opened  # one pool per request (some already collected)
