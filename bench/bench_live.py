@@ -2,7 +2,7 @@
 every one of them.
 
     .venv/bin/python bench/bench_live.py [--mode production|embedded|both]
-        [--sizes 10,100,500,1000] [--notes 8] [--idle 5]
+        [--sizes 10,100,500,1000] [--layouts one,spread] [--notes 8] [--idle 5]
         [--database-url postgres://postgres@127.0.0.1:5432/lotoops_bench_live]
         [--redis-url redis://127.0.0.1:6379/6]
 
@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,8 @@ class Run:
     pg: str = "-"
     redis: str = "-"
     open_s: float = 0.0
+    post_ms: list[float] = field(default_factory=list)
+    cpu_per_note_ms: float = 0.0
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -167,7 +170,7 @@ class Streams:
     def __init__(self, port: int, cookie: str, marker: str) -> None:
         self.port = port
         self.cookie = cookie
-        self.pattern = re.compile(rf"{marker}-(\d+)\b")
+        self.pattern = re.compile(rf"{marker}-(\d+) fan-out".encode())
         # note number -> stream index -> arrival times
         self.arrivals: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         self.tasks: list[asyncio.Task[None]] = []
@@ -190,15 +193,21 @@ class Streams:
         self.tasks.append(asyncio.create_task(self._read(index, reader)))
 
     async def _read(self, index: int, reader: asyncio.StreamReader) -> None:
-        with_marker = self.pattern
+        """Scan raw chunks (no line parsing: the client shares the machine's two cores
+        with the server, so it must stay cheap). A marker cut by a chunk boundary is
+        found in the next round: the last bytes are kept, and a match is counted only
+        if it ends in the new bytes."""
+        tail = b""
         while True:
-            line = await reader.readline()
-            if not line:
+            chunk = await reader.read(65536)
+            if not chunk:
                 return
-            if b"bench" not in line:
-                continue
-            for match in with_marker.finditer(line.decode(errors="replace")):
-                self.arrivals[int(match.group(1))][index].append(time.monotonic())
+            now = time.monotonic()
+            data = tail + chunk
+            for match in self.pattern.finditer(data):
+                if match.end() > len(tail):
+                    self.arrivals[int(match.group(1))][index].append(now)
+            tail = data[-80:]
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -255,6 +264,7 @@ async def one_run(
             run.redis = redis_connections(args.redis_url, args.prefix)
         posted: dict[int, float] = {}
         targets: dict[int, int] = {}
+        cpu_before, _, _ = proc_stats(pid)
         for k in range(args.notes):
             incident = placement[0] if run.layout == "one" else incidents[k % INCIDENTS]
             targets[k] = incident
@@ -271,6 +281,7 @@ async def one_run(
             )
             if answer.status_code != 302:
                 raise RuntimeError(f"note POST answered {answer.status_code}")
+            run.post_ms.append(1000 * (time.monotonic() - posted[k]))
             await asyncio.sleep(0.5)
         expected = {
             k: [i for i in range(run.n) if placement[i] == targets[k]] for k in range(args.notes)
@@ -281,6 +292,9 @@ async def one_run(
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # anything doubled arrives now
+        # The web process's CPU for each note: the POST and the fan-out to every stream.
+        # Unlike the latencies, it hardly depends on what else the machine runs.
+        run.cpu_per_note_ms = 1000 * (proc_stats(pid)[0] - cpu_before) / args.notes
         for k, indexes in expected.items():
             for i in indexes:
                 times = streams.arrivals[k].get(i, [])
@@ -364,7 +378,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> list[Run]:
                 time.sleep(0.2)
         session = login(base)
         runs = []
-        for layout in ("one", "spread"):
+        for layout in args.layouts:
             for n in args.sizes:
                 run = Run(mode, layout, n)
                 asyncio.run(one_run(run, base, port, web.pid, session, args))
@@ -392,14 +406,17 @@ def run_mode(mode: str, args: argparse.Namespace) -> list[Run]:
 
 HEADER = (
     f"{'mode':<11}{'layout':<8}{'N':>6}{'open s':>8}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}"
-    f"{'lost':>6}{'dbl':>5}{'idle CPU':>9}{'RSS MB':>8}{'thr':>5}  {'PG':>3}  Redis"
+    f"{'POST':>6}{'CPU/note':>9}{'lost':>6}{'dbl':>5}{'idle CPU':>9}{'RSS MB':>8}{'thr':>5}"
+    f"  {'PG':>3}  Redis"
 )
 
 
 def print_row(run: Run) -> None:
     print(
         f"{run.mode:<11}{run.layout:<8}{run.n:>6}{run.open_s:>8.1f}{run.pct(0.5):>8.0f}"
-        f"{run.pct(0.95):>8.0f}{max(run.latencies_ms, default=math.nan):>8.0f}{run.lost:>6}"
+        f"{run.pct(0.95):>8.0f}{max(run.latencies_ms, default=math.nan):>8.0f}"
+        f"{statistics.median(run.post_ms) if run.post_ms else math.nan:>6.0f}"
+        f"{run.cpu_per_note_ms:>7.0f}ms{run.lost:>6}"
         f"{run.doubled:>5}{run.cpu_pct:>8.1f}%{run.rss_mb:>8.0f}{run.threads:>5}  {run.pg:>3}"
         f"  {run.redis}",
         flush=True,
@@ -411,6 +428,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["production", "embedded", "both"], default="both")
     parser.add_argument("--sizes", default="10,100,500,1000")
     parser.add_argument("--notes", type=int, default=8)
+    parser.add_argument("--layouts", default="one,spread", help="one: one incident; spread: 50")
     parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/lotoops_bench_live"
@@ -418,9 +436,11 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/6")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.layouts = args.layouts.split(",")
     modes = ["production", "embedded"] if args.mode == "both" else [args.mode]
     print(
-        f"{args.notes} notes per run, one every 0.5 s; latency = POST sent -> note at the stream;"
+        f"{args.notes} notes per run, one every 0.5 s; latency = POST sent -> note at the stream"
+        " (POST: p50 of the POST's own round trip; CPU/note: web process CPU per note);"
         f" idle CPU of the web process over {args.idle:.0f} s with the streams open"
     )
     print(HEADER)

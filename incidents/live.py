@@ -114,6 +114,8 @@ class Follower(Protocol):
 
     # The viewer class (what this viewer may do on the incident), None once access is gone.
     key: Hashable | None
+    # What `personalise` puts in (its CSRF token): pages with the same share the text.
+    personal: Hashable
 
     def render_events(self, after: int) -> Batch:
         """New events after `after`, drawn for this viewer's class: the result is shared
@@ -150,6 +152,7 @@ class Feed:
         self.streams: set[Stream] = set()
         self._changed = asyncio.Event()
         self._batches: dict[Hashable, asyncio.Future[Batch]] = {}
+        self._texts: dict[Hashable, str] = {}
         self._checks: dict[int, asyncio.Future[None]] = {}
 
     def state(self) -> tuple[int, int]:
@@ -175,32 +178,62 @@ class Feed:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def events_after(self, after: int, follower: Follower) -> Batch:
+    async def events_after(self, after: int, follower: Follower) -> tuple[Batch, Hashable]:
         """The events after `after` for the follower's viewer class: one database query
-        and one rendering for all the streams that ask the same at the same time."""
+        and one rendering for all the streams that ask the same at the same time.
+        Returns them with the key they are shared under."""
         key = (after, self.latest, follower.key)
         future = self._batches.get(key)
         if future is None:
             future = asyncio.ensure_future(db(follower.render_events, after))
             self._batches[key] = future
             future.add_done_callback(_forget_failed(self._batches, key))
-            while len(self._batches) > 64:  # old positions: every stream moved on
-                self._batches.pop(next(iter(self._batches)))
+            _trim(self._batches)
+            # The access re-check the new events need runs alongside their rendering.
+            self._check_future(self.latest)
         # Shielded: a page that closes must not cancel the work the others wait for.
-        return await asyncio.shield(future)
+        return await asyncio.shield(future), key
+
+    def sse_text(self, key: Hashable, messages: list[Message], follower: Follower) -> str:
+        """The SSE text of a shared batch made the page's own, once per personalisation:
+        a thousand pages of one user on one incident format it once, not a thousand times."""
+        text_key = (key, follower.personal)
+        text = self._texts.get(text_key)
+        if text is None:
+            text = self._texts[text_key] = "".join(
+                format_sse(seq, name, follower.personalise(html)) for seq, name, html in messages
+            )
+            _trim(self._texts)
+        return text
 
     async def check_access(self, seq: int) -> None:
-        """Before events up to `seq` go out: re-check every viewer of the incident, once."""
+        """Before events up to `seq` go out: re-check every viewer of the incident, once
+        (the streams that lose access are marked ended by that one check)."""
+        await asyncio.shield(self._check_future(seq))
+
+    def _check_future(self, seq: int) -> asyncio.Future[None]:
         future = self._checks.get(seq)
         if future is None:
-            followers = [stream.follower for stream in self.streams]
-            future = asyncio.ensure_future(db(followers[0].recheck, followers))
+            future = asyncio.ensure_future(self._check_all())
             self._checks = {seq: future}
             future.add_done_callback(_forget_failed(self._checks, seq))
-        await asyncio.shield(future)
-        for stream in self.streams:
+        return future
+
+    async def _check_all(self) -> None:
+        streams = list(self.streams)
+        followers = [stream.follower for stream in streams]
+        if not followers:
+            return
+        await db(followers[0].recheck, followers)
+        for stream in streams:
             if stream.follower.key is None and stream.ended is None:
                 stream.ended = "access gone"
+
+
+def _trim(store: dict[Any, Any], keep: int = 64) -> None:
+    """Forget the oldest shared results: every stream has moved past them."""
+    while len(store) > keep:
+        store.pop(next(iter(store)))
 
 
 def _forget_failed(store: dict[Any, Any], key: Hashable) -> Callable[[asyncio.Future[Any]], None]:
@@ -424,27 +457,29 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
             if time.monotonic() - started >= settings.SSE_MAX_DURATION:
                 break
             seen = feed.state()
+            text = ""
             out: list[Message] = []
             # Ask the database only when a wake-up announced a seq it has not asked for
             # (a message from elsewhere with a seq that never comes cannot spin this loop).
             progressed = False
             if first or feed.latest > max(after, asked):
                 asked = feed.latest
-                batch, upto = await feed.events_after(after, follower)
+                (batch, upto), key = await feed.events_after(after, follower)
                 progressed = upto > after
                 if batch:
-                    # On every event: nobody whose access went receives it.
-                    await feed.check_access(upto)
+                    # On every event: nobody whose access went receives it (checked
+                    # after the wake-up that announced it).
+                    await feed.check_access(asked)
                     if stream.ended:
                         continue
-                    out += [(seq, name, follower.personalise(html)) for seq, name, html in batch]
+                    text = feed.sse_text(key, batch, follower)
                 after = upto
             if first or feed.panels != panels_seen:
                 panels_seen = feed.panels
                 out += await db(follower.updates)
             first = False
-            if out:
-                yield "".join(format_sse(*message) for message in out)
+            if text or out:
+                yield text + "".join(format_sse(*message) for message in out)
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= settings.SSE_KEEPALIVE:
                 yield ": keep-alive\n\n"

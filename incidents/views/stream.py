@@ -99,6 +99,9 @@ class StreamRenderer:
         self.session_key = session.session_key if session is not None else None
         # Read now, in the request: the shared HTML carries a placeholder instead.
         self.csrf_token = get_token(request)
+        # Pages with the same CSRF secret may share one text: any masking of the secret
+        # is valid for all of them.
+        self.personal = request.META.get("CSRF_COOKIE") or self.csrf_token
         self.key: Viewer | None = None
         # Each panel's id-less live updates (a check run's output), with their state.
         self.live_updates = [p.live() for p in panels.PANELS.values() if p.live is not None]
