@@ -360,7 +360,11 @@ class Hub:
         ids = list(self.feeds)
         if not ids:
             return
-        latest, tokens = await db(_poll_state, ids)
+        try:
+            latest, tokens = await db(_poll_state, ids)
+        except Exception as exc:  # a database hiccup must not stop every stream's wake-ups
+            log.warning("SSE poll failed, trying again: %s: %s", type(exc).__name__, exc)
+            return
         for incident_id, seq in latest.items():
             feed = self.feeds.get(incident_id)
             if feed is not None:

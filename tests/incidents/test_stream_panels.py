@@ -15,7 +15,10 @@ from incidents.views.stream import CSRF_PLACEHOLDER
 from tests import factories
 from tests.incidents.live_helpers import session_cookie, sse_events
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# PostgreSQL: SQLite's in-memory test database (shared cache) makes a writer fail with
+# "table is locked" while the stream's poll reads; the embedded default's file
+# database (WAL) lets readers and a writer work at once.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
 @pytest.fixture(autouse=True)
