@@ -2,7 +2,8 @@
 
 Four processes append to one incident's timeline at the same time (notes through
 the incident service, check results the way a worker records them: a transaction
-that commits a little after writing its event), while SSE clients follow the
+that commits a little after writing its event) and a browser posts notes through a
+second web process, while SSE clients follow the
 incident on two web processes (the in-process server and a uvicorn subprocess),
 woken by Redis. Every client must receive every event exactly once, in the
 timeline's order, with no gap in the sequence. With ids as the SSE key (the old
@@ -27,6 +28,21 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pyt
 
 WRITERS = 4
 PER_WRITER = 60
+HTTP_NOTES = 20
+
+
+def post_notes(base: str, incident_pk: int, cookies: dict[str, str], start_at: float) -> None:
+    """A responder's browser posting notes through a web process's form (session + CSRF)."""
+    with httpx.Client(base_url=base, cookies=cookies, timeout=httpx.Timeout(10.0)) as browser:
+        assert browser.get(f"/incidents/{incident_pk}/").status_code == 200
+        time.sleep(max(0.0, start_at - time.time()))
+        for n in range(HTTP_NOTES):
+            answer = browser.post(
+                f"/incidents/{incident_pk}/notes/",
+                data={"text": f"from the browser {n}"},
+                headers={"X-CSRFToken": browser.cookies["csrftoken"]},
+            )
+            assert answer.status_code == 302
 
 
 def follow(url: str, cookies: dict[str, str], after: int, want: int, out: list[int]) -> None:
@@ -51,7 +67,7 @@ def test_every_event_reaches_every_stream_once_in_order(asgi_server, settings, r
     live.redis_client.cache_clear()
     incident = factories.declare(actor=responder, title="Everyone at once")
     start = incident.timeline.order_by("-seq").first().seq
-    want = WRITERS * PER_WRITER
+    want = WRITERS * PER_WRITER + HTTP_NOTES
     cookies = session_cookie(responder)
     path = f"/incidents/{incident.pk}/stream/"
 
@@ -65,11 +81,17 @@ def test_every_event_reaches_every_stream_once_in_order(asgi_server, settings, r
         for client in clients:
             client.start()
         time.sleep(1.0)  # every stream is open before the writers start
+        start_at = time.time() + 2
         writers = start_writers(
-            incident.pk, responder.pk, writers=WRITERS, count=PER_WRITER, start_at=time.time() + 2
+            incident.pk, responder.pk, writers=WRITERS, count=PER_WRITER, start_at=start_at
         )
+        browser = threading.Thread(
+            target=post_notes, args=(other_web, incident.pk, dict(cookies), start_at)
+        )
+        browser.start()
         for writer in writers:
             assert writer.wait(timeout=60) == 0
+        browser.join(timeout=60)
         for client in clients:
             client.join(timeout=30)
 
