@@ -329,9 +329,13 @@ class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):
 
 
 class TimelineEvent(models.Model):
-    """The append-only history of an incident. Its id orders it and is the SSE event id."""
+    """The append-only history of an incident. `seq` orders it within the incident and
+    is the SSE event id: 1, 2, 3, ... assigned by `timeline.append_event` under the
+    incident's row lock, so seq order is commit order (ids are not: a transaction can
+    take id 500 and commit after the one that took 501)."""
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")
+    seq = models.PositiveIntegerField(editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=20, choices=EventKind.choices)
     actor = models.ForeignKey(
@@ -345,6 +349,9 @@ class TimelineEvent(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["incident", "id"], name="timeline_incident_id")]
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "seq"], name="timeline_incident_seq")
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message[:60]}"
@@ -353,6 +360,17 @@ class TimelineEvent(models.Model):
         if self.pk is not None and not self._state.adding:
             raise TypeError("Timeline events are append-only: add a correcting event instead")
         super().save(*args, **kwargs)
+
+    @property
+    def outcome(self) -> str:
+        """A check result's outcome, shown in words and colour on the timeline: ok,
+        warning, failing, error, timed_out (the run hit its hard timeout), or none;
+        "" for every other kind of event."""
+        if self.kind != EventKind.CHECK_RESULT:
+            return ""
+        if self.data.get("status") == "timed_out":
+            return "timed_out"
+        return str(self.data.get("outcome") or "none")
 
 
 # --- on-call rota and notifications -------------------------------------------------

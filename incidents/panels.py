@@ -8,7 +8,7 @@ optionally id-less live updates (a check run's streaming output).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +34,11 @@ class Panel:
     # (request, incident, expand=...) -> context; its keys join the page's context.
     context: Callable[..., dict[str, Any]]
     refresh_on: frozenset[str] = frozenset()
-    # Made once per open stream; called on every wake-up.
+    # Made once per open stream; called when the panel's output may have changed.
     live: Callable[[], LiveUpdates] | None = None
+    # Without Redis, how the process's one poll sees that change: incident ids ->
+    # a value per incident that changes when its live output does.
+    poll: Callable[[list[int]], dict[int, Hashable]] | None = None
 
 
 PANELS: dict[str, Panel] = {}

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from . import live
@@ -36,14 +37,33 @@ def append_event(
     at: datetime | None = None,
 ) -> TimelineEvent:
     """Add one event to the incident's timeline; its live streams wake on commit."""
-    event = TimelineEvent.objects.create(
-        incident=incident,
-        kind=kind,
-        message=message,
-        actor=actor,
-        data=data or {},
-        created_at=at or timezone.now(),
-    )
-    incident_id, event_id = event.incident_id, event.pk
-    transaction.on_commit(lambda: live.publish(incident_id, event_id))
+    with transaction.atomic():
+        event = TimelineEvent.objects.create(
+            incident=incident,
+            seq=_next_seq(incident.pk),
+            kind=kind,
+            message=message,
+            actor=actor,
+            data=data or {},
+            created_at=at or timezone.now(),
+        )
+    incident_id, seq = event.incident_id, event.seq
+    transaction.on_commit(lambda: live.publish(incident_id, seq))
     return event
+
+
+def _next_seq(incident_id: int) -> int:
+    """The incident's next sequence number, taken under its row lock.
+
+    The lock lasts until the caller's outermost transaction ends, so the next writer
+    of this incident's timeline (any process) waits here until this event has
+    committed: seq order is commit order, and a stream that has read seq n can never
+    later find a new event below n. NO KEY UPDATE is enough to exclude other writers
+    and, unlike FOR UPDATE, does not block inserts of rows that merely reference the
+    incident (check runs, notifications). SQLite ignores FOR UPDATE, but it serialises
+    writers: our transactions are IMMEDIATE (settings), so the write lock is taken at
+    BEGIN and the MAX below is exact there as well. The unique (incident, seq)
+    constraint turns any other mistake into an error, never into a skipped event."""
+    list(Incident.objects.select_for_update(no_key=True).filter(pk=incident_id).values("pk"))
+    last = TimelineEvent.objects.filter(incident_id=incident_id).aggregate(last=Max("seq"))
+    return (last["last"] or 0) + 1

@@ -222,9 +222,14 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # One client per process (Django's own opens a pool per request under ASGI).
+            "BACKEND": "lotoops.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            "OPTIONS": {
+                "socket_connect_timeout": 2,
+                "socket_timeout": 2,
+                "client_name": f"{env_str('SSE_CHANNEL_PREFIX', 'lotoops')}:cache",
+            },
         }
     }
 else:
@@ -307,6 +312,13 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 SSE_POLL_INTERVAL = env_float("SSE_POLL_INTERVAL", 0.25)
 SSE_KEEPALIVE = env_float("SSE_KEEPALIVE", 15.0)
 SSE_MAX_DURATION = env_float("SSE_MAX_DURATION", 300.0)
+# With Redis, the process's one subscription is backed by a poll this often (a lost
+# message costs at most this delay); open streams' access is re-checked this often.
+SSE_SAFETY_POLL = env_float("SSE_SAFETY_POLL", 5.0)
+SSE_ACCESS_RECHECK = env_float("SSE_ACCESS_RECHECK", 3.0)
+# Prefix of the Redis channels (and client names) of the live timeline: Redis pub/sub
+# channels are shared by every database number of a server.
+SSE_CHANNEL_PREFIX = env_str("SSE_CHANNEL_PREFIX", "lotoops")
 TIMELINE_PAGE_SIZE = 50
 
 # Escalation and notifications. Links in messages start with SITE_URL.

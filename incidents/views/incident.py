@@ -40,19 +40,16 @@ log = logging.getLogger(__name__)
 @require_GET
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     incident = get_incident_for(request.user, pk)
-    events = list(
-        incident.timeline.select_related("actor").order_by("-id")[: settings.TIMELINE_PAGE_SIZE]
-    )
+    size = settings.TIMELINE_PAGE_SIZE
+    events = list(incident.timeline.select_related("actor").order_by("-seq")[:size])
     context = (
         _detail_context(request, incident)
         | panels.page_context(request, incident, expand=request.GET.get("procedure"))
         | {
             "events": events,
             "event_html": rendered_events(events),
-            "last_event_id": events[0].pk if events else 0,
-            "earlier_before": events[-1].pk if len(events) == settings.TIMELINE_PAGE_SIZE else None,
-            "severities": Severity.objects.all(),
-            "users": forms.CommanderForm().fields["commander"].queryset,
+            "last_event_id": events[0].seq if events else 0,
+            "earlier_before": events[-1].seq if len(events) == size else None,
         }
         | whos_told_context(incident)
     )
@@ -62,10 +59,11 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 def rendered_events(events: list[TimelineEvent]) -> list[str]:
     """Each event's HTML. Events never change (append-only), so their rendering is
     cached by id: a long timeline costs one cache read, not a template per event."""
+    # v4: the HTML carries the event's seq and a check result's outcome.
     # The id alone is not enough: a database restored or recreated under a cache that
     # lives on (Redis) reuses ids; the incident and the creation time make it unique.
     keys = {
-        event.pk: f"timeline-event:v2:{event.pk}:{event.incident_id}:{event.created_at.timestamp()}"
+        event.pk: f"timeline-event:v4:{event.pk}:{event.incident_id}:{event.created_at.timestamp()}"
         for event in events
     }
     try:
@@ -89,15 +87,26 @@ def rendered_events(events: list[TimelineEvent]) -> list[str]:
 
 
 def _detail_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
+    return {
+        "incident": incident,
+        "can_work": can_work(request.user, incident),
+    } | status_panels_context(incident)
+
+
+def status_panels_context(incident: Incident) -> dict[str, Any]:
+    """What the panels that follow the incident's status show: the checklists (the
+    post-incident ones appear on resolution), the post-mortem card, the severity and
+    commander forms. The live stream redraws them after a status, severity or
+    commander event."""
     items = list(incident.checklist.select_related("done_by"))
     phases = [
         (label, [item for item in items if item.phase == phase])
         for phase, label in ChecklistPhase.choices
     ]
     return {
-        "incident": incident,
-        "can_work": can_work(request.user, incident),
         "checklist_phases": [(label, group) for label, group in phases if group],
+        "severities": Severity.objects.all(),
+        "users": forms.CommanderForm().fields["commander"].queryset,
     }
 
 
@@ -108,16 +117,16 @@ def timeline_page(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         before = int(request.GET["before"])
     except (KeyError, ValueError):
-        return HttpResponseBadRequest("before must be an event id")
+        return HttpResponseBadRequest("before must be an event sequence number")
     size = settings.TIMELINE_PAGE_SIZE
     events = list(
-        incident.timeline.filter(pk__lt=before).select_related("actor").order_by("-id")[:size]
+        incident.timeline.filter(seq__lt=before).select_related("actor").order_by("-seq")[:size]
     )
     context = {
         "incident": incident,
         "events": events,
         "event_html": rendered_events(events),
-        "earlier_before": events[-1].pk if len(events) == size else None,
+        "earlier_before": events[-1].seq if len(events) == size else None,
     }
     return render(request, "incidents/partials/timeline_page.html", context)
 

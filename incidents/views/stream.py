@@ -1,11 +1,16 @@
 """The live timeline: the SSE view and the renderer of what changed since the
-last message (events, out-of-band panels, check-run output)."""
+last message (events, out-of-band panels, check-run output), per viewer class."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.db import connections
 from django.http import (
     Http404,
     HttpRequest,
@@ -14,17 +19,15 @@ from django.http import (
     HttpResponseNotFound,
     StreamingHttpResponse,
 )
+from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET
 
 from .. import live, panels
-from ..access import can_work, get_incident_for
-from ..models import (
-    ChecklistItem,
-    Incident,
-    TimelineEvent,
-)
-from .incident import whos_told_context
+from ..access import can_run_actions, can_view, can_work, get_incident_for
+from ..models import ChecklistItem, Incident, TimelineEvent
+from .incident import status_panels_context, whos_told_context
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
 HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "commander"}
@@ -33,13 +36,21 @@ HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "c
 # Events that change the "Who's told" card.
 TOLD_KINDS = {"escalation", "notification", "acknowledged"}
 
+# Shared HTML is drawn with this in place of the CSRF token; each page puts its own.
+CSRF_PLACEHOLDER = "__lotoops_csrf_token__"
+
 
 @require_GET
 async def stream(request: HttpRequest, pk: int) -> HttpResponse:
-    """The incident's live timeline (SSE). Resumes after the last id the page saw."""
+    """The incident's live timeline (SSE). Resumes after the last seq the page saw."""
     user = await request.auser()
+    # The session and the user were read in this request's own thread, whose database
+    # connection Django gives back only when the request ends: for a stream, when the
+    # page goes. Give it back now (with 10 pooled connections, the 11th page would
+    # wait); the stream borrows one per job from here on.
+    await sync_to_async(connections.close_all)()
     try:
-        incident = await sync_to_async(get_incident_for)(user, pk)
+        renderer = await live.db(StreamRenderer.open, request, user, pk)
     except Http404:
         # Answered here, not by Django's 404 page: that page renders in a thread
         # outside this request's, whose DB connection would outlive the request.
@@ -49,69 +60,152 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
             int(request.headers.get("Last-Event-ID") or 0), int(request.GET.get("after") or 0)
         )
     except ValueError:
-        return HttpResponseBadRequest("Last-Event-ID and after must be event ids")
+        return HttpResponseBadRequest("Last-Event-ID and after must be sequence numbers")
 
     response = StreamingHttpResponse(
-        live.timeline_stream(incident.pk, after, StreamRenderer(request, incident.pk)),
-        content_type="text/event-stream",
+        live.timeline_stream(pk, after, renderer), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-class StreamRenderer:
-    """Renders what changed since the last call: new timeline events (with their id,
-    plus out-of-band header, checklist and runbook updates where an event changed
-    them) and the live output of check runs (id-less "run" messages)."""
+@dataclass(frozen=True)
+class Viewer:
+    """A viewer class: what a viewer may do on the incident, which is all that changes
+    the panels drawn. Streams of one class share the rendering of new events."""
 
-    def __init__(self, request: HttpRequest, incident_id: int) -> None:
+    can_work: bool
+    can_act: bool
+
+    @classmethod
+    def of(cls, user: Any, incident: Incident) -> Viewer | None:
+        if not can_view(user, incident):
+            return None
+        return cls(can_work=can_work(user, incident), can_act=can_run_actions(user, incident))
+
+
+class StreamRenderer:
+    """One open page's side of the stream (`live.Follower`): renders new timeline
+    events (with their seq, plus out-of-band header, checklist and panel updates
+    where an event changed them) for its viewer class, and its own live output of
+    check runs (id-less "run" messages)."""
+
+    def __init__(self, request: HttpRequest, incident_id: int, user: Any = None) -> None:
         self.request = request
         self.incident_id = incident_id
+        self.user_id = (user or request.user).pk
+        session = getattr(request, "session", None)
+        self.session_key = session.session_key if session is not None else None
+        # Read now, in the request: the shared HTML carries a placeholder instead.
+        self.csrf_token = get_token(request)
+        # Pages with the same CSRF secret may share one text: any masking of the secret
+        # is valid for all of them.
+        self.personal = request.META.get("CSRF_COOKIE") or self.csrf_token
+        self.key: Viewer | None = None
         # Each panel's id-less live updates (a check run's output), with their state.
         self.live_updates = [p.live() for p in panels.PANELS.values() if p.live is not None]
 
-    def __call__(self, after: int, limit: int = 200) -> tuple[list[live.Message], int]:
+    @classmethod
+    def open(cls, request: HttpRequest, user: Any, pk: int) -> StreamRenderer:
+        """The page's renderer, if `user` may see the incident (Http404 otherwise)."""
+        incident = get_incident_for(user, pk)
+        renderer = cls(request, incident.pk, user)
+        renderer.key = Viewer.of(user, incident)
+        return renderer
+
+    def __call__(self, after: int) -> live.Batch:
+        """Everything after `after` for this page alone: events, then live updates."""
+        if self.key is None:
+            self.key = Viewer.of(self.request.user, Incident.objects.get(pk=self.incident_id))
+        messages, after = self.render_events(after)
+        personal = [(seq, name, self.personalise(html)) for seq, name, html in messages]
+        return personal + self.updates(), after
+
+    def render_events(self, after: int, limit: int = 200) -> live.Batch:
         events = list(
-            TimelineEvent.objects.filter(incident_id=self.incident_id, pk__gt=after)
+            TimelineEvent.objects.filter(incident_id=self.incident_id, seq__gt=after)
             .select_related("actor")
-            .order_by("id")[:limit]
+            .order_by("seq")[:limit]
         )
+        if not events or self.key is None:
+            return [], after
+        incident = Incident.objects.select_related("severity", "commander").get(pk=self.incident_id)
+        return self._events(incident, events, self.key), events[-1].seq
+
+    def personalise(self, html: str) -> str:
+        return html.replace(CSRF_PLACEHOLDER, self.csrf_token)
+
+    def updates(self) -> list[live.Message]:
         out: list[live.Message] = []
-        incident = None
-        if events:
-            incident = Incident.objects.select_related("severity", "commander").get(
-                pk=self.incident_id
-            )
-            out += self._events(incident, events)
-            after = events[-1].pk
         for updates in self.live_updates:
             out += updates(self.request, self.incident_id)
-        return out, after
+        return out
 
-    def _events(self, incident: Incident, events: list[TimelineEvent]) -> list[live.Message]:
+    def recheck(self, followers: list[StreamRenderer]) -> None:
+        recheck_viewers(followers)
+
+    def _events(
+        self, incident: Incident, events: list[TimelineEvent], viewer: Viewer
+    ) -> list[live.Message]:
         kinds = {e.kind for e in events}
         items = _checklist_items(events)
+        # The viewer's class decides the controls; the token is each page's own.
+        shared: dict[str, Any] = {"can_work": viewer.can_work, "csrf_token": CSRF_PLACEHOLDER}
         out = []
         for index, event in enumerate(events):
-            context: dict[str, Any] = {"event": event, "incident": incident}
+            context: dict[str, Any] = {"event": event, "incident": incident} | shared
             if index == len(events) - 1:
                 if kinds & HEADER_KINDS:
-                    context |= {
-                        "oob_header": True,
-                        "can_work": can_work(self.request.user, incident),
-                    }
+                    context |= {"oob_header": True, "oob_status_panels": True}
+                    context |= status_panels_context(incident)
                 if refreshed := panels.refreshed_by(kinds):
                     context["oob_panels"] = refreshed
                     for panel in refreshed:
-                        context |= panel.context(self.request, incident)
+                        context |= panel.context(self.request, incident) | shared
                 if kinds & TOLD_KINDS:
                     context |= {"oob_told": True} | whos_told_context(incident)
             if event.kind == "checklist" and (item := items.get(event.data.get("item"))):
                 context["oob_item"] = item
             html = render_to_string("incidents/partials/timeline_event.html", context, self.request)
-            out.append((event.pk, "timeline", html))
+            out.append((event.seq, "timeline", html))
         return out
+
+
+def recheck_viewers(renderers: list[StreamRenderer]) -> None:
+    """Set each open stream's viewer class afresh (None when its access is gone): the
+    session still exists for that user (not logged out, expired, or invalidated by a
+    password change), the user is active, and may still see the incident. One pass
+    for all the streams of the process: each session, user and incident read once."""
+    engine = import_module(settings.SESSION_ENGINE)
+    sessions = {
+        key: engine.SessionStore(key).load() if key else {}
+        for key in {r.session_key for r in renderers}
+    }
+    users = get_user_model().objects.in_bulk({r.user_id for r in renderers})
+    incidents = Incident.objects.in_bulk({r.incident_id for r in renderers})
+    classes: dict[tuple[int, int], Viewer | None] = {}
+    for renderer in renderers:
+        session = sessions.get(renderer.session_key) or {}
+        user = users.get(renderer.user_id)
+        incident = incidents.get(renderer.incident_id)
+        if (
+            user is None
+            or incident is None
+            or not user.is_active
+            or session.get(SESSION_KEY) != str(user.pk)
+            or not constant_time_compare(
+                session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+            )
+        ):
+            renderer.key = None
+            continue
+        pair = (user.pk, incident.pk)
+        if pair not in classes:
+            classes[pair] = Viewer.of(user, incident)
+        renderer.key = classes[pair]
+        # Panels read permissions from the request's user: the fresh one, not its cache.
+        renderer.request.user = user
 
 
 def _checklist_items(events: list[TimelineEvent]) -> dict[int, ChecklistItem]:

@@ -58,10 +58,11 @@
     }
   });
 
-  /* Live timeline. Event ids are timeline ids. The SSE extension re-creates its
-     EventSource after a drop without the Last-Event-ID header, so the URL it
-     reconnects to carries ?after=<last id seen>; messages already on the page
-     are never swapped in twice. */
+  /* Live timeline. SSE ids are the events' per-incident sequence numbers (seq:
+     1, 2, 3, ... in commit order, see incidents/timeline.py). The SSE extension
+     re-creates its EventSource after a drop without the Last-Event-ID header, so
+     the URL it reconnects to carries ?after=<last seq seen>; messages already on
+     the page are never swapped in twice. */
   var lastSeen = 0;
   function installSse() {
     if (!window.htmx) return;
@@ -77,7 +78,7 @@
   document.addEventListener("htmx:sseBeforeMessage", function (e) {
     if (e.detail.type !== "timeline") return;  // run output: idempotent swaps, no id
     var id = parseInt(e.detail.lastEventId || "0", 10);
-    if (id && (id <= lastSeen || document.getElementById("event-" + id))) {
+    if (id && (id <= lastSeen || document.querySelector('#timeline [data-seq="' + id + '"]'))) {
       e.preventDefault();
       return;
     }

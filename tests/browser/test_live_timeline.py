@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from incidents import services
-from incidents.models import Status
+from incidents import services, timeline
+from incidents.models import EventKind, Status
 from tests import factories
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -72,7 +72,7 @@ def test_the_extensions_recreated_connection_resumes_after_the_last_id(login, re
     time.sleep(0.3)
     services.add_note(incident, "before the drop", actor=responder)
     ana.wait_for_selector("text=before the drop", timeout=2000)
-    last_seen = incident.timeline.order_by("-id").first().pk
+    last_seen = incident.timeline.order_by("-seq").first().seq
     # Kill the EventSource the way a network error does: the extension then
     # re-creates it, and that new connection carries no Last-Event-ID header.
     ana.evaluate(
@@ -105,3 +105,48 @@ def test_streams_recycled_by_the_server_lose_and_double_nothing(login, responder
     ana.wait_for_selector("text=note 7", timeout=4000)
     time.sleep(1.5)  # more reconnects: nothing may arrive twice
     assert sorted(notes_on(ana)) == sorted(expected)
+
+
+def test_panels_follow_live_for_each_viewer(login, responder, other_responder):
+    """Flags set in one page leave both with the flags form; resolving in one brings
+    the follow-up checklists and the post-mortem card to the other; a failing check
+    result reads as failing, in red. Nobody reloads."""
+    incident = factories.declare(actor=responder, title="Payments slow", severity="P1")
+    services.acknowledge_incident(incident, actor=responder)
+    services.transition_incident(incident, Status.MITIGATED, actor=responder, note="scaled up")
+    ana = login(responder)
+    ben = login(other_responder)
+    for page in (ana, ben):
+        page.goto(f"/incidents/{incident.pk}/")
+        page.wait_for_selector("body[data-live=open]")
+        page.evaluate("() => { window.__notReloaded = true; }")
+    time.sleep(0.3)
+
+    ana.check("#whos-told form.flags input[value=data_loss]")
+    ana.click("#whos-told form.flags button[type=submit]")
+    for page in (ana, ben):
+        page.wait_for_selector("#timeline li.kind-escalation", timeout=3000)
+        page.wait_for_selector("#whos-told .flag-data_loss", timeout=2000)
+        # The card was redrawn for each viewer: both can still set flags.
+        assert page.locator("#whos-told form.flags button[type=submit]").count() == 1
+
+    assert ben.locator("#postmortem-link a").count() == 0
+    ana.click("#incident-header button[data-status=resolved]")
+    ben.wait_for_selector("#incident-status:text-is('Resolved')", timeout=3000)
+    ben.wait_for_selector("#postmortem-link a:text('Open the post-mortem')", timeout=2000)
+    ben.wait_for_selector("#checklist h3:text-is('Within 24 hours')", timeout=2000)
+    assert ben.locator("#checklist h3:text-is('Within 1 week')").count() == 1
+    assert ben.locator("#incident-forms button:text('Change severity')").count() == 0
+
+    timeline.append_event(
+        incident,
+        EventKind.CHECK_RESULT,
+        "db.locks on lotolink failing: 2 sessions waiting for a lock",
+        data={"status": "succeeded", "outcome": "failing"},
+    )
+    result = ben.wait_for_selector("#timeline li.result-failing", timeout=3000)
+    assert result.query_selector(".outcome").inner_text().lower() == "failing"
+    colour = result.evaluate("el => getComputedStyle(el).borderLeftColor")
+    assert colour == "rgb(200, 37, 31)", colour  # --danger
+    for page in (ana, ben):
+        assert page.evaluate("() => window.__notReloaded") is True

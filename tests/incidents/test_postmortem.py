@@ -318,5 +318,5 @@ def test_the_incident_page_links_the_post_mortem_once_resolved(client, responder
     open_one = factories.declare(actor=responder)
     resolved = lived(responder)
     client.force_login(responder)
-    assert "postmortem-link" not in client.get(open_one.get_absolute_url()).content.decode()
-    assert "postmortem-link" in client.get(resolved.get_absolute_url()).content.decode()
+    assert "Open the post-mortem" not in client.get(open_one.get_absolute_url()).content.decode()
+    assert "Open the post-mortem" in client.get(resolved.get_absolute_url()).content.decode()

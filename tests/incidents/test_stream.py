@@ -81,14 +81,14 @@ def open_stream(server, incident, cookies, **kwargs):
 
 def test_the_stream_sends_what_came_after_the_given_id(asgi_server, wake_mode, responder):
     incident = factories.declare(actor=responder)
-    first = incident.timeline.get().pk
+    first = incident.timeline.get().seq
     notes = [services.add_note(incident, f"note {n}", actor=responder) for n in range(3)]
     cookies = session_cookie(responder)
     with open_stream(asgi_server, incident, cookies, params={"after": first}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         got = take(sse_events(response), 3)
-    assert [int(e["id"]) for e in got] == [n.pk for n in notes]
+    assert [int(e["id"]) for e in got] == [n.seq for n in notes]
     assert all(e["event"] == "timeline" for e in got)
     assert f'id="event-{notes[0].pk}"' in got[0]["data"]
     assert "note 0" in got[0]["data"]
@@ -98,7 +98,7 @@ def test_a_new_event_arrives_within_one_second_of_its_commit(
     asgi_server, wake_mode, responder, other_responder
 ):
     incident = factories.declare(actor=responder)
-    last = incident.timeline.get().pk
+    last = incident.timeline.get().seq
     cookies = session_cookie(responder)
     committed: list[float] = []
 
@@ -123,7 +123,7 @@ def test_a_dropped_connection_resumes_after_the_last_id_seen(asgi_server, wake_m
     with open_stream(asgi_server, incident, cookies) as response:
         seen = take(sse_events(response), 1)  # the declaration
     last = int(seen[-1]["id"])
-    missed = [services.add_note(incident, f"while away {n}", actor=responder).pk for n in range(2)]
+    missed = [services.add_note(incident, f"while away {n}", actor=responder).seq for n in range(2)]
 
     # The browser's own reconnect sends Last-Event-ID ...
     with open_stream(

@@ -397,7 +397,9 @@ def test_cached_timeline_html_never_shows_another_incidents_event(responder_clie
     pk = note.pk
     TimelineEvent.objects.filter(pk=pk).delete()
     other = factories.declare(actor=responder, title="Second")
-    reused = TimelineEvent.objects.create(pk=pk, incident=other, kind="note", message="fresh")
+    reused = TimelineEvent.objects.create(
+        pk=pk, incident=other, seq=2, kind="note", message="fresh"
+    )
     html = rendered_events([reused])[0]
     assert "fresh" in html and "from the first database" not in html
     cache.clear()

@@ -478,9 +478,10 @@ class _Seeder:
                     None if kind == EventKind.DECLARED and not p.incident.declared_by else actor_id,
                     message,
                     ops.adapt_json_value(data, None),
+                    seq,
                 )
                 for p in batch
-                for at, kind, message, data in p.events
+                for seq, (at, kind, message, data) in enumerate(p.events, start=1)
             ]
             items = [row for p in batch for row in self._checklist(p)]
             grants = [
@@ -535,7 +536,7 @@ class _Seeder:
         return rows
 
 
-EVENT_FIELDS = ("incident", "created_at", "kind", "actor", "message", "data")
+EVENT_FIELDS = ("incident", "created_at", "kind", "actor", "message", "data", "seq")
 ITEM_FIELDS = ("incident", "phase", "text", "order", "due_at", "done_at", "done_by")
 
 
