@@ -106,3 +106,66 @@ def test_run_all_finds_oom_killed_and_the_confirmed_scale_lands(
     audit = incident.timeline.get(kind=EventKind.ACTION)
     assert audit.actor == responder and "from 3 to 5 replicas" in audit.message
     page.screenshot(path="/tmp/lotoops-k8s-browser.png", full_page=True)
+
+
+def test_followed_log_lines_appear_live_and_stop_at_their_bound(
+    login, start_worker, responder, monkeypatch
+):
+    """ref.logs_follow streams the lines the pod writes into the page as they come,
+    and stops by itself at its line bound: the fourth line never shows."""
+    import threading
+    import time
+
+    from diagnostics.models import RunbookStep
+
+    server = k8s.KubeServer(token=TOKEN).start()
+    try:
+        server.add(k8s.pod("lotolink-backend-7d9f8c6b5-a"))
+        server.add_logs("lotolink-backend-7d9f8c6b5-a", "backend", ["started"])
+        monkeypatch.setenv("LOTOOPS_TARGET_K8S_TOKEN", TOKEN)
+        seed_runbooks()
+        Target.objects.create(
+            name="lotolink-k8s",
+            kind="kubernetes",
+            url=server.url,
+            secret_env="LOTOOPS_TARGET_K8S_TOKEN",
+        )
+        RunbookStep.objects.filter(key="ref.logs_follow").update(
+            params={"seconds": 20, "max_lines": 3}
+        )
+        start_worker(concurrency=1)
+        incident = factories.declare(
+            actor=responder, severity="P2", category="service_outage", title="Errors in logs"
+        )
+        page = login(responder)
+        page.goto(f"/incidents/{incident.pk}/?procedure=reference")
+        page.wait_for_selector("body[data-live=open]")
+        step = page.locator("#runbook li.step[data-step='ref.logs_follow']")
+        step.locator("button.run").click()
+        output = step.locator("pre.run-output")
+        output.wait_for(timeout=20000)
+        assert "started" in output.inner_text()
+        assert CheckRun.objects.get(step__key="ref.logs_follow").status == RunStatus.RUNNING
+
+        def write() -> None:
+            for line in ("payment 42 failed", "payment 43 failed", "never shown"):
+                time.sleep(1.0)
+                server.add_logs("lotolink-backend-7d9f8c6b5-a", "backend", [line])
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        # The first new line reaches the page while the follow still runs.
+        step.locator("pre.run-output:has-text('payment 42 failed')").wait_for(timeout=15000)
+        assert CheckRun.objects.get(step__key="ref.logs_follow").status == RunStatus.RUNNING
+        page.wait_for_selector(
+            "#timeline li.kind-check_result:has-text('ref.logs_follow on lotolink-k8s')",
+            timeout=20000,
+        )
+        writer.join()
+        run = CheckRun.objects.get(step__key="ref.logs_follow")
+        assert run.status == RunStatus.SUCCEEDED
+        assert run.summary.endswith("stopped after 3 lines")
+        text = step.locator("pre.run-output").inner_text()
+        assert "payment 43 failed" in text and "never shown" not in text
+    finally:
+        server.stop()
