@@ -123,3 +123,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "ms": round((time.perf_counter() - started) * 1000, 2),
     }
     return JsonResponse(body, status=503 if status == "error" else 200)
+
+
+@login_not_required
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """May this web process take traffic? Only the database decides: with Redis or
+    the broker down every page is still served (runs wait, streams poll), so an
+    orchestrator must not take every web pod out of service, nor restart them, for
+    that. /healthz reports those dependencies."""
+    database = _timed(check_database)["status"]
+    return JsonResponse({"status": database}, status=200 if database == "ok" else 503)

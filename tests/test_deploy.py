@@ -143,12 +143,13 @@ def test_the_service_selects_the_web_pods_on_their_port():
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_web_probes_ask_healthz_with_an_allowed_host():
+def test_web_probes_ask_readyz_with_an_allowed_host():
     web = container("lotoops-web")
     allowed = by_name("ConfigMap", "lotoops")["data"]["ALLOWED_HOSTS"].split(",")
     for probe in ("readinessProbe", "livenessProbe"):
         get = web[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        # /readyz: only the database decides (Redis down must not empty the Service).
+        assert get["path"] == "/readyz"
         hosts = [h["value"] for h in get.get("httpHeaders", []) if h["name"] == "Host"]
         # The kubelet sends the pod IP as Host otherwise, which Django refuses (400).
         assert hosts and hosts[0] in allowed

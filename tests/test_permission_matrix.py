@@ -175,6 +175,7 @@ def signed(who: Who, target: str) -> str:
 # route name -> (GET rule, POST rule)
 RULES: dict[str, tuple[Rule, Rule]] = {
     "healthz": (public, never),
+    "readyz": (public, never),
     "login": (public, public),
     "logout": (none, to_login),
     "incidents:dashboard": (user, none),

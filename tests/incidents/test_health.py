@@ -113,3 +113,19 @@ def test_without_login_healthz_says_only_up_or_down_per_component(client, settin
         },
     }
     assert b"db-host-7" not in response.content and b"Connection" not in response.content
+
+
+def test_readiness_ignores_redis_and_the_broker(client, settings):
+    """With Redis down /healthz says 503, but the web still serves every page: the
+    readiness endpoint the orchestrator asks answers 200 while the database does."""
+    from incidents import live
+
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    live.redis_client.cache_clear()
+    try:
+        assert client.get("/healthz").status_code == 503
+        ready = client.get("/readyz")
+    finally:
+        live.redis_client.cache_clear()
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok"}
