@@ -191,7 +191,9 @@ def main() -> None:
                     [
                         sys.executable, "-m", "celery", "-A", "lotoops", "worker",
                         "--loglevel", "WARNING", "--pool", "prefork", "--concurrency", "4",
-                        "--queues", QUEUE, "--without-gossip", "--without-mingle",
+                        # every queue class (diagnostics/queues.py): paging, checks, long
+                        "--queues", ",".join(["celery", "paging", "checks", "long"]),
+                        "--without-gossip", "--without-mingle",
                         "--without-heartbeat",
                     ],
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
