@@ -62,15 +62,16 @@ class Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-def start_worker(env: dict[str, str], queue: str) -> subprocess.Popen[bytes]:
-    """A real Celery worker (prefork, 4 processes) consuming only `queue` and the
+def start_worker(env: dict[str, str], queue: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    """A real Celery worker (prefork, `concurrency` processes) consuming only `queue` and the
     queues by class named after it (paging, checks, long: diagnostics/queues.py)."""
     from diagnostics.queues import all_queues
 
     env = {**env, "CELERY_DEFAULT_QUEUE": queue}
     command = [
         sys.executable, "-m", "celery", "-A", "lotoops", "worker", "--loglevel", "WARNING",
-        "--pool", "prefork", "--concurrency", "4", "--queues", ",".join(all_queues(queue)),
+        "--pool", "prefork", "--concurrency", str(concurrency),
+        "--queues", ",".join(all_queues(queue)),
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
