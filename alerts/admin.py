@@ -1,9 +1,9 @@
 from typing import Any
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib import admin
 from django.http import HttpRequest
-from django.utils import timezone
+
+from incidents.admin import IssuedTokenAdmin
 
 from . import tokens
 from .models import (
@@ -19,28 +19,12 @@ from .models import (
 
 
 @admin.register(IngestToken)
-class IngestTokenAdmin(admin.ModelAdmin):
+class IngestTokenAdmin(IssuedTokenAdmin):
     list_display = ("name", "source", "prefix", "created_at", "last_used_at", "revoked_at")
     fields = ("name", "source", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("prefix", "created_at", "last_used_at")
-    actions = ("revoke",)
 
-    def save_model(self, request: HttpRequest, obj: IngestToken, form: Any, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        row, token = tokens.issue(obj.name, obj.source)
-        obj.pk, obj.token_hash, obj.prefix = row.pk, row.token_hash, row.prefix
-        obj._state.adding = False
-        messages.warning(
-            request,
-            f"The token for {row.name} is {token} — copy it now: it is stored hashed and "
-            "cannot be shown again.",
-        )
-
-    @admin.action(description="Revoke the selected tokens")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[IngestToken]) -> None:
-        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    def issue(self, obj: IngestToken) -> tuple[IngestToken, str]:
+        return tokens.issue(obj.name, obj.source)
 
 
 @admin.register(SeverityRule)

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
-from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
+from incidents.rules import tokens
+
 from .models import ApiToken
 
 
-def _touch(model: type[ApiToken], pk: int, last: datetime | None) -> None:
-    """Record the token's use, at most once a minute (a write per request would cost
-    a commit per alert)."""
-    now = timezone.now()
-    if last is None or now - last > timedelta(minutes=1):
-        model.objects.filter(pk=pk).update(last_used_at=now)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def issue(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
-    token = "lta_" + secrets.token_urlsafe(32)
-    row = ApiToken.objects.create(
-        user=user, name=name, token_hash=_digest(token), prefix=token[:10]
-    )
+    token, digest, prefix = tokens.new("lta")
+    row = ApiToken.objects.create(user=user, name=name, token_hash=digest, prefix=prefix)
     return row, token
 
 
@@ -37,7 +22,7 @@ def user_for(token: str) -> AbstractBaseUser | None:
     """The active user an unrevoked token belongs to. The lookup is by the hash of the
     whole token (an index cannot be walked towards a secret it never sees), and the
     match is confirmed with compare_digest."""
-    digest = _digest(token)
+    digest = tokens.digest(token)
     row = (
         ApiToken.objects.select_related("user")
         .filter(token_hash=digest, revoked_at__isnull=True, user__is_active=True)
@@ -45,5 +30,7 @@ def user_for(token: str) -> AbstractBaseUser | None:
     )
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    _touch(ApiToken, row.pk, row.last_used_at)
+    now = timezone.now()
+    if tokens.touch_due(row.last_used_at, now):
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
     return row.user

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import ForeignKey, QuerySet
 from django.forms import ModelChoiceField
@@ -316,3 +316,35 @@ class ActionItemAdmin(IncidentScopedAdmin):
     search_fields = ["text", "incident__title"]
     raw_id_fields = ["incident", "verification_run"]
     readonly_fields = ["verified_at"]
+
+
+# --- bearer tokens (the API's, the webhook senders') ----------------------------------
+
+
+class IssuedTokenAdmin(admin.ModelAdmin):
+    """A token made in the admin is shown once, in a message, and stored hashed;
+    the only change afterwards is revoking it. Subclasses say how a row is issued."""
+
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    actions = ("revoke",)
+
+    def issue(self, obj: Any) -> tuple[Any, str]:
+        """(the new row, the token itself) for the unsaved `obj` from the form."""
+        raise NotImplementedError
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        row, token = self.issue(obj)
+        obj.pk, obj.token_hash, obj.prefix = row.pk, row.token_hash, row.prefix
+        obj._state.adding = False
+        messages.warning(
+            request,
+            f"The token {row} is {token} — copy it now: it is stored hashed and "
+            "cannot be shown again.",
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

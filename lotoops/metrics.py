@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import Count, F, Max, Min, Sum
+from django.db.models import Count, F, Max, Min, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -35,6 +35,11 @@ from incidents.models import OPEN_STATUSES, Incident, Notification, Notification
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WINDOW = timedelta(hours=24)
+
+
+def _count_by(rows: QuerySet[Any], field: str) -> dict[Any, int]:
+    """{value of `field`: how many rows have it}, in one query."""
+    return dict(rows.values(field).annotate(n=Count("pk")).values_list(field, "n"))
 
 
 class LotoOpsCollector(Collector):
@@ -61,18 +66,12 @@ class LotoOpsCollector(Collector):
             "Open incidents not acknowledged within their severity's response time",
             labels=["severity"],
         )
-        counts = dict(
-            Incident.objects.filter(status__in=OPEN_STATUSES)
-            .values("severity__key")
-            .annotate(n=Count("pk"))
-            .values_list("severity__key", "n")
-        )
-        late = dict(
-            Incident.objects.filter(status__in=OPEN_STATUSES)
-            .filter(acknowledged_at__isnull=True, response_deadline__lt=now)
-            .values("severity__key")
-            .annotate(n=Count("pk"))
-            .values_list("severity__key", "n")
+        counts = _count_by(Incident.objects.filter(status__in=OPEN_STATUSES), "severity__key")
+        late = _count_by(
+            Incident.objects.filter(status__in=OPEN_STATUSES).filter(
+                acknowledged_at__isnull=True, response_deadline__lt=now
+            ),
+            "severity__key",
         )
         for key in Severity.objects.order_by("order").values_list("key", flat=True):
             open_.add_metric([key], counts.get(key, 0))
@@ -94,12 +93,7 @@ class LotoOpsCollector(Collector):
         runs = GaugeMetricFamily(
             "lotoops_check_runs", "Check runs finished in the last 24 h", labels=["status"]
         )
-        by_status = dict(
-            CheckRun.objects.filter(finished_at__gte=since)
-            .values("status")
-            .annotate(n=Count("pk"))
-            .values_list("status", "n")
-        )
+        by_status = _count_by(CheckRun.objects.filter(finished_at__gte=since), "status")
         for status in RunStatus.values:
             runs.add_metric([status], by_status.get(status, 0))
         yield runs
@@ -138,12 +132,7 @@ class LotoOpsCollector(Collector):
             "Notifications created in the last 24 h, by status",
             labels=["status"],
         )
-        by_status = dict(
-            Notification.objects.filter(created_at__gte=since)
-            .values("status")
-            .annotate(n=Count("pk"))
-            .values_list("status", "n")
-        )
+        by_status = _count_by(Notification.objects.filter(created_at__gte=since), "status")
         for status in NotificationStatus.values:
             told.add_metric([status], by_status.get(status, 0))
         yield told

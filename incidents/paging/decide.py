@@ -31,7 +31,7 @@ from ..timeline import actor_name, append_event
 from . import channels as notify
 from . import outbox
 from .oncall import person_for, user_for
-from .outbox import absolute, create_row, restricted_line, told_contacts
+from .outbox import absolute, channel_rows, create_row, restricted_line, told_contacts
 
 
 def contact_rules() -> tuple[escalation.ContactRule, ...]:
@@ -265,28 +265,7 @@ def fan_out_update(incident: Incident, event: TimelineEvent) -> list[int]:
         "due_at": now,
         "why": "status update",
     }
-    if notify.SlackChannel.enabled():
-        rows.append(
-            create_row(
-                incident,
-                recipient_key="channel",
-                recipient=incident.channel_name,
-                channel="slack",
-                address=incident.channel_name,
-                **common,
-            )
-        )
-    if notify.WebhookChannel.enabled():
-        rows.append(
-            create_row(
-                incident,
-                recipient_key="channel",
-                recipient="stakeholders",
-                channel="webhook",
-                address="webhook",
-                **common,
-            )
-        )
+    rows += channel_rows(incident, common)
     told = EscalationContact.objects.filter(pk__in=told_contacts(incident)).select_related("user")
     for contact in told:
         person = person_for(contact, now)

@@ -79,6 +79,35 @@ def told_contacts(incident: Incident) -> set[int]:
     )
 
 
+def channel_rows(incident: Incident, common: dict[str, object]) -> list[Notification | None]:
+    """The rows of one message to the incident's own channels: its Slack channel and
+    the webhook's stakeholders, where those channels are set up (None: already made)."""
+    rows = []
+    if notify.SlackChannel.enabled():
+        rows.append(
+            create_row(
+                incident,
+                recipient_key="channel",
+                recipient=incident.channel_name,
+                channel="slack",
+                address=incident.channel_name,
+                **common,
+            )
+        )
+    if notify.WebhookChannel.enabled():
+        rows.append(
+            create_row(
+                incident,
+                recipient_key="channel",
+                recipient="stakeholders",
+                channel="webhook",
+                address="webhook",
+                **common,
+            )
+        )
+    return rows
+
+
 def remind(item: ChecklistItem, *, now: datetime) -> list[int]:
     """Rows telling that a post-incident checklist item is due: an email to the
     incident's commander (or its declarer), a post in its Slack channel, the
@@ -119,28 +148,7 @@ def remind(item: ChecklistItem, *, now: datetime) -> list[int]:
                 **common,
             )
         )
-    if notify.SlackChannel.enabled():
-        rows.append(
-            create_row(
-                incident,
-                recipient_key="channel",
-                recipient=incident.channel_name,
-                channel="slack",
-                address=incident.channel_name,
-                **common,
-            )
-        )
-    if notify.WebhookChannel.enabled():
-        rows.append(
-            create_row(
-                incident,
-                recipient_key="channel",
-                recipient="stakeholders",
-                channel="webhook",
-                address="webhook",
-                **common,
-            )
-        )
+    rows += channel_rows(incident, common)
     return [row.pk for row in rows if row is not None]
 
 
