@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from django.db import connection
-from django.test import Client
 
 from incidents import live, services
 from tests import factories
 from tests.conftest import redis_url
+from tests.incidents.live_helpers import session_cookie, sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,27 +32,6 @@ def wake_mode(request, settings) -> str:
         settings.SSE_POLL_INTERVAL = 0.2
     live.redis_client.cache_clear()
     return request.param
-
-
-def session_cookie(user) -> dict[str, str]:
-    client = Client()
-    client.force_login(user)
-    return {"sessionid": client.cookies["sessionid"].value}
-
-
-def sse_events(response: httpx.Response) -> Iterator[dict[str, str]]:
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if "id" in event:
-                yield event
-            event = {}
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        event[field] = event[field] + "\n" + value if field in event else value
 
 
 def take(events: Iterator[dict[str, str]], n: int) -> list[dict[str, str]]:
