@@ -44,6 +44,7 @@ def runbook_context(
     Procedures are expanded (their steps rendered) when they are for the
     incident's category, the initial response, one the responder asked for, or
     one with runs on this incident; the others load when opened."""
+    awaiting = approvals.pending(incident)
     runbooks = services.runbooks_for(incident)
     runs = list(incident.check_runs.select_related("requested_by", "step").order_by("-id")[:300])
     latest: dict[int, list[CheckRun]] = {}
@@ -74,9 +75,9 @@ def runbook_context(
         "can_run": can_work(request.user, incident),
         "can_act": can_run_actions(request.user, incident),
         "output_cap": services.OUTPUT_PAGE_CAP,
-        "awaiting_approval": approvals.pending(incident),
+        "awaiting_approval": awaiting,
         "can_approve": approvals.can_approve(request.user, incident),
-        "viewer_id": request.user.pk,
+        "own_requests": _own_requests(request.user, awaiting),
     }
 
 
@@ -124,6 +125,17 @@ def run_activity(incident_ids: list[int]) -> dict[int, Hashable]:
     return {row["incident_id"]: (row["runs"], row["versions"]) for row in rows}
 
 
+def _own_requests(user: Any, awaiting: list[ActionApproval]) -> frozenset[int]:
+    """The pending approval requests this viewer made (they may not decide them)."""
+    return frozenset(a.pk for a in awaiting if a.requested_by_id == user.pk)
+
+
+def runbook_viewer_key(user: Any, incident: Incident) -> tuple[bool, frozenset[int]]:
+    """What makes the runbook panel differ between viewers of one class: whether they
+    may approve, and which pending requests are their own."""
+    return approvals.can_approve(user, incident), _own_requests(user, approvals.pending(incident))
+
+
 # The runbook panel of the incident page (registered in DiagnosticsConfig.ready).
 RUNBOOK_PANEL = Panel(
     name="runbook",
@@ -132,6 +144,7 @@ RUNBOOK_PANEL = Panel(
     refresh_on=frozenset({"check_run", "check_result", "action"}),
     live=RunUpdates,
     poll=run_activity,
+    viewer_key=runbook_viewer_key,
 )
 
 

@@ -39,6 +39,10 @@ class Panel:
     # Without Redis, how the process's one poll sees that change: incident ids ->
     # a value per incident that changes when its live output does.
     poll: Callable[[list[int]], dict[int, Hashable]] | None = None
+    # What, beyond working the incident and running actions, makes this panel look
+    # different for one viewer than another: (user, incident) -> a hashable value.
+    # Live streams share a rendering only between viewers with equal values.
+    viewer_key: Callable[[Any, Incident], Hashable] | None = None
 
 
 PANELS: dict[str, Panel] = {}
@@ -46,6 +50,10 @@ PANELS: dict[str, Panel] = {}
 
 def register(panel: Panel) -> None:
     PANELS[panel.name] = panel
+
+
+def viewer_keys(user: Any, incident: Incident) -> tuple[Hashable, ...]:
+    return tuple(p.viewer_key(user, incident) for p in PANELS.values() if p.viewer_key)
 
 
 def page_context(request: HttpRequest, incident: Incident, **options: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@ last message (events, out-of-band panels, check-run output), per viewer class.""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
@@ -77,12 +78,18 @@ class Viewer:
 
     can_work: bool
     can_act: bool
+    # What the panels draw differently per viewer (e.g. who may approve which request).
+    panels: tuple[Hashable, ...] = ()
 
     @classmethod
     def of(cls, user: Any, incident: Incident) -> Viewer | None:
         if not can_view(user, incident):
             return None
-        return cls(can_work=can_work(user, incident), can_act=can_run_actions(user, incident))
+        return cls(
+            can_work=can_work(user, incident),
+            can_act=can_run_actions(user, incident),
+            panels=panels.viewer_keys(user, incident),
+        )
 
 
 class StreamRenderer:

@@ -288,3 +288,22 @@ def test_two_approvers_pressing_approve_at_once_queue_one_run(
         f"Request #{approval.pk} was already approved by {winner}: "
         f"the action ran as check run #{run.pk}."
     )
+
+
+def test_live_streams_share_the_runbook_panel_only_between_viewers_who_see_it_alike(
+    client, p1, requester, approver, api_target
+):
+    """The live stream draws a panel once per viewer class: the requester (told someone
+    else must decide) and an approver (shown Approve) must never share a drawing, while
+    two approvers still do."""
+    from incidents.views.stream import Viewer
+
+    other_approver = _with(factories.UserFactory(username="olga"), "diagnostics.approve_actions")
+    other_approver.groups.add(*approver.groups.all())
+    # All three may work the incident and run actions: only approving tells them apart.
+    approver = _with(approver, "run_actions")
+    other_approver = _with(other_approver, "run_actions")
+    ask(client, requester, p1, api_target)
+    classes = {u.username: Viewer.of(u, p1) for u in (requester, approver, other_approver)}
+    assert classes["ana"] != classes["ida"]
+    assert classes["ida"] == classes["olga"]
