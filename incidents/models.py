@@ -151,6 +151,9 @@ class Incident(models.Model):
         permissions = [
             ("view_restricted_incident", "Can view every restricted incident"),
             ("run_actions", "Can run runbook resolution actions"),
+            # Granted on one incident (django-guardian); the global one is on
+            # diagnostics.ActionApproval. Declared here so Django keeps it in place.
+            ("approve_actions", "Can approve resolution actions"),
         ]
         indexes = [
             models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),

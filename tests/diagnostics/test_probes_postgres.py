@@ -577,6 +577,7 @@ def test_a_refused_connection_is_permanent_and_fast():
         (f"postgres://postgres@{pg.HOST}:{pg.PORT}/no_such_db", 'database "no_such_db"'),
         (f"postgres://no_such_role@{pg.HOST}:{pg.PORT}/{pg.DB}", 'role "no_such_role"'),
     ],
+    ids=["database", "role"],  # the scratch database's name differs per xdist worker
 )
 def test_an_unknown_database_or_role_is_permanent(url, message):
     target = Target(name="lotolink-db", kind="postgres", url=url)
