@@ -95,10 +95,13 @@ def test_every_postgres_probe_is_registered_for_postgres_targets():
         "postgres.replication",
         "postgres.table_sizes",
         "postgres.count_query",
+        "postgres.idle_in_transaction",
     }
     actions = {
         "postgres.kill_idle_connections",
         "postgres.terminate_query",
+        "postgres.terminate_blocker",
+        "postgres.terminate_idle_in_transaction",
         "postgres.vacuum",
     }
     for name in diagnostics | actions:
@@ -121,7 +124,7 @@ def test_the_runbook_steps_build_with_their_params(target):
         probe.build(target, step.get("params", {}), timeout=step.get("timeout_seconds", 30))
         assert probe.action is (step["kind"] == "action"), step["key"]
         built.add(step["probe"])
-    assert len(built) == 12
+    assert len(built) == 15
 
 
 # --- diagnostics --------------------------------------------------------------------------
@@ -240,9 +243,10 @@ def test_a_slow_query_is_found_then_terminated_once(target, sessions):
     assert query["pid"] == sleeper.pid
     assert query["seconds"] >= 1
     assert query["query"] == "SELECT pg_sleep(30)"
-    assert result.summary == f"1 long-running query: pid {sleeper.pid}"
-    assert lines[0].split()[:4] == ["pid", "user", "state", "running"]
-    assert lines[2].startswith(f"{sleeper.pid}  postgres  active")
+    assert result.summary == f"1 query running longer than 1 s: pid {sleeper.pid}"
+    assert lines[0].split()[:4] == ["pid", "user", "running", "for"]
+    assert lines[2].startswith(f"{sleeper.pid}  postgres  ")
+    assert lines[3] == "    SELECT pg_sleep(30)"  # the statement beneath its row
 
     sentence = plan("postgres.terminate_query", target, {"pid": sleeper.pid})
     assert sentence.startswith(f"terminate pid {sleeper.pid} on lotolink-db (user postgres, active")
@@ -605,7 +609,10 @@ def test_a_server_that_never_answers_is_a_transient_connect_timeout():
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("postgres.slow_queries", {"min_seconds": "abc"}, "min_seconds must be a whole number"),
+        ("postgres.slow_queries", {"min_seconds": "abc"}, "min_seconds must be a number"),
+        ("postgres.idle_in_transaction", {"min_seconds": -1}, "min_seconds must be 0 or more"),
+        ("postgres.terminate_idle_in_transaction", {"min_seconds": "x"}, "must be a number"),
+        ("postgres.terminate_blocker", {"pid": 0}, "positive"),
         ("postgres.slow_queries", {"min_seconds": -1}, "min_seconds must be 0 or more"),
         ("postgres.slow_queries", {"seconds": 5}, "unknown parameter"),
         ("postgres.connection_count", {"exhausted_ratio": 0}, "exhausted_ratio"),
