@@ -230,9 +230,10 @@ def request_check(
     incident: Incident,
     step: RunbookStep,
     *,
-    actor: AbstractBaseUser,
+    actor: AbstractBaseUser | None,
     target: Target | None = None,
     batch: str = "",
+    because: str = "",
 ) -> list[CheckRun]:
     """Queue a diagnostic (once per target for every-target steps)."""
     probe = _probe_for(step)
@@ -272,7 +273,7 @@ def request_check(
             incident,
             EventKind.CHECK_RUN,
             f"{actor_name(actor)} ran {step.key} ({step.display_title}) on "
-            f"{', '.join(r.target_name for r in runs)}",
+            f"{', '.join(r.target_name for r in runs)}" + (f" {because}" if because else ""),
             actor=actor,
             data={"step": step.key, "runs": [r.pk for r in runs]},
         )
@@ -517,7 +518,39 @@ def finish_run(
         signals.check_finished.send(
             sender=CheckRun, run=run, status=status, outcome=outcome, summary=summary
         )
+        if run.step.kind == StepKind.ACTION and status == RunStatus.SUCCEEDED and outcome == "ok":
+            recheck_after_action(run)
     return True
+
+
+def recheck_after_action(run: CheckRun) -> list[CheckRun]:
+    """Run again, as LotoOps, the checks whose current findings recommended the
+    action that just succeeded, on the target of each finding: what they no longer
+    find is superseded (the page drops the recommendation and its pids) without
+    anyone having to press Run. A check that cannot be queued is left alone."""
+    keys = set(run.step.recommended_by)
+    if not keys:
+        return []
+    wanted = {(f.step, f.target) for f in findings(run.incident) if f.current and f.key in keys}
+    queued: list[CheckRun] = []
+    for step_key, target_name in sorted(wanted):
+        step = RunbookStep.objects.filter(key=step_key, kind=StepKind.DIAGNOSTIC).first()
+        target = Target.objects.filter(name=target_name, active=True).first()
+        if step is None or target is None:
+            continue
+        try:
+            with transaction.atomic():
+                queued += request_check(
+                    run.incident,
+                    step,
+                    actor=None,
+                    target=target,
+                    batch=f"recheck-{run.pk}",
+                    because=f"to see whether {run.step.key} (run #{run.pk}) fixed what it found",
+                )
+        except (CheckError, DatabaseError) as exc:
+            log.warning("could not re-check %s after run %s: %s", step_key, run.pk, exc)
+    return queued
 
 
 def _store_files(run: CheckRun, result: ProbeResult) -> str:

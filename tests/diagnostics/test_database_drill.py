@@ -10,9 +10,10 @@ A while holding another row, C waits on B), and one long query (pg_sleep).
 - db.locks names A as the root blocker and recommends terminating it, with its pid
   in the reviewed plan;
 - db.idle_in_transaction is its own finding, recommending its own action;
-- after the recommended actions ran, running the checks again clears the findings:
-  they are superseded (with the run that no longer found them), the steps are no
-  longer recommended and no stale pid is offered.
+- after the recommended actions ran, the checks run again (queued by each action's
+  success) clear the findings: they are superseded (with the run that no longer
+  found them), the steps are no longer recommended and no stale pid is offered; a
+  responder's own re-run agrees.
 
 Thresholds are one second so the drill takes a few seconds; every session it opens
 is terminated at the end.
@@ -213,11 +214,15 @@ def test_the_database_drill(client, rf, drill_incident, responder, sessions):
     sleeper.join()
     assert not any(pg.alive(p) for p in [*idle, sleeper.pid])
 
-    # Running the checks again clears every finding: superseded, nothing recommended.
-    rechecks = {
-        key: check(incident, key, responder)
-        for key in ("db.slow_queries", "db.locks", "db.idle_in_transaction")
-    }
+    # Each successful action queued its findings' checks again (as LotoOps, on the
+    # finding's target); once they ran, every finding is superseded.
+    rechecks = {}
+    for rerun in CheckRun.objects.filter(batch__startswith="recheck-").order_by("id"):
+        assert rerun.requested_by is None and rerun.target_name == "lotolink-db"
+        run_check.apply(args=(rerun.pk,))
+        rerun.refresh_from_db()
+        rechecks[rerun.step.key] = rerun
+    assert set(rechecks) == {"db.slow_queries", "db.locks", "db.idle_in_transaction"}
     assert all(r.outcome == "ok" and r.evidence == {} for r in rechecks.values())
     context = panel(rf, incident, responder)
     assert context["evidence"] == {}
@@ -237,3 +242,6 @@ def test_the_database_drill(client, rf, drill_incident, responder, sessions):
     assert str(a_pid) not in re.sub(r"<input[^>]*csrf[^>]*>", "", review.content.decode())
     review = client.get(f"/incidents/{incident.pk}/steps/db.terminate_query/action/", **HX)
     assert f"pid {sleeper.pid}" not in review.content.decode()
+    # A responder's own re-run finds nothing either.
+    assert check(incident, "db.locks", responder).evidence == {}
+    assert panel(rf, incident, responder)["evidence"] == {}
