@@ -79,7 +79,7 @@ WHO = {
     "anonymous": Who("anonymous", logged_in=False),
     "noperm": Who("noperm"),
     "viewer": Who("viewer"),
-    "responder": Who("responder", works=True, declares=True),
+    "responder": Who("responder", works=True, declares=True, actions=True),
     "commander": Who("commander", works=True, declares=True, actions=True),
     "manager": Who("manager", audit=True),
     "granted": Who("granted", sees_secret=True, works_secret=True),
