@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.http import HttpRequest
 from django.template.loader import render_to_string
@@ -75,12 +75,12 @@ def take_sample(incident: Incident, *, now: datetime | None = None) -> ImpactSam
     except Exception as exc:  # a bug in a probe must not stop the other incidents' samples
         log.exception("money-at-risk sample of incident %s failed", incident.pk)
         fields["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-    rows = ImpactSample.objects.bulk_create(
-        [ImpactSample(incident=incident, taken_at=now, slot=slot, **fields)],
-        ignore_conflicts=True,
-    )
-    sample = ImpactSample.objects.filter(incident=incident, slot=slot).first()
-    if sample is None or not rows:
+    try:
+        with transaction.atomic():
+            sample = ImpactSample.objects.create(
+                incident=incident, taken_at=now, slot=slot, **fields
+            )
+    except IntegrityError:  # another beat stored this interval's sample meanwhile
         return None
     incident_id = incident.pk
     transaction.on_commit(lambda: live.publish(incident_id, 0))

@@ -9,8 +9,9 @@ import contextlib
 from typing import Any
 
 import psycopg
+import pytest
 
-from tests.diagnostics.pg_helpers import DB, HOST, PORT, query
+from tests.diagnostics.pg_helpers import DB, HOST, PORT, query, reachable
 
 PLATFORM_DB = f"{DB}_platform"
 PLATFORM_URL = f"postgres://postgres@{HOST}:{PORT}/{PLATFORM_DB}"
@@ -75,3 +76,24 @@ def add_plays(plays: list[tuple[Any, ...]], conn: psycopg.Connection[Any] | None
     finally:
         if own:
             conn.close()
+
+
+@pytest.fixture(scope="session")
+def platform_db() -> str:
+    """The platform database with plays in known states (created once per session)."""
+    if not reachable():
+        pytest.fail("the money-at-risk tests need PostgreSQL on 127.0.0.1:5432")
+    create_platform_db()
+    return PLATFORM_URL
+
+
+@pytest.fixture
+def platform(platform_db: str, runbook: None) -> Any:
+    """The seeded runbook and a PostgreSQL target pointing at the platform database
+    (its plays reset to PLAYS)."""
+    from diagnostics.models import Target
+    from diagnostics.seed import seed_runbooks
+
+    reset_plays()
+    seed_runbooks()
+    return Target.objects.create(name="lotolink-db", kind="postgres", url=platform_db)

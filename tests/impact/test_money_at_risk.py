@@ -229,3 +229,34 @@ def test_the_post_mortem_impact_carries_the_peak_and_the_total_at_resolution(pla
             "Source: postgres.money_at_risk (runbook step pay.money_at_risk) on lotolink-db, "
             "3 readings from" in text
         )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_beats_at_once_store_one_sample_per_interval(platform, responder):
+    import threading
+
+    from django.db import connection
+
+    incident = factories.declare(actor=responder, category="payment")
+    now = timezone.now()
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def beat() -> None:
+        try:
+            barrier.wait(timeout=5)
+            results.append(impact.take_sample(incident, now=now))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=beat) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert ImpactSample.objects.filter(incident=incident).count() == 1
+    assert sum(r is not None for r in results) == 1
