@@ -260,3 +260,21 @@ def test_two_beats_at_once_store_one_sample_per_interval(platform, responder):
     assert errors == []
     assert ImpactSample.objects.filter(incident=incident).count() == 1
     assert sum(r is not None for r in results) == 1
+
+
+def test_a_stream_redraws_the_card_only_when_a_new_sample_lands(platform, responder, rf):
+    incident = factories.declare(actor=responder, category="payment")
+    impact.take_sample(incident, now=timezone.now() - timedelta(minutes=1))
+    request = rf.get("/")
+    request.user = responder
+    updates = impact.MONEY_PANEL.live()
+    assert updates(request, incident.pk) == []  # the page already shows this one
+    assert updates(request, incident.pk) == []
+    before = impact.latest_samples([incident.pk])
+    sample = impact.take_sample(incident)
+    assert impact.latest_samples([incident.pk]) == {incident.pk: sample.pk} != before
+    ((seq, name, html),) = updates(request, incident.pk)
+    assert (seq, name) == (None, "run")
+    assert 'id="money-at-risk"' in html and 'hx-swap-oob="true"' in html
+    assert 'data-samples="2"' in html
+    assert updates(request, incident.pk) == []

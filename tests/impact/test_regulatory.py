@@ -140,6 +140,7 @@ def test_legal_is_reminded_then_escalated_once_per_step(responder, contacts, mon
     ]
     row = incident.notifications.get(reason="regulatory-data_breach-due")
     assert row.address == "lex@lotolink.test"
+    assert incident.title not in row.text + row.subject  # a restricted incident's title stays in
     assert "Notify the data-protection authority: deadline 2026-03-07 15:00" in row.text
     assert len(queued) == 4
     events = incident.timeline.filter(kind=EventKind.ESCALATION, data__has_key="clock")
