@@ -11,6 +11,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core import mail
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -143,6 +144,14 @@ def test_legal_is_reminded_then_escalated_once_per_step(responder, contacts, mon
     assert incident.title not in row.text + row.subject  # a restricted incident's title stays in
     assert "Notify the data-protection authority: deadline 2026-03-07 15:00" in row.text
     assert len(queued) == 4
+    for pk in queued + queued:  # a redelivery (a retried task) sends nothing twice
+        outbox.deliver(pk, now=T0 + 73 * H)
+    assert (
+        sorted(m.subject for m in mail.outbox)
+        == [f"[P1] Regulatory deadline: {outbox.restricted_line(incident)}"] * 4
+    )
+    assert [m.to for m in mail.outbox] == [["lex@lotolink.test"]] * 4
+    assert "deadline 2026-03-07 15:00 UTC is near" in mail.outbox[0].body
     events = incident.timeline.filter(kind=EventKind.ESCALATION, data__has_key="clock")
     assert events.count() == 3
 
