@@ -40,6 +40,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.rows import dict_row
 
+from incidents.rules.money import format_totals
 from incidents.rules.text import format_duration
 
 from .base import (
@@ -981,6 +982,182 @@ class CountQuery(PostgresProbe):
                 evidence={params.evidence: {"count": count, "threshold": params.threshold}},
             )
         return ProbeResult(Outcome.OK, summary, data=data)
+
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+MONEY_GROUPS_KEPT = 50  # per currency, in the per-banca and per-state tables
+
+
+def _identifier(value: str, what: str, *, dotted: bool = False) -> sql.Composable:
+    parts = value.split(".") if dotted else [value]
+    if not 1 <= len(parts) <= 2 or not all(IDENTIFIER.fullmatch(p) for p in parts):
+        raise ProbeError(f"parameter {what} must be a column or table name, not {value!r}")
+    return sql.Identifier(*parts)
+
+
+@dataclass
+class MoneyAtRiskParams:
+    """Where the platform keeps its plays. Amounts are integer minor units (cents),
+    as Stripe charges them; the Stripe state is the PaymentIntent status the
+    platform recorded for the play."""
+
+    table: str = "plays"
+    status_column: str = "status"
+    pending_value: str = "pending"
+    created_column: str = "created_at"
+    amount_column: str = "amount"
+    currency_column: str = "currency"
+    banca_column: str = "banca"
+    stripe_state_column: str = "stripe_status"
+    user_column: str = "user_id"
+    window_minutes: int = 60
+    short_window_minutes: int = 15
+
+    def __post_init__(self) -> None:
+        _identifier(self.table, "table", dotted=True)
+        for name in ("status", "created", "amount", "currency", "banca", "stripe_state", "user"):
+            _identifier(getattr(self, f"{name}_column"), f"{name}_column")
+        if not 1 <= self.window_minutes <= 7 * 24 * 60:
+            raise ProbeError("parameter window_minutes must be between 1 and 10080 (a week)")
+        if not 1 <= self.short_window_minutes < self.window_minutes:
+            raise ProbeError(
+                "parameter short_window_minutes must be 1 or more and shorter than window_minutes"
+            )
+
+
+@register
+class MoneyAtRisk(PostgresProbe):
+    """The money at risk: plays pending longer than `short_window_minutes` and than
+    `window_minutes` (the runbook's hour), their count, players and amount per
+    currency, per banca and per Stripe state, in one read-only query. Amounts are
+    summed by PostgreSQL and kept as integers: never a float."""
+
+    name = "postgres.money_at_risk"
+    Params = MoneyAtRiskParams
+
+    def inspect(self, conn: Conn) -> ProbeResult:
+        p: MoneyAtRiskParams = self.params
+        col = {
+            name: _identifier(getattr(p, f"{name}_column"), name)
+            for name in ("status", "created", "amount", "currency", "banca", "stripe_state", "user")
+        }
+        is_long = sql.SQL("{created} < now() - %(long)s * interval '1 minute'").format(
+            created=col["created"]
+        )
+        statement = sql.SQL(
+            "SELECT upper({currency}::text) AS currency, {banca}::text AS banca,"
+            " {state}::text AS state, GROUPING(upper({currency}::text), {banca}, {state}) AS grp,"
+            " count(*) FILTER (WHERE {is_long}) AS long_count,"
+            " coalesce(sum({amount}) FILTER (WHERE {is_long}), 0) AS long_amount,"
+            " count(DISTINCT {user}) FILTER (WHERE {is_long}) AS long_users,"
+            " count(*) AS short_count, coalesce(sum({amount}), 0) AS short_amount,"
+            " count(DISTINCT {user}) AS short_users"
+            " FROM {table}"
+            " WHERE {status} = %(pending)s AND {created} < now() - %(short)s * interval '1 minute'"
+            " GROUP BY GROUPING SETS ((upper({currency}::text)),"
+            " (upper({currency}::text), {banca}), (upper({currency}::text), {state}), ())"
+        ).format(
+            currency=col["currency"],
+            banca=col["banca"],
+            state=col["stripe_state"],
+            amount=col["amount"],
+            user=col["user"],
+            status=col["status"],
+            created=col["created"],
+            table=_identifier(p.table, "table", dotted=True),
+            is_long=is_long,
+        )
+        args = {
+            "long": p.window_minutes,
+            "short": p.short_window_minutes,
+            "pending": p.pending_value,
+        }
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            rows = conn.execute(statement, args).fetchall()
+        data = _money_data(rows, p)
+        self._emit_money(data)
+        long_n, short_n = data["plays"]["long"], data["plays"]["short"]
+        summary = (
+            f"{_plural(long_n, 'play')} pending over {p.window_minutes} min "
+            f"({_money_text(data['totals'], 'long')}), {short_n} over "
+            f"{p.short_window_minutes} min ({_money_text(data['totals'], 'short')})"
+        )
+        if long_n:
+            evidence = {"plays_stuck": {"count": long_n, "source": "platform database"}}
+            return ProbeResult(Outcome.FAILING, summary, data=data, evidence=evidence)
+        return ProbeResult(Outcome.WARNING if short_n else Outcome.OK, summary, data=data)
+
+    def _emit_money(self, data: dict[str, Any]) -> None:
+        self.emit_table(
+            ["currency", "plays > long", "amount > long", "plays > short", "amount > short"],
+            [
+                (c, t["long_count"], t["long"], t["short_count"], t["short"])
+                for c, t in sorted(data["totals"].items())
+            ],
+        )
+
+
+def _whole(value: Any, what: str) -> int:
+    """An exact integer from PostgreSQL's sum (numeric for bigint columns)."""
+    number = Decimal(value)
+    if number != number.to_integral_value():
+        raise ProbeError(f"the {what} column must hold whole minor units (cents), found {number}")
+    return int(number)
+
+
+def _money_data(rows: list[dict[str, Any]], p: MoneyAtRiskParams) -> dict[str, Any]:
+    totals: dict[str, dict[str, int]] = {}
+    by_banca: list[dict[str, Any]] = []
+    by_state: list[dict[str, Any]] = []
+    plays = {"long": 0, "short": 0}
+    users = {"long": 0, "short": 0}
+    for row in rows:
+        figures = {
+            "long": _whole(row["long_amount"], "amount"),
+            "short": _whole(row["short_amount"], "amount"),
+            "long_count": int(row["long_count"]),
+            "short_count": int(row["short_count"]),
+        }
+        currency = row["currency"] or "(none)"
+        if row["grp"] == 7:
+            # the grand total: () groups every currency (its amounts are not added up)
+            plays = {"long": figures["long_count"], "short": figures["short_count"]}
+            users = {"long": int(row["long_users"]), "short": int(row["short_users"])}
+            continue
+        if row["grp"] == 3:
+            totals[currency] = figures | {
+                "long_users": int(row["long_users"]),
+                "short_users": int(row["short_users"]),
+            }
+        elif row["grp"] == 1:
+            by_banca.append({"banca": row["banca"] or "(none)", "currency": currency} | figures)
+        elif row["grp"] == 2:
+            by_state.append({"state": row["state"] or "(none)", "currency": currency} | figures)
+    order = lambda r: (r["currency"], -r["short"], str(r.get("banca") or r.get("state")))  # noqa: E731
+    return {
+        "window_minutes": p.window_minutes,
+        "short_window_minutes": p.short_window_minutes,
+        "plays": plays,
+        "users": users,
+        "totals": totals,
+        "by_banca": _kept(sorted(by_banca, key=order)),
+        "by_state": _kept(sorted(by_state, key=order)),
+    }
+
+
+def _kept(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[row["currency"]] = seen.get(row["currency"], 0) + 1
+        if seen[row["currency"]] <= MONEY_GROUPS_KEPT:
+            kept.append(row)
+    return kept
+
+
+def _money_text(totals: dict[str, dict[str, int]], which: str) -> str:
+    return format_totals({c: t[which] for c, t in totals.items()})
 
 
 # Words that make a SELECT write, lock or leave its transaction, and functions that act

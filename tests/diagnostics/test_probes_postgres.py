@@ -96,6 +96,7 @@ def test_every_postgres_probe_is_registered_for_postgres_targets():
         "postgres.table_sizes",
         "postgres.count_query",
         "postgres.idle_in_transaction",
+        "postgres.money_at_risk",
     }
     actions = {
         "postgres.kill_idle_connections",
@@ -124,7 +125,7 @@ def test_the_runbook_steps_build_with_their_params(target):
         probe.build(target, step.get("params", {}), timeout=step.get("timeout_seconds", 30))
         assert probe.action is (step["kind"] == "action"), step["key"]
         built.add(step["probe"])
-    assert len(built) == 15
+    assert len(built) == 16
 
 
 # --- diagnostics --------------------------------------------------------------------------
