@@ -163,12 +163,13 @@ def action_refusal(user: Any, incident: Incident) -> str:
         return ""
     if not can_work(user, incident):
         return (
-            "You may look at this incident but not work it: ask an incident commander "
-            "to run this action."
+            "You may look at this incident but may not work it: ask an incident "
+            "commander to run this action."
         )
     return (
-        "You need the “run actions” permission (incidents.run_actions) to run this: "
-        "ask an incident commander to run it, or an admin to grant it."
+        "You may not run resolution actions: that needs the “run actions” permission "
+        "(incidents.run_actions). Ask an incident commander to run it, or an admin to "
+        "grant it."
     )
 
 

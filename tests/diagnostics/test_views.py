@@ -46,7 +46,7 @@ def no_actions(responder):
     return type(responder).objects.get(pk=responder.pk)
 
 
-NEEDS_PERMISSION = "You need the “run actions” permission (incidents.run_actions) to run this"
+NEEDS_PERMISSION = "You may not run resolution actions: that needs the “run actions” permission"
 
 
 def base(incident) -> str:
@@ -66,7 +66,7 @@ def test_an_action_step_says_why_its_button_is_missing(client, db_incident, no_a
     client.force_login(no_actions)
     page = client.get(base(db_incident) + "/").content.decode()
     assert "Review…" not in page
-    assert NEEDS_PERMISSION in page and "ask an incident commander" in page
+    assert NEEDS_PERMISSION in page and "Ask an incident commander" in page
 
 
 def test_run_a_step_by_htmx_and_by_plain_post(client, db_incident, responder):
