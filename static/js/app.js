@@ -101,7 +101,32 @@
     if (!el || el.disabled) el = held.region && document.getElementById(held.region);
     if (el) el.focus({ preventScroll: true });
   }
-  document.addEventListener("htmx:beforeRequest", function (e) { holdFocus(e.detail.elt); });
+  /* The live stream may have redrawn a panel (the runbook after a check run it queued)
+     while its request was in flight: the answer then goes to the redrawn element, not to
+     the detached one the request started from. */
+  /* htmx then fires the answer's events on the detached control and target, where no
+     document listener hears them: listen on them directly. */
+  function retarget(e) {
+    var target = e.detail.target;
+    if (target && !target.isConnected && target.id) {
+      var fresh = document.getElementById(target.id);
+      if (fresh) e.detail.target = fresh;
+    }
+  }
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var elt = e.detail.elt;
+    holdFocus(elt);
+    [elt, e.detail.target].forEach(function (el) {
+      if (!el || el.lotoopsHooked) return;
+      el.lotoopsHooked = true;
+      el.addEventListener("htmx:beforeSwap", function (ev) {
+        if (!el.isConnected) retarget(ev);
+      });
+      el.addEventListener("htmx:afterRequest", function () {
+        if (!el.isConnected) setTimeout(restoreFocus, 0);
+      });
+    });
+  });
   document.addEventListener("htmx:beforeSwap", function (e) { holdFocus(e.detail.target); });
   document.addEventListener("htmx:oobBeforeSwap", function (e) { holdFocus(e.detail.target); });
   document.addEventListener("htmx:afterRequest", function () { setTimeout(restoreFocus, 0); });
@@ -124,9 +149,13 @@
     });
   }
   function reveal(el) {
+    // Not under the sticky incident header, not below the fold (CSS scroll-margin-top
+    // keeps scrollIntoView clear of the header).
+    var header = document.getElementById("incident-header");
+    var top = header ? Math.max(0, header.getBoundingClientRect().bottom) : 0;
     var box = el.getBoundingClientRect();
-    if (box.top < 0 || box.bottom > window.innerHeight || box.height === 0) {
-      el.scrollIntoView({ block: "nearest" });
+    if (box.top < top || box.top + Math.min(box.height, 40) > window.innerHeight) {
+      el.scrollIntoView({ block: box.top < top ? "start" : "nearest" });
     }
   }
   document.addEventListener("htmx:afterSettle", function (e) {
