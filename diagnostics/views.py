@@ -191,7 +191,10 @@ def _panel(
 
 
 def _queued(
-    request: HttpRequest, incident: Incident, runs: list[CheckRun], skipped: list[str] = ()
+    request: HttpRequest,
+    incident: Incident,
+    runs: list[CheckRun],
+    skipped: list[str] | None = None,
 ) -> HttpResponse:
     """The runbook panel after queueing, saying so next to the button pressed: what
     was queued, what "Run all" skipped and why, and if the broker could not be
@@ -210,16 +213,14 @@ def _queued(
     if unsent:
         text = f"{unsent} {text}"
     level = "warning" if unsent or skipped else "success"
-    return _panel(request, incident, notice(request, text, level=level, items=list(skipped)))
+    return _panel(request, incident, notice(request, text, level=level, items=skipped))
 
 
 def _skipped(incident: Incident, runs: list[CheckRun]) -> list[str]:
     """The steps "Run all" skipped, with why (the batch's timeline event says so)."""
     batch = runs[0].batch if runs else ""
     event = (
-        incident.timeline.filter(kind=EventKind.CHECK_RUN, data__batch=batch)
-        .exclude(data__skipped=None)
-        .first()
+        incident.timeline.filter(kind=EventKind.CHECK_RUN, data__batch=batch).first()
         if batch
         else None
     )
