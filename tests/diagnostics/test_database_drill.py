@@ -191,7 +191,7 @@ def test_the_database_drill(client, rf, drill_incident, responder, sessions):
         assert row["refusal"] == ""
     client.force_login(responder)
     page = client.get(incident.get_absolute_url()).content.decode()
-    assert page.count('class="tag recommended-tag"') == 3
+    assert page.count('class="tag recommended-tag">recommended: ') == 3  # one per step
     assert f"lock_contention found by db.locks #{locks.pk} at " in page
 
     # Terminate the root blocker, through review and confirmation: its pid in the plan.
