@@ -20,7 +20,8 @@ from django.utils import timezone
 from fpdf.enums import XPos, YPos
 
 from ..models import ActionItem, EvidenceFile, Incident, PostMortem
-from ..postincident.postmortem import TimelineLine, draft_for, included_events, timeline_lines
+from ..postincident.milestones import KeyTime, key_times, milestones
+from ..postincident.postmortem import TimelineLine, draft_for, report_events, timeline_lines
 from ..rules.text import format_duration
 from ..timeline import actor_name
 from . import figures as reports
@@ -44,19 +45,36 @@ class IncidentReport:
     timeline: list[TimelineLine]
     action_items: list[ActionItem]
     evidence: list[EvidenceFile] = field(default_factory=list)
+    key_times: list[KeyTime] = field(default_factory=list)
 
 
 def incident_report(incident: Incident) -> IncidentReport:
     """The saved post-mortem, or a prefilled draft (unsaved) when none exists yet."""
     postmortem = PostMortem.objects.filter(incident=incident).first() or draft_for(incident)
     if postmortem.pk:
-        events = included_events(postmortem)
+        events, found = report_events(postmortem)
     else:
+        everything = list(incident.timeline.order_by("id"))
+        found = milestones(everything)
         ids = set(postmortem.timeline_event_ids)
-        events = [e for e in incident.timeline.order_by("id") if e.pk in ids]
+        events = [e for e in everything if e.pk in ids]
     items = list(incident.action_items.select_related("owner").order_by("due_date", "pk"))
     files = list(incident.evidence_files.select_related("created_by").order_by("id"))
-    return IncidentReport(incident, postmortem, timeline_lines(events), items, files)
+    return IncidentReport(
+        incident,
+        postmortem,
+        timeline_lines(events, found),
+        items,
+        files,
+        key_times(incident, found),
+    )
+
+
+def key_time_text(key: KeyTime) -> str:
+    """`09:30 (30m after the first alert)`, or that it is not known."""
+    if key.at is None or key.after is None:
+        return "not marked yet"
+    return f"{_local(key.at):%H:%M} ({format_duration(key.after)} after the first alert)"
 
 
 # --- shared wording ---------------------------------------------------------------------
@@ -149,6 +167,7 @@ def incident_markdown(report: IncidentReport) -> str:
         f"**Duration:** {report_duration(incident)}",
         f"**Severity:** {incident.severity.key}",
         f"**Author:** {_md_inline(pm.author) or 'Unknown'}",
+        *[f"**{key.label}:** {key_time_text(key)}" for key in report.key_times],
         "",
         "## Summary",
         _md_text(pm.summary),
@@ -207,6 +226,8 @@ def incident_pdf(report: IncidentReport) -> bytes:
     pdf.field("Duration", report_duration(incident))
     pdf.field("Severity", incident.severity.key)
     pdf.field("Author", pm.author or "Unknown")
+    for key in report.key_times:
+        pdf.field(key.label, key_time_text(key))
     pdf.heading("Summary")
     pdf.para(pm.summary)
     pdf.heading("Timeline")
