@@ -159,3 +159,61 @@ def test_only_who_may_work_the_incident_marks_and_sees_the_control(
     assert response.status_code == 302 and marks(incident) == 1
     page = client.get(reverse("incidents:detail", args=[incident.pk])).content.decode()
     assert "Undo this mark" in page
+
+
+MARKER = """
+import os, sys, time
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from incidents.models import Incident
+from incidents.postincident import milestones
+from incidents.services import IncidentError
+incident_id, user_id, event_id, start_at = sys.argv[1:5]
+incident = Incident.objects.get(pk=int(incident_id))
+user = get_user_model().objects.get(pk=int(user_id))
+time.sleep(max(0.0, float(start_at) - time.time()))
+try:
+    milestones.mark(incident, int(event_id), "root_cause", actor=user)
+    print("marked")
+except IncidentError as exc:
+    print("refused", exc)
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_mark_from_several_processes_at_once_is_written_once(responder):
+    """Four processes (four responders' replays) mark the same event at the same moment."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.incidents.live_helpers import subprocess_env
+
+    incident = lived(responder)
+    target = incident.timeline.first()
+    start_at = time.time() + 4
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                MARKER,
+                str(incident.pk),
+                str(responder.pk),
+                str(target.pk),
+                str(start_at),
+            ],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    answers = [proc.communicate(timeout=60) for proc in procs]
+    outputs = sorted(out.strip() for out, _ in answers)
+    assert [o.split()[0] for o in outputs] == ["marked", "refused", "refused", "refused"], answers
+    assert all("already marked" in o for o in outputs[1:])
+    assert incident.timeline.filter(data__milestone="root_cause").count() == 1
