@@ -383,7 +383,7 @@ def period_pdf(report: PeriodReport) -> bytes:
             "Pending",
             "Compliance",
         ],
-        [26, 24, 26, 26, 24, 26, 22, 22, 22, 26],
+        [24, 24, 31, 26, 24, 26, 22, 22, 22, 28],
         [
             [
                 f.label,

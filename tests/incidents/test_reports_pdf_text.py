@@ -153,6 +153,9 @@ def test_the_period_pdf_keeps_every_character_and_its_legend_clear_of_the_plot(
     text = flat_text(response.content)
     assert CHINESE in text.replace(" ", "")
     assert all(word in text for word in LONG_ITEM.split())  # wrapped in its column, not cut
+    # Headers fit their columns whole (a header split mid-word reads as two words).
+    for header in ("Acknowledged", "Compliance", "Breached", "Pending"):
+        assert f" {header} " in text, header
     assert_laid_out(response.content)
     pdf = pdfplumber.open(io.BytesIO(response.content))
     pages = pdf_words(response.content)
