@@ -27,10 +27,13 @@ FROM ${PYTHON_IMAGE} AS final
 # dumps servers of its major version and older. Unpinned on purpose: a pinned
 # Debian revision disappears from the archive with the next security update.
 ARG PG_CLIENT_PACKAGE=postgresql-client
+# fonts-noto-cjk: the PDF exports' font for Chinese, Japanese and Korean
+# (incidents/reporting/pdfdoc.py; the build fails here if it is not where settings look).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends "${PG_CLIENT_PACKAGE}" \
+    && apt-get install -y --no-install-recommends "${PG_CLIENT_PACKAGE}" fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/* \
+    && test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc \
     && groupadd --system --gid 10001 lotoops \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin lotoops

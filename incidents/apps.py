@@ -1,4 +1,9 @@
+from pathlib import Path
+from typing import Any
+
 from django.apps import AppConfig
+from django.conf import settings
+from django.core import checks
 
 
 class IncidentsConfig(AppConfig):
@@ -10,3 +15,21 @@ class IncidentsConfig(AppConfig):
         from .paging import receivers as paging_receivers  # noqa: F401
         from .paging import regulatory  # noqa: F401  (starts and stops the clocks)
         from .postincident import receivers as postincident_receivers  # noqa: F401
+
+        checks.register(pdf_cjk_font)
+
+
+def pdf_cjk_font(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The PDF exports print Chinese, Japanese and Korean with Noto Sans CJK
+    (incidents/reporting/pdfdoc.py): say so at start-up when it is not installed."""
+    if Path(settings.PDF_CJK_FONT).is_file():
+        return []
+    return [
+        checks.Warning(
+            f"The PDF exports' font for Chinese, Japanese and Korean, {settings.PDF_CJK_FONT}, "
+            "is missing: such characters print as their code point ([U+4E2D]).",
+            hint="Install Debian's fonts-noto-cjk, or set PDF_CJK_FONT to a font file "
+            "that covers them.",
+            id="incidents.W001",
+        )
+    ]

@@ -17,6 +17,7 @@ urlpatterns = [
     path("incidents/<int:pk>/severity/", incident.change_severity, name="severity"),
     path("incidents/<int:pk>/commander/", incident.assign_commander, name="commander"),
     path("incidents/<int:pk>/notes/", incident.add_note, name="note"),
+    path("incidents/<int:pk>/milestones/", incident.milestone, name="milestone"),
     path("incidents/<int:pk>/status-updates/", incident.status_update, name="status_update"),
     path(
         "incidents/<int:pk>/checklist/<int:item_pk>/",

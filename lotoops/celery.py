@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from celery.signals import beat_init, worker_ready
 
 from . import broker
 
@@ -18,3 +21,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(
     ["incidents.paging", "incidents.postincident", "diagnostics", "alerts"], related_name="tasks"
 )
+
+
+@worker_ready.connect
+def _worker_ready(**_: Any) -> None:
+    _mark_ready("worker")
+
+
+@beat_init.connect
+def _beat_ready(**_: Any) -> None:
+    _mark_ready("beat")
+
+
+def _mark_ready(name: str) -> None:
+    """Under the run command (lotoops/embedded.py), tell it this process has started:
+    it prints the URL and the admin password last, once everything is up."""
+    folder = os.environ.get("LOTOOPS_READY_DIR")
+    if folder:
+        Path(folder, name).touch()

@@ -7,15 +7,24 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from diagnostics import queues
+
+# Where the worker and beat say they have started (see lotoops/celery.py).
+READY_DIR_VARIABLE = "LOTOOPS_READY_DIR"
+# How long the run command waits for them before printing the URL and password again.
+READY_WAIT = 60.0
+UVICORN_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def prepare() -> int:
@@ -101,42 +110,9 @@ def run() -> int:
     print("\n".join(log))
     state = json.loads(last)
     engine, password = state["engine"], state["password"]
-    concurrency = os.environ.get("CELERY_CONCURRENCY", "2")
-    commands = {
-        "web": [
-            python,
-            "-m",
-            "uvicorn",
-            "lotoops.asgi:application",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "2",
-            "--no-access-log",
-            "--lifespan",
-            "off",
-        ],
-        "worker": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "lotoops",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            concurrency,
-            # One worker on every queue here; production runs one per queue class.
-            "--queues",
-            ",".join(queues.all_queues(os.environ.get("CELERY_DEFAULT_QUEUE") or "celery")),
-            "--hostname",
-            "worker@%h",
-        ],
-        "beat": [python, "-m", "celery", "-A", "lotoops", "beat", "--loglevel", "WARNING"],
-    }
+    commands = child_commands(python, host, port, os.environ)
+    ready_dir = Path(tempfile.mkdtemp(prefix="lotoops-ready-"))
+    child_env = {**os.environ, READY_DIR_VARIABLE: str(ready_dir)}
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -148,7 +124,7 @@ def run() -> int:
     signal.signal(signal.SIGTERM, stop)
     for name, command in commands.items():
         # Own process group: Ctrl-C reaches us once, and we stop each child in order.
-        children[name] = subprocess.Popen(command, start_new_session=True)
+        children[name] = subprocess.Popen(command, start_new_session=True, env=child_env)
     url = f"http://{host}:{port}/"
     print(
         f"\nLotoOps is starting at {url} (database: {engine.rsplit('.', 1)[-1]}; "
@@ -157,18 +133,29 @@ def run() -> int:
     if password:
         print(
             f'First start: created the admin user "admin" with password {password}\n'
-            "(shown only this once: change it in the admin at /admin/)."
+            "(repeated below once everything is up, then never again: change it in the "
+            "admin at /admin/)."
         )
     print("Press Ctrl-C to stop everything.\n", flush=True)
     restarts: dict[str, int] = dict.fromkeys(commands, 0)
     due: dict[str, float] = {}
+    # Once web, worker and beat are up (or after READY_WAIT seconds), the URL and the
+    # password again, last: whatever the children printed while starting is above them.
+    announce_by: float | None = time.monotonic() + READY_WAIT
     while not stopping:
         now = time.monotonic()
+        if announce_by is not None:
+            up = started(ready_dir, host, port)
+            if len(up) == len(commands) or now >= announce_by:
+                announce(url, password, up, commands)
+                announce_by = None
         for name, child in children.items():
             if name in due:
                 if now >= due[name] and not stopping:
                     del due[name]
-                    children[name] = subprocess.Popen(commands[name], start_new_session=True)
+                    children[name] = subprocess.Popen(
+                        commands[name], start_new_session=True, env=child_env
+                    )
                     print(f"{name} restarted (pid {children[name].pid}).", file=sys.stderr)
             elif child.poll() is not None:
                 # One child down must not take the others with it: restart it after
@@ -184,7 +171,102 @@ def run() -> int:
                 due[name] = now + wait
         time.sleep(0.2)
     _stop_all(children)
+    shutil.rmtree(ready_dir, ignore_errors=True)
     return 0
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    """The children's log level: `LOG_LEVEL` if set, else WARNING, so routine chatter
+    (each heartbeat task received and succeeded, every 15 s) stays out of the console."""
+    return (env.get("LOG_LEVEL") or "").strip().upper() or "WARNING"
+
+
+def child_commands(
+    python: str, host: str, port: int, env: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """The web server, the worker and beat, at `log_level(env)`. Quiet (no Celery
+    banner, no uvicorn start-up lines) unless the level asks for INFO or DEBUG."""
+    level = log_level(env)
+    # Celery's global --quiet (before the sub-command): no start-up banner.
+    quiet = [] if level in ("DEBUG", "INFO") else ["--quiet"]
+    concurrency = env.get("CELERY_CONCURRENCY", "2")
+    return {
+        "web": [
+            python,
+            "-m",
+            "uvicorn",
+            "lotoops.asgi:application",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "2",
+            "--no-access-log",
+            "--lifespan",
+            "off",
+            "--log-level",
+            level.lower() if level.lower() in UVICORN_LEVELS else "warning",
+        ],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "lotoops",
+            *quiet,
+            "worker",
+            "--loglevel",
+            level,
+            "--concurrency",
+            concurrency,
+            # One worker on every queue here; production runs one per queue class.
+            "--queues",
+            ",".join(queues.all_queues(env.get("CELERY_DEFAULT_QUEUE") or "celery")),
+            "--hostname",
+            "worker@%h",
+        ],
+        "beat": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "lotoops",
+            *quiet,
+            "beat",
+            "--loglevel",
+            level,
+        ],
+    }
+
+
+def started(ready_dir: Path, host: str, port: int) -> set[str]:
+    """Which children are up: the web server answers on its port; the worker and beat
+    each leave a file in `ready_dir` when Celery says so (lotoops/celery.py)."""
+    up = {name for name in ("worker", "beat") if (ready_dir / name).exists()}
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        if sock.connect_ex((host, port)) == 0:
+            up.add("web")
+    return up
+
+
+def announce(url: str, password: str | None, up: set[str], commands: Mapping[str, Any]) -> None:
+    """The end of the start-up output: where to go and, on first start, how to log in."""
+    late = [name for name in commands if name not in up]
+    state = (
+        "web, worker and beat are up"
+        if not late
+        else f"{' and '.join(late)} not up yet (see the lines above)"
+    )
+    lines = ["", "=" * 72, f"LotoOps is ready at {url} ({state})."]
+    if password:
+        lines.append(
+            f'First start: created the admin user "admin" with password {password}\n'
+            "(not shown again: change it in the admin at /admin/)."
+        )
+    lines += ["Press Ctrl-C to stop everything.", "=" * 72, ""]
+    print("\n".join(lines), flush=True)
 
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]], grace: float = 10.0) -> None:

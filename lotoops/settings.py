@@ -334,6 +334,8 @@ TARGET_SECRET_ENV_ALLOW = env_list("TARGET_SECRET_ENV_ALLOW")
 # Evidence files (database dumps, log exports) stored on incidents, with their
 # SHA-256: directories 0700, files 0600. Keep it on persistent, backed-up storage.
 EVIDENCE_ROOT = Path(env_str("EVIDENCE_DIR") or VAR_DIR / "evidence")
+# The PDF exports' font for Chinese, Japanese and Korean (Debian's fonts-noto-cjk).
+PDF_CJK_FONT = env_str("PDF_CJK_FONT", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 # A worker is reported up in /healthz while its last heartbeat is this recent.
 WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 # /metrics for Prometheus: off unless a bearer token is set.

@@ -60,6 +60,7 @@ def field_names() -> set[str]:
     """Every field of every form the pages read, and the few read by hand."""
     names = {"version", "original", "events", "next", "stage", "token", "after", "edit"}
     names |= {"list", "q", "username", "password", "procedure", "target", "title"}
+    names |= {"event", "milestone", "undo"}
     for form in vars(incident_forms).values():
         if isinstance(form, type) and issubclass(form, incident_forms.forms.Form):
             names |= set(form.base_fields)

@@ -70,6 +70,21 @@ def test_django_system_checks_are_clean():
     assert "no issues" in result.stdout
 
 
+def test_the_children_log_at_warning_unless_log_level_says_otherwise():
+    from lotoops.embedded import child_commands
+
+    quiet = child_commands("python", "127.0.0.1", 8000, {})
+    assert quiet["worker"][quiet["worker"].index("--loglevel") + 1] == "WARNING"
+    assert quiet["beat"][quiet["beat"].index("--loglevel") + 1] == "WARNING"
+    assert quiet["web"][quiet["web"].index("--log-level") + 1] == "warning"
+    assert quiet["worker"].index("--quiet") < quiet["worker"].index("worker")  # no banner
+    loud = child_commands("python", "127.0.0.1", 8000, {"LOG_LEVEL": "info"})
+    assert loud["worker"][loud["worker"].index("--loglevel") + 1] == "INFO"
+    assert loud["beat"][loud["beat"].index("--loglevel") + 1] == "INFO"
+    assert loud["web"][loud["web"].index("--log-level") + 1] == "info"
+    assert "--quiet" not in loud["worker"] + loud["beat"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -129,6 +144,19 @@ def test_the_embedded_default_starts_serves_and_stops_on_ctrl_c(tmp_path):
             assert runner.poll() is None, "the run command exited early"
             time.sleep(0.5)
         assert health.get("status") == "ok", health
+        # The URL and the password again, last, once web, worker and beat are up; no
+        # heartbeat chatter (a heartbeat has run: /healthz saw the worker) around them.
+        ready = f"LotoOps is ready at {base}/ (web, worker and beat are up)."
+        while ready not in "".join(output) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        text = "".join(output)
+        assert ready in text, text
+        final = text[text.index(ready) :]
+        assert re.search(r'created the admin user "admin" with password (\S+)', final)
+        assert text.index(ready) > text.index("LotoOps is starting at")
+        for chatter in ("heartbeat", "received", "succeeded in", "celery@", "Uvicorn running"):
+            assert chatter not in text, chatter
         assert health["checks"]["redis"] == {"status": "not configured"}  # no details: no login
         assert stat.S_IMODE(var.stat().st_mode) == 0o700
         assert stat.S_IMODE((var / "lotoops.sqlite3").stat().st_mode) == 0o600

@@ -191,6 +191,7 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "incidents:severity": (none, work),
     "incidents:commander": (none, work),
     "incidents:note": (none, work),
+    "incidents:milestone": (none, work),
     "incidents:status_update": (none, work),
     "incidents:checklist_item": (none, work),
     "incidents:flags": (none, work),

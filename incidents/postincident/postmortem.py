@@ -25,6 +25,7 @@ from ..models import (
 from ..rules.money import format_money, format_totals
 from ..services import IncidentError
 from ..timeline import actor_name, append_event
+from .milestones import Milestones, milestones
 
 # Sections of the report template that are written (the others come from the incident).
 # section key -> the PostMortem fields it edits
@@ -79,8 +80,9 @@ class PostMortemConflict(IncidentError):
 
 
 def is_postmortem_noise(event: TimelineEvent) -> bool:
-    """Events about the post-incident work itself never go in the report's timeline."""
-    return any(key in event.data for key in ("postmortem", "action_item", "reminder"))
+    """Events about the post-incident work itself never go in the report's timeline,
+    nor the milestone marks (the marked event goes, with its milestone)."""
+    return any(key in event.data for key in ("postmortem", "action_item", "reminder", "milestone"))
 
 
 def default_selected(event: TimelineEvent) -> bool:
@@ -91,7 +93,7 @@ def default_selected(event: TimelineEvent) -> bool:
     return event.kind in MILESTONE_KINDS
 
 
-def timeline_label(event: TimelineEvent, *, first_evidence: bool = False) -> str:
+def timeline_label(event: TimelineEvent, milestone_labels: list[str] | None = None) -> str:
     """The report's wording: the template's milestones, then what the event said."""
     status = event.data.get("status") if event.kind == EventKind.STATUS else None
     prefix = {
@@ -100,12 +102,12 @@ def timeline_label(event: TimelineEvent, *, first_evidence: bool = False) -> str
         EventKind.REOPENED: "Reopened",
     }.get(event.kind) or {
         "investigating": "Investigation started",
-        "mitigated": "Mitigation applied",
+        "mitigated": "Status set to mitigated",
         "resolved": "Service restored",
         "closed": "Incident closed",
     }.get(status or "")
-    if first_evidence:
-        prefix = "Root cause identified"
+    if milestone_labels:
+        prefix = " / ".join(milestone_labels)
     message = " ".join(event.message.split())
     return f"{prefix}: {message}" if prefix else message
 
@@ -116,32 +118,43 @@ class TimelineLine:
     text: str
 
 
-def timeline_lines(events: Iterable[TimelineEvent]) -> list[TimelineLine]:
-    """The chosen events as report lines; the first one with evidence is where the
-    root cause was identified."""
-    lines = []
-    evidence_seen = False
-    for event in events:
-        first = (
-            event.kind == EventKind.CHECK_RESULT
-            and bool(event.data.get("evidence"))
-            and not evidence_seen
-        )
-        evidence_seen = evidence_seen or first
-        lines.append(TimelineLine(event.created_at, timeline_label(event, first_evidence=first)))
-    return lines
+def timeline_lines(
+    events: Iterable[TimelineEvent], found: Milestones | None = None
+) -> list[TimelineLine]:
+    """The chosen events as report lines, each milestone (see milestones.py) named:
+    `found` from the incident's whole timeline (by default, from `events` alone)."""
+    events = list(events)
+    found = found if found is not None else milestones(events)
+    return [
+        TimelineLine(event.created_at, timeline_label(event, found.labels(event.pk)))
+        for event in events
+    ]
+
+
+def marked_by_hand(found: Milestones) -> set[int]:
+    return {pk for pk, marks in found.marked.items() if marks}
+
+
+def report_events(postmortem: PostMortem) -> tuple[list[TimelineEvent], Milestones]:
+    """The events the report's timeline shows (the chosen ones, and every event marked
+    as a milestone by hand) and the incident's milestones, from one query."""
+    everything = list(
+        TimelineEvent.objects.filter(incident_id=postmortem.incident_id).order_by("id")
+    )
+    found = milestones(everything)
+    ids = {int(i) for i in postmortem.timeline_event_ids} | marked_by_hand(found)
+    return [e for e in everything if e.pk in ids], found
 
 
 def included_events(postmortem: PostMortem) -> list[TimelineEvent]:
-    ids = [int(i) for i in postmortem.timeline_event_ids]
-    return list(
-        TimelineEvent.objects.filter(incident_id=postmortem.incident_id, pk__in=ids).order_by("id")
-    )
+    return report_events(postmortem)[0]
 
 
 def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> PostMortem:
     """A post-mortem prefilled from what really happened (not saved)."""
     events = list(incident.timeline.order_by("id"))
+    found = milestones(events)
+    by_hand = marked_by_hand(found)
     evidence = [e for e in events if e.kind == EventKind.CHECK_RESULT and e.data.get("evidence")]
     actions = [e for e in events if e.kind == EventKind.ACTION]
     fixes = [
@@ -157,9 +170,21 @@ def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> P
         f"“{incident.title}”, affecting {services}."
     )
     root_cause = "\n".join(
-        f"- Evidence ({', '.join(e.data['evidence'])}): {e.message}" for e in evidence
+        [f"- Evidence ({', '.join(e.data['evidence'])}): {e.message}" for e in evidence]
+        + [
+            f"- Marked as the root cause: {' '.join(e.message.split())}"
+            for e in events
+            if e.pk in by_hand and e.pk in found.events["root_cause"] and e not in evidence
+        ]
     )
-    resolution = "\n".join(f"- {e.message}" for e in actions + fixes)
+    resolution = "\n".join(
+        [f"- {e.message}" for e in actions + fixes]
+        + [
+            f"- Marked as the mitigation: {' '.join(e.message.split())}"
+            for e in events
+            if e.pk in by_hand and e.pk in found.events["mitigation"] and e not in actions + fixes
+        ]
+    )
     users = incident.affected_users
     author = incident.commander or actor
     measured = measured_impact(incident)
@@ -176,7 +201,7 @@ def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> P
         impact_revenue=measured[1] if measured else "To be assessed",
         impact_data=measured[2] if measured else "To be assessed",
         resolution=resolution,
-        timeline_event_ids=[e.pk for e in events if default_selected(e)],
+        timeline_event_ids=[e.pk for e in events if default_selected(e) or e.pk in by_hand],
     )
 
 

@@ -1,38 +1,34 @@
 """Exports: one incident's report (Markdown in the runbook template's exact structure,
 and PDF with the same facts), and the period report (CSV, PDF with charts).
 
-PDFs are drawn with fpdf2 (pure Python, installs from PyPI alone) in DejaVu Sans,
-vendored under incidents/fonts so any text prints whatever the machine has.
+PDFs are drawn with fpdf2 (pure Python, installs from PyPI alone) on
+`pdfdoc.ReportPDF`: every character kept (DejaVu Sans, Noto Sans CJK as fallback, a
+placeholder for what no font has), tables that wrap. The CSV starts with a UTF-8 BOM:
+without it Excel reads the file as the system's code page and garbles accents.
 """
 
 from __future__ import annotations
 
-import csv
 import html
-import io
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 from django.utils import timezone
-from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
 from ..models import ActionItem, EvidenceFile, Incident, PostMortem, RegulatoryClock
-from ..postincident.postmortem import TimelineLine, draft_for, included_events, timeline_lines
+from ..postincident.milestones import KeyTime, key_times, milestones
+from ..postincident.postmortem import TimelineLine, draft_for, report_events, timeline_lines
 from ..rules import regulatory as regulatory_rule
 from ..rules.text import format_duration
 from ..timeline import actor_name
 from . import figures as reports
+from .csvfile import csv_text
+from .pdfdoc import NOT_WRITTEN, ReportPDF
 
-FONT_DIR = Path(__file__).resolve().parent / "fonts"
-# fontTools logs every font subset at INFO: one line per table of every PDF.
-logging.getLogger("fontTools").setLevel(logging.WARNING)
-NOT_WRITTEN = "Not written yet."
 SEVERITY_RGB = {
     "P0": (179, 18, 27),
     "P1": (217, 72, 15),
@@ -51,20 +47,31 @@ class IncidentReport:
     action_items: list[ActionItem]
     evidence: list[EvidenceFile] = field(default_factory=list)
     clocks: list[RegulatoryClock] = field(default_factory=list)
+    key_times: list[KeyTime] = field(default_factory=list)
 
 
 def incident_report(incident: Incident) -> IncidentReport:
     """The saved post-mortem, or a prefilled draft (unsaved) when none exists yet."""
     postmortem = PostMortem.objects.filter(incident=incident).first() or draft_for(incident)
     if postmortem.pk:
-        events = included_events(postmortem)
+        events, found = report_events(postmortem)
     else:
+        everything = list(incident.timeline.order_by("id"))
+        found = milestones(everything)
         ids = set(postmortem.timeline_event_ids)
-        events = [e for e in incident.timeline.order_by("id") if e.pk in ids]
+        events = [e for e in everything if e.pk in ids]
     items = list(incident.action_items.select_related("owner").order_by("due_date", "pk"))
     files = list(incident.evidence_files.select_related("created_by").order_by("id"))
     clocks = list(incident.regulatory_clocks.select_related("done_by").order_by("deadline"))
-    return IncidentReport(incident, postmortem, timeline_lines(events), items, files, clocks)
+    return IncidentReport(
+        incident,
+        postmortem,
+        timeline_lines(events, found),
+        items,
+        files,
+        clocks,
+        key_times(incident, found),
+    )
 
 
 def clock_row(clock: RegulatoryClock, now: datetime | None = None) -> list[str]:
@@ -97,6 +104,13 @@ def clock_row(clock: RegulatoryClock, now: datetime | None = None) -> list[str]:
         f"{_local(clock.deadline):%Y-%m-%d %H:%M %Z}",
         state,
     ]
+
+
+def key_time_text(key: KeyTime) -> str:
+    """`09:30 (30m after the first alert)`, or that it is not known."""
+    if key.at is None or key.after is None:
+        return "not marked yet"
+    return f"{_local(key.at):%H:%M} ({format_duration(key.after)} after the first alert)"
 
 
 # --- shared wording ---------------------------------------------------------------------
@@ -189,6 +203,7 @@ def incident_markdown(report: IncidentReport) -> str:
         f"**Duration:** {report_duration(incident)}",
         f"**Severity:** {incident.severity.key}",
         f"**Author:** {_md_inline(pm.author) or 'Unknown'}",
+        *[f"**{key.label}:** {key_time_text(key)}" for key in report.key_times],
         "",
         "## Summary",
         _md_text(pm.summary),
@@ -241,109 +256,13 @@ def evidence_row(file: EvidenceFile) -> list[str]:
     ]
 
 
-# --- PDF building blocks --------------------------------------------------------------------
-
-
-class _PDF(FPDF):
-    def __init__(self, title: str, orientation: str = "P") -> None:
-        super().__init__(orientation=orientation, unit="mm", format="A4")
-        self.add_font("DejaVu", "", str(FONT_DIR / "DejaVuSans.ttf"))
-        self.add_font("DejaVu", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
-        self.add_font("DejaVuMono", "", str(FONT_DIR / "DejaVuSansMono.ttf"))
-        self.set_title(title)
-        self.set_creator("LotoOps")
-        self.set_auto_page_break(True, margin=15)
-        self.set_margins(15, 15, 15)
-        self.footer_text = title
-
-    def footer(self) -> None:
-        self.set_y(-10)
-        self.set_font("DejaVu", "", 7)
-        self.set_text_color(120, 120, 120)
-        self.cell(0, 5, f"{self.footer_text} · page {self.page_no()}", align="R")
-        self.set_text_color(0, 0, 0)
-
-    def heading(self, text: str, size: float = 13) -> None:
-        self.ln(2)
-        self.set_font("DejaVu", "B", size)
-        self.multi_cell(0, size * 0.5, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.ln(1)
-
-    def para(self, text: str, size: float = 10) -> None:
-        self.set_font("DejaVu", "", size)
-        self.multi_cell(0, 5, text or NOT_WRITTEN, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-
-    def field(self, label: str, value: str) -> None:
-        self.set_font("DejaVu", "B", 10)
-        self.cell(24, 6, f"{label}:")
-        self.set_font("DejaVu", "", 10)
-        self.multi_cell(0, 6, value, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-
-    def table(
-        self, headers: list[str], widths: list[float], rows: list[list[str]], size: float = 8
-    ) -> None:
-        height = size * 0.55
-        self.set_font("DejaVu", "B", size)
-        self.set_fill_color(236, 239, 244)
-        for header, width in zip(headers, widths, strict=True):
-            self.cell(width, height + 1, header, border=1, fill=True)
-        self.ln()
-        self.set_font("DejaVu", "", size)
-        for row in rows:
-            if self.will_page_break(height):
-                self.add_page()
-                self.set_font("DejaVu", "B", size)
-                for header, width in zip(headers, widths, strict=True):
-                    self.cell(width, height + 1, header, border=1, fill=True)
-                self.ln()
-                self.set_font("DejaVu", "", size)
-            for value, width in zip(row, widths, strict=True):
-                self.cell(width, height, _fit(self, value, width), border="B")
-            self.ln()
-
-    def mono_table(self, headers: list[str], widths: list[int], rows: list[list[str]]) -> None:
-        """A long table as one text line per row in a monospaced font, columns padded to
-        `widths` characters: a cell per row instead of one per value is what keeps a
-        10,000-row table to seconds (fpdf2 spends ~0.2 ms on every cell)."""
-        size, height = 6.5, 3.4
-
-        def line(values: list[str]) -> str:
-            return " ".join(_pad(v, w) for v, w in zip(values, widths, strict=True))
-
-        header = line(headers)
-        self.set_font("DejaVuMono", "", size)
-        self.set_fill_color(236, 239, 244)
-        self.cell(0, height, header, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        for row in rows:
-            if self.will_page_break(height):
-                self.add_page()
-                self.set_font("DejaVuMono", "", size)
-                self.cell(0, height, header, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-            self.cell(0, height, line(row), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-
-
-def _pad(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
-
-
-def _fit(pdf: FPDF, text: str, width: float) -> str:
-    """Cut a cell's text to its column (with an ellipsis), cheaply for short text."""
-    room = width - 1.5
-    if len(text) * 2.2 < room or pdf.get_string_width(text) <= room:
-        return text
-    while text and pdf.get_string_width(text + "…") > room:
-        text = text[: max(0, len(text) - max(1, len(text) // 8))]
-    return text + "…"
-
-
 # --- one incident as PDF -------------------------------------------------------------------
 
 
 def incident_pdf(report: IncidentReport) -> bytes:
     incident, pm = report.incident, report.postmortem
     title = f"Incident Report: {pm.title or incident.title}"
-    pdf = _PDF(f"Incident #{incident.pk} report")
+    pdf = ReportPDF(f"Incident #{incident.pk} report")
     pdf.add_page()
     pdf.heading(title, 16)
     day = report_date(incident)
@@ -351,6 +270,8 @@ def incident_pdf(report: IncidentReport) -> bytes:
     pdf.field("Duration", report_duration(incident))
     pdf.field("Severity", incident.severity.key)
     pdf.field("Author", pm.author or "Unknown")
+    for key in report.key_times:
+        pdf.field(key.label, key_time_text(key))
     pdf.heading("Summary")
     pdf.para(pm.summary)
     pdf.heading("Timeline")
@@ -374,9 +295,9 @@ def incident_pdf(report: IncidentReport) -> bytes:
     pdf.heading("Resolution")
     pdf.para(pm.resolution)
     pdf.heading("Action Items")
-    pdf.table(
+    pdf.grid(
         ["Item", "Owner", "Due Date", "Status"],
-        [95, 35, 25, 25],
+        [96, 34, 25, 25],
         [
             [
                 " ".join(i.text.split()),
@@ -443,31 +364,10 @@ def csv_row(row: reports.Row, now: datetime) -> dict[str, Any]:
     }
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
-
-
-def csv_cell(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula (=HYPERLINK(…), +cmd|…, @SUM…)
-    is kept as text: prefixed with an apostrophe, as OWASP recommends. Numbers stay."""
-    if (
-        isinstance(value, str)
-        and value.startswith(FORMULA_STARTS)
-        and not _PLAIN_NUMBER.fullmatch(value)
-    ):
-        return "'" + value
-    return value
-
-
 def period_csv(rows: list[reports.Row], now: datetime) -> str:
-    """One row per incident, with a header row (reads back with csv.DictReader)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(
-        {name: csv_cell(value) for name, value in csv_row(row, now).items()} for row in rows
-    )
-    return out.getvalue()
+    """One row per incident, with a header row, after a UTF-8 BOM (reads back with
+    csv.DictReader once decoded as utf-8-sig)."""
+    return csv_text(CSV_FIELDS, ([csv_row(row, now)[name] for name in CSV_FIELDS] for row in rows))
 
 
 @dataclass
@@ -509,7 +409,7 @@ def duration_text(delta: timedelta | None) -> str:
 
 
 def period_pdf(report: PeriodReport) -> bytes:
-    pdf = _PDF(f"Incident report {report.start} to {report.end}", orientation="L")
+    pdf = ReportPDF(f"Incident report {report.start} to {report.end}", orientation="L")
     pdf.add_page()
     pdf.heading(f"Incident report {report.start:%Y-%m-%d} to {report.end:%Y-%m-%d}", 16)
     pdf.para(f"{len(report.rows)} incidents. {report.filters}", 9)
@@ -521,7 +421,7 @@ def period_pdf(report: PeriodReport) -> bytes:
         8,
     )
     pdf.heading("By severity")
-    pdf.table(
+    pdf.grid(
         [
             "Severity",
             "Incidents",
@@ -534,7 +434,7 @@ def period_pdf(report: PeriodReport) -> bytes:
             "Pending",
             "Compliance",
         ],
-        [26, 24, 26, 26, 24, 26, 22, 22, 22, 26],
+        [24, 24, 31, 26, 24, 26, 22, 22, 22, 28],
         [
             [
                 f.label,
@@ -582,34 +482,61 @@ def period_pdf(report: PeriodReport) -> bytes:
     return bytes(pdf.output())
 
 
-def _charts(pdf: _PDF, report: PeriodReport) -> None:
-    """Three small charts side by side, drawn with the PDF's own lines and boxes."""
-    if pdf.will_page_break(75):
+def _charts(pdf: ReportPDF, report: PeriodReport) -> None:
+    """Three small charts side by side, drawn with the PDF's own lines and boxes. Each
+    has its title on the first line, its legend (if any) on the second, and its plot
+    below both: nothing is drawn over anything else."""
+    if pdf.will_page_break(80):
         pdf.add_page()
     pdf.heading("Charts")
     top = pdf.get_y()
     _bar_chart(pdf, 15, top, 85, 60, report.weekly)
     _line_chart(pdf, 108, top, 85, 60, report.mttr_trend)
     _sla_chart(pdf, 201, top, 80, 60, report.figures)
-    pdf.set_y(top + 68)
+    pdf.set_y(top + 70)
 
 
-def _frame(pdf: _PDF, x: float, y: float, w: float, h: float, title: str) -> None:
+# Rows of a chart, from its top: the title, the legend, then the plot.
+TITLE_H, LEGEND_H, PLOT_TOP = 4.5, 4.0, 11.0
+
+
+def _frame(pdf: ReportPDF, x: float, y: float, w: float, h: float, title: str) -> float:
+    """The chart's title and axes; returns the plot's top edge."""
     pdf.set_font("DejaVu", "B", 8)
     pdf.set_xy(x, y)
-    pdf.cell(w, 4, title)
+    pdf.cell(w, TITLE_H, title)
     pdf.set_draw_color(160, 160, 160)
     pdf.line(x, y + h, x + w, y + h)
-    pdf.line(x, y + 6, x, y + h)
+    pdf.line(x, y + PLOT_TOP, x, y + h)
+    return y + PLOT_TOP
+
+
+def _legend(pdf: ReportPDF, x: float, y: float, keys: tuple[str, ...]) -> None:
+    """Swatch and key for each series, on the row under the title."""
+    pdf.set_font("DejaVu", "", 7)
+    left = x
+    for key in keys:
+        pdf.set_fill_color(*SEVERITY_RGB[key])
+        pdf.rect(left, y + TITLE_H + 0.8, 2.5, 2.5, style="F")
+        pdf.set_xy(left + 3, y + TITLE_H)
+        width = pdf.get_string_width(key) + 2
+        pdf.cell(width, LEGEND_H, key)
+        left += 3 + width + 2
 
 
 def _bar_chart(
-    pdf: _PDF, x: float, y: float, w: float, h: float, weekly: list[tuple[date, dict[str, int]]]
+    pdf: ReportPDF,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    weekly: list[tuple[date, dict[str, int]]],
 ) -> None:
-    _frame(pdf, x, y, w, h, "Incidents per week by severity")
+    plot_top = _frame(pdf, x, y, w, h, "Incidents per week by severity")
+    _legend(pdf, x, y, reports.SEVERITY_KEYS)
     peak = max((sum(c.values()) for _, c in weekly), default=0) or 1
     step = w / max(len(weekly), 1)
-    usable = h - 8
+    usable = y + h - plot_top - 1
     for index, (_, counts) in enumerate(weekly):
         bottom = y + h
         for key in reports.SEVERITY_KEYS:
@@ -625,21 +552,21 @@ def _bar_chart(
     pdf.cell(
         w, 3, f"{weekly[0][0]:%Y-%m-%d} … {weekly[-1][0]:%Y-%m-%d}; max {peak}" if weekly else ""
     )
-    for i, key in enumerate(reports.SEVERITY_KEYS):
-        pdf.set_fill_color(*SEVERITY_RGB[key])
-        pdf.rect(x + w - 40 + i * 10, y + 1, 2.5, 2.5, style="F")
-        pdf.set_xy(x + w - 37 + i * 10, y)
-        pdf.cell(7, 4, key)
 
 
 def _line_chart(
-    pdf: _PDF, x: float, y: float, w: float, h: float, trend: list[tuple[date, timedelta | None]]
+    pdf: ReportPDF,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    trend: list[tuple[date, timedelta | None]],
 ) -> None:
-    _frame(pdf, x, y, w, h, "MTTR trend (hours, by week declared)")
+    plot_top = _frame(pdf, x, y, w, h, "MTTR trend (hours, by week declared)")
     points = [(i, d.total_seconds() / 3600) for i, (_, d) in enumerate(trend) if d is not None]
     peak = max((v for _, v in points), default=0) or 1
     step = w / max(len(trend) - 1, 1)
-    usable = h - 8
+    usable = y + h - plot_top - 1
     pdf.set_draw_color(36, 86, 214)
     pdf.set_line_width(0.5)
     coords = [(x + i * step, y + h - usable * v / peak) for i, v in points]
@@ -655,19 +582,21 @@ def _line_chart(
 
 
 def _sla_chart(
-    pdf: _PDF, x: float, y: float, w: float, h: float, figures: list[reports.Figures]
+    pdf: ReportPDF, x: float, y: float, w: float, h: float, figures: list[reports.Figures]
 ) -> None:
-    _frame(pdf, x, y, w, h, "SLA compliance by severity")
+    plot_top = _frame(pdf, x, y, w, h, "SLA compliance by severity")
     step = w / max(len(figures), 1)
-    usable = h - 8
+    usable = y + h - plot_top - 1
     pdf.set_font("DejaVu", "", 6)
     for index, f in enumerate(figures):
         value = f.compliance
         bar = usable * (value or 0)
         rgb = SEVERITY_RGB.get(f.label, (29, 127, 69))
         pdf.set_fill_color(*rgb)
-        left = x + index * step + step * 0.15
         if bar:
-            pdf.rect(left, y + h - bar, step * 0.7, bar, style="F")
-        pdf.set_xy(left, y + h + 1)
-        pdf.cell(step * 0.7, 3, f"{f.label} {reports.percent(value)}", align="C")
+            pdf.rect(x + index * step + step * 0.15, y + h - bar, step * 0.7, bar, style="F")
+        # The key and the figure on two lines under the bar, each centred in its slot.
+        pdf.set_xy(x + index * step, y + h + 1)
+        pdf.cell(step, 3, f.label, align="C")
+        pdf.set_xy(x + index * step, y + h + 4)
+        pdf.cell(step, 3, reports.percent(value), align="C")

@@ -3,8 +3,6 @@ period, and the whole period as CSV. Reading it is itself recorded."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, time, timedelta
 
 from django.http import HttpRequest, HttpResponse
@@ -13,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import audit, forms
-from ..reporting.exports import csv_cell
+from ..reporting.csvfile import csv_text
 
 PERMISSION = "incidents.view_auditentry"  # the Managers and Admins groups
 PAGE_LINES = 300
@@ -57,18 +55,15 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
     form, start, end = _period(request)
     if start is None or end is None:
         return render(request, "incidents/audit.html", {"form": form}, status=422)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(audit.CSV_FIELDS)
     lines = audit.trail(request.user, start, end)
-    writer.writerows([csv_cell(cell) for cell in audit.csv_row(line)] for line in lines)
+    text = csv_text(audit.CSV_FIELDS, (audit.csv_row(line) for line in lines))
     audit.record(
         request.user,
         "export",
         f"exported the audit trail {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} (CSV)",
         data={"rows": len(lines)},
     )
-    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (
         f'attachment; filename="audit-{start:%Y%m%d}-{end - timedelta(days=1):%Y%m%d}.csv"'
     )

@@ -17,6 +17,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
 )
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
@@ -34,9 +35,14 @@ from ..models import (
     TimelineEvent,
 )
 from ..paging import regulatory
+from ..postincident import milestones
 from .dashboard import on_call_context
 
 log = logging.getLogger(__name__)
+
+# Shared HTML (cached event HTML, the stream's) is drawn with this in place of the
+# CSRF token; each page puts its own.
+CSRF_PLACEHOLDER = "__lotoops_csrf_token__"
 
 
 @require_GET
@@ -49,7 +55,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         | panels.page_context(request, incident, expand=request.GET.get("procedure"))
         | {
             "events": events,
-            "event_html": rendered_events(events),
+            "event_html": events_for(request, incident, events),
             "last_event_id": events[0].seq if events else 0,
             "earlier_before": events[-1].seq if len(events) == size else None,
         }
@@ -58,14 +64,26 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "incidents/detail.html", context)
 
 
-def rendered_events(events: list[TimelineEvent]) -> list[str]:
+def events_for(request: HttpRequest, incident: Incident, events: list[TimelineEvent]) -> list[str]:
+    """The events' HTML for this viewer: with the milestone controls if they may work
+    the incident, and this page's CSRF token in them."""
+    token = get_token(request)
+    html = rendered_events(events, can_work=can_work(request.user, incident))
+    return [mark_safe(piece.replace(CSRF_PLACEHOLDER, token)) for piece in html]  # noqa: S308
+
+
+def rendered_events(events: list[TimelineEvent], *, can_work: bool = False) -> list[str]:
     """Each event's HTML. Events never change (append-only), so their rendering is
-    cached by id: a long timeline costs one cache read, not a template per event."""
-    # v4: the HTML carries the event's seq and a check result's outcome.
+    cached by id (and by whether the viewer gets the controls; the CSRF token is a
+    placeholder): a long timeline costs one cache read, not a template per event."""
+    # v5: the milestone controls for viewers who may work the incident.
     # The id alone is not enough: a database restored or recreated under a cache that
     # lives on (Redis) reuses ids; the incident and the creation time make it unique.
     keys = {
-        event.pk: f"timeline-event:v4:{event.pk}:{event.incident_id}:{event.created_at.timestamp()}"
+        event.pk: (
+            f"timeline-event:v5:{int(can_work)}:{event.pk}:{event.incident_id}:"
+            f"{event.created_at.timestamp()}"
+        )
         for event in events
     }
     try:
@@ -78,7 +96,8 @@ def rendered_events(events: list[TimelineEvent]) -> list[str]:
     for event in events:
         piece = cached.get(keys.get(event.pk, ""))
         if piece is None:
-            piece = render_to_string("incidents/partials/timeline_event.html", {"event": event})
+            context = {"event": event, "can_work": can_work, "csrf_token": CSRF_PLACEHOLDER}
+            piece = render_to_string("incidents/partials/timeline_event.html", context)
             if keys:
                 fresh[keys[event.pk]] = piece
         html.append(mark_safe(piece))  # noqa: S308  (our own rendered, escaped template)
@@ -127,10 +146,45 @@ def timeline_page(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "incident": incident,
         "events": events,
-        "event_html": rendered_events(events),
+        "event_html": events_for(request, incident, events),
         "earlier_before": events[-1].seq if len(events) == size else None,
     }
     return render(request, "incidents/partials/timeline_page.html", context)
+
+
+@require_POST
+def milestone(request: HttpRequest, pk: int) -> HttpResponse:
+    """Mark a timeline event as "root cause identified" or "mitigation applied"
+    (event, milestone), or take a mark back (undo). The new event arrives over the
+    stream; a refusal shows next to nothing else changed."""
+    incident = get_incident_for(request.user, pk, work=True)
+    error = None
+    try:
+        if "undo" in request.POST:
+            milestones.undo(incident, _posted_id(request.POST["undo"]), actor=request.user)
+        else:
+            milestones.mark(
+                incident,
+                _posted_id(request.POST.get("event")),
+                request.POST.get("milestone", ""),
+                actor=request.user,
+            )
+    except services.IncidentError as exc:
+        error = str(exc)
+    if request.htmx:
+        return htmx_error(request, error) if error else HttpResponse(status=204)
+    if error:
+        messages.error(request, error)
+    return redirect(incident)
+
+
+def _posted_id(value: str | None) -> int:
+    """A posted event id; 0 (no event) for anything that is not one."""
+    try:
+        number = int(value or 0)
+    except ValueError:
+        return 0
+    return number if 0 < number < 2**63 else 0
 
 
 def _act(

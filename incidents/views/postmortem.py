@@ -29,6 +29,7 @@ from ..models import (
     PostMortem,
 )
 from ..postincident.actionitems import add_action_item, update_action_item
+from ..postincident.milestones import incident_milestones, key_times
 from ..postincident.postmortem import (
     SECTION_LABELS,
     SECTIONS,
@@ -110,6 +111,10 @@ def _page_context(request: HttpRequest, incident: Incident, pm: PostMortem | Non
                 "date": exports.report_date(incident),
                 "duration": exports.report_duration(incident),
                 "severity": incident.severity.key,
+                "key_times": [
+                    (key.label, exports.key_time_text(key))
+                    for key in key_times(incident, incident_milestones(incident))
+                ],
             },
         }
         | _items_context(incident)

@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET
 from .. import live, panels
 from ..access import can_run_actions, can_view, can_work, get_incident_for
 from ..models import ChecklistItem, Incident, TimelineEvent
-from .incident import status_panels_context, whos_told_context
+from .incident import CSRF_PLACEHOLDER, status_panels_context, whos_told_context
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
 HEADER_KINDS = {
@@ -44,9 +44,6 @@ HEADER_KINDS = {
 
 # Events that change the "Who's told" card.
 TOLD_KINDS = {"escalation", "notification", "acknowledged"}
-
-# Shared HTML is drawn with this in place of the CSRF token; each page puts its own.
-CSRF_PLACEHOLDER = "__lotoops_csrf_token__"
 
 
 @require_GET

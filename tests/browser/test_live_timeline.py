@@ -150,3 +150,23 @@ def test_panels_follow_live_for_each_viewer(login, responder, other_responder):
     assert colour == "rgb(200, 37, 31)", colour  # --danger
     for page in (ana, ben):
         assert page.evaluate("() => window.__notReloaded") is True
+
+
+def test_a_note_marked_as_the_root_cause_then_undone_in_the_browser(login, responder):
+    """The "Mark as…" control on a timeline event, its mark arriving live with its
+    own Undo, and the undo."""
+    incident = factories.declare(actor=responder, title="Payments slow", severity="P2")
+    note = services.add_note(incident, "pgbouncer: pool exhausted", actor=responder)
+    ana = login(responder)
+    ana.goto(f"/incidents/{incident.pk}/")
+    ana.wait_for_selector("body[data-live=open]")
+    ana.click(f"#event-{note.pk} summary")
+    ana.click(f'[data-mark="{note.pk}-root_cause"]')
+    mark = ana.wait_for_selector("#timeline li.kind-note:has-text('as root cause identified')")
+    assert "pgbouncer: pool exhausted" in mark.inner_text()
+    mark.query_selector("button[data-undo-mark]").click()
+    ana.wait_for_selector("#timeline li.kind-note:has-text('undid the mark')", timeout=3000)
+    assert incident.timeline.filter(data__has_key="milestone").count() == 2
+    assert list(incident.timeline.filter(data__has_key="undo").values_list("actor", flat=True)) == [
+        responder.pk
+    ]

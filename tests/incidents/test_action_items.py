@@ -209,3 +209,70 @@ def test_verifying_without_a_check_is_refused(client, responder):
     assert "no check" in response.content.decode()
     assert EventKind.NOTE  # nothing else happened
     assert not incident.check_runs.exists()
+
+
+def test_verified_by_hand_without_a_check_is_refused_and_not_offered(client, responder):
+    """An item with no check is closed by hand as Done; "Verified" stays what a
+    passing check earned."""
+    incident = lived(responder)
+    item = ActionItem.objects.create(incident=incident, text="Write docs")
+    events = incident.timeline.count()
+    client.force_login(responder)
+    url = reverse("incidents:action_item", args=[incident.pk, item.pk])
+    response = client.post(url, {"status": "verified"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 422
+    assert "Only a passing check can mark an item Verified" in response.content.decode()
+    assert "mark it Done (closed by hand)" in response.content.decode()
+    item.refresh_from_db()
+    assert (item.status, item.verified_at) == ("open", None)
+    assert incident.timeline.count() == events
+    # The form offers Done, not Verified.
+    html = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert '<option value="done"' in html and '<option value="verified"' not in html
+    response = client.post(url, {"status": "done"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    item.refresh_from_db()
+    assert item.status == "done"
+
+
+@pytest.mark.parametrize(
+    ("due", "message"),
+    [
+        ("1900-01-01", "Due date 1900-01-01 is before the incident was declared (2026-03-02)"),
+        ("2026-03-01", "before the incident was declared"),
+        ("9999-12-31", "Due date 9999-12-31 is more than 5 years away"),
+    ],
+)
+def test_a_due_date_long_past_or_absurdly_far_is_refused(client, responder, due, message):
+    incident = lived(responder)
+    client.force_login(responder)
+    response = client.post(
+        add_url(incident), {"text": "Add an alert", "due_date": due}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    assert not ActionItem.objects.exists()
+    item = ActionItem.objects.create(incident=incident, text="Add an alert")
+    events = incident.timeline.count()
+    url = reverse("incidents:action_item", args=[incident.pk, item.pk])
+    response = client.post(url, {"status": "open", "due_date": due}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    item.refresh_from_db()
+    assert item.due_date is None and incident.timeline.count() == events
+    with pytest.raises(IncidentError, match="Due date"):
+        actionitems.add_action_item(
+            incident, text="x", owner=None, due_date=date.fromisoformat(due), actor=responder
+        )
+
+
+def test_due_dates_from_the_declaration_to_five_years_ahead_are_accepted(responder):
+    incident = lived(responder)
+    earliest, latest = actionitems.due_date_range(incident)
+    assert earliest == date(2026, 3, 2)
+    for day in (earliest, timezone.localdate(), latest):
+        item = actionitems.add_action_item(
+            incident, text=f"due {day}", owner=None, due_date=day, actor=responder
+        )
+        assert item.due_date == day
+    assert latest - timezone.localdate() >= timedelta(days=5 * 365)

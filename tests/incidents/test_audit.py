@@ -36,7 +36,7 @@ def audit_rows(client) -> list[dict[str, str]]:
     response = client.get(reverse("incidents:audit_csv"))
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    return list(csv.DictReader(io.StringIO(response.content.decode())))
+    return list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
 
 
 def test_the_trail_holds_state_changes_admin_changes_grants_and_exports(

@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from incidents.postincident import postmortem
-from incidents.reporting import exports
+from incidents.reporting import csvfile, exports
 from tests.incidents.helpers import T0, lived
 
 pytestmark = pytest.mark.django_db
@@ -33,17 +33,17 @@ def test_a_csv_cell_that_would_be_a_formula_is_kept_as_text(client, responder, t
     response = client.get(
         reverse("incidents:reports_csv"), {"start": "2026-03-01", "end": "2026-03-07"}
     )
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     (row,) = [r for r in rows if int(r["id"]) == incident.pk]
     assert row["title"] == "'" + incident.title  # the service strips outer whitespace
-    assert not row["title"].startswith(exports.FORMULA_STARTS)
+    assert not row["title"].startswith(csvfile.FORMULA_STARTS)
 
 
 def test_numbers_and_ordinary_text_are_left_alone():
-    assert exports.csv_cell("-42") == "-42"
-    assert exports.csv_cell(17) == 17
-    assert exports.csv_cell("Payment webhooks failing") == "Payment webhooks failing"
-    assert exports.csv_cell("") == ""
+    assert csvfile.csv_cell("-42") == "-42"
+    assert csvfile.csv_cell(17) == 17
+    assert csvfile.csv_cell("Payment webhooks failing") == "Payment webhooks failing"
+    assert csvfile.csv_cell("") == ""
 
 
 def _markdown_with_summary(responder, summary: str) -> str:

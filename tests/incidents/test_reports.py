@@ -121,7 +121,7 @@ def test_the_csv_round_trips(client, responder, period):
     response = client.get(reverse("incidents:reports_csv"), QUERY)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     by_id = {int(r["id"]): r for r in rows}
     assert set(by_id) == {i.pk for i in period.values()}  # ana declared the secret one
     met = by_id[period["met"].pk]
@@ -146,7 +146,9 @@ def test_restricted_incidents_only_reach_users_allowed_to_see_them(client, other
     client.force_login(other_responder)
     rows = list(
         csv.DictReader(
-            io.StringIO(client.get(reverse("incidents:reports_csv"), QUERY).content.decode())
+            io.StringIO(
+                client.get(reverse("incidents:reports_csv"), QUERY).content.decode("utf-8-sig")
+            )
         )
     )
     assert period["secret"].pk not in {int(r["id"]) for r in rows}
@@ -158,7 +160,7 @@ def test_restricted_incidents_only_reach_users_allowed_to_see_them(client, other
 def test_filters_narrow_the_period(client, responder, period):
     client.force_login(responder)
     response = client.get(reverse("incidents:reports_csv"), {**QUERY, "category": "banca"})
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert [int(r["id"]) for r in rows] == [period["late"].pk]
 
 
