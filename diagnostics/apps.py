@@ -11,9 +11,11 @@ class DiagnosticsConfig(AppConfig):
         # Probe modules are imported explicitly: a missing one fails start-up.
         from . import (
             probes,  # noqa: F401
+            recovery,  # noqa: F401  (holds resolutions back, judges recovery rounds)
             verification,  # noqa: F401  (listens to check_finished)
         )
-        from .views import RUNBOOK_PANEL
+        from .views import RECOVERY_PANEL, RUNBOOK_PANEL
 
         # The incident page shows the runbook without incidents importing diagnostics.
+        panels.register(RECOVERY_PANEL)
         panels.register(RUNBOOK_PANEL)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from incidents import logcontext
 
-from . import approvals, services
+from . import approvals, recovery, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
 
@@ -150,3 +150,19 @@ def reap_stale_runs() -> int:
 @shared_task(ignore_result=True)
 def expire_approvals() -> int:
     return len(approvals.expire_due())
+
+
+@shared_task(ignore_result=True)
+def start_recovery_round(verification_id: int, number: int) -> str:
+    """Round `number` of a recovery verification, once due (the beat's sweep is the
+    safety net; of the two, one starts it)."""
+    return "started" if recovery.start_round(verification_id, number) else "not due or taken"
+
+
+@shared_task(ignore_result=True)
+def recovery_sweep() -> int:
+    """Due second rounds (lost countdowns) and the watch after resolution."""
+    due = recovery.due_rounds()
+    return sum(recovery.start_round(pk, number) for pk, number in due) + len(
+        recovery.start_due_watches()
+    )

@@ -151,6 +151,10 @@ class Incident(models.Model):
         permissions = [
             ("view_restricted_incident", "Can view every restricted incident"),
             ("run_actions", "Can run runbook resolution actions"),
+            (
+                "override_recovery",
+                "Can resolve an incident whose recovery checks have not passed (with a reason)",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),
@@ -321,6 +325,7 @@ class EventKind(models.TextChoices):
     NOTIFICATION = "notification", "Notification"
     EVIDENCE = "evidence", "Evidence"
     ALERT = "alert", "Alert"
+    RECOVERY = "recovery", "Recovery"
 
 
 class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):

@@ -175,10 +175,12 @@ ROLES: dict[str, list[str]] = {
     ],
     # Declares and works incidents, runs diagnostics; no resolution actions.
     "Responders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
-    # A responder who also runs the runbook's resolution actions on every incident.
+    # A responder who also runs the runbook's resolution actions on every incident and
+    # may resolve one whose recovery checks have not passed (with a reason).
     "Incident commanders": [
         *(f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS),
         "incidents.run_actions",
+        "incidents.override_recovery",
     ],
     # Reads everything (not restricted incidents), reports and exports, the audit trail.
     "Managers": [
@@ -212,7 +214,13 @@ ROLES: dict[str, list[str]] = {
             "checklistitem",
             actions=("view",),
         ),
-        *_crud("diagnostics", "checkrun", "workerheartbeat", actions=("view",)),
+        *_crud(
+            "diagnostics",
+            "checkrun",
+            "workerheartbeat",
+            "recoveryverification",
+            actions=("view",),
+        ),
         "incidents.add_timelineevent",
     ],
 }

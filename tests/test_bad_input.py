@@ -45,7 +45,12 @@ NO_INPUT = {
 }
 # Free text: a number (or the replacement characters invalid UTF-8 decodes to) is a
 # valid note, reason or status update, so posting one there is a change, rightly.
-FREE_TEXT = {"incidents:note", "incidents:status_update", "incidents:reopen"}
+FREE_TEXT = {
+    "incidents:note",
+    "incidents:status_update",
+    "incidents:reopen",
+    "diagnostics:recovery_override",  # a reason: resolves the incident (by override)
+}
 # The live timeline streams until SSE_MAX_DURATION; its own tests cover its input.
 STREAMS = {"incidents:stream"}
 
