@@ -153,7 +153,7 @@ def transition(request: HttpRequest, incident_id: Id, body: s.TransitionIn) -> S
     user = _user(request)
     if body.override_reason.strip():
         if body.status != IncidentStatus.RESOLVED:
-            raise HttpError(422, "override_reason goes only with status resolved.")
+            raise services.IncidentError("override_reason goes only with status resolved.")
         if not can_override_recovery(user, incident):
             raise PermissionDenied("Only an incident commander may resolve without verification.")
         recovery.override_resolution(incident, actor=user, reason=body.override_reason)

@@ -39,8 +39,13 @@ from incidents import audit, services
 from incidents.models import Category, EventKind, Incident, Status
 from tests import factories
 from tests.conftest import TEST_QUEUE
+from tests.diagnostics import k8s_server as k8s
 from tests.diagnostics import pg_helpers as pg
 from tests.diagnostics import worker as worker_helpers
+from tests.diagnostics.prometheus_server import (  # noqa: F401  (session fixture)
+    ERROR_RATIO_QUERY,
+    prometheus_server_fixture,
+)
 from tests.diagnostics.test_probes_rabbitmq import SECRET_ENV as AMQP_ENV
 from tests.diagnostics.test_probes_rabbitmq import connect as amqp_connect
 from tests.diagnostics.test_probes_stripe import (  # noqa: F401  (session fixture)
@@ -51,6 +56,7 @@ from tests.diagnostics.test_probes_stripe import (  # noqa: F401  (session fixtu
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+K8S_TOKEN = "k8s-recovery-token-5e1f"
 pytestmark = [pytest.mark.postgres]
 
 
@@ -508,3 +514,52 @@ def test_a_failure_within_the_watch_reopens_once_under_concurrent_beats_and_work
     assert CheckRun.objects.filter(pk__in=runs, status="succeeded").count() == 6  # each once
     # The watch is over: no later sweep runs the checks again.
     assert recovery.start_due_watches(now=timezone.now() + timedelta(hours=2)) == []
+
+
+# --- the backend procedure: pods ready, error rate under its threshold ----------------------
+
+
+@pytest.fixture
+def kube():
+    server = k8s.KubeServer(token=K8S_TOKEN).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db
+def test_a_backend_outage_resolves_once_pods_are_ready_and_the_error_rate_is_low(
+    runbook, responder, kube, prometheus_server, monkeypatch
+):
+    monkeypatch.setenv("LOTOOPS_TARGET_K8S_TOKEN", K8S_TOKEN)
+    seed_runbooks()
+    # The seeded query's 5-minute window, shortened to the test Prometheus' scrapes.
+    step = RunbookStep.objects.get(key="init.error_rate")
+    step.params = step.params | {"query": ERROR_RATIO_QUERY}
+    step.save()
+    Target.objects.create(
+        name="lotolink-k8s", kind="kubernetes", url=kube.url, secret_env="LOTOOPS_TARGET_K8S_TOKEN"
+    )
+    Target.objects.create(name="prometheus", kind="prometheus", url=prometheus_server.url)
+    kube.add(k8s.pod("lotolink-backend-7d9f8c6b5-a"))
+    kube.add(k8s.pod("lotolink-backend-7d9f8c6b5-b", statuses=[k8s.crash_loop_status(7)]))
+    prometheus_server.set_error_ratio(0.2)
+    incident = factories.declare(actor=responder, category=Category.SERVICE_OUTAGE)
+    services.acknowledge_incident(incident, actor=responder)
+
+    services.transition_incident(incident, Status.RESOLVED, actor=responder)
+    run_round(verification(incident), "1")
+
+    v = verification(incident)
+    incident.refresh_from_db()
+    assert v.checks == ["api.pods", "init.error_rate"]
+    assert incident.status == Status.ACKNOWLEDGED and v.state == RecoveryState.FAILED
+    failing = {f["step"]: f for f in v.failures}
+    assert set(failing) == {"api.pods", "init.error_rate"}
+    assert "crash_looping" in failing["api.pods"]["evidence"]
+    assert failing["init.error_rate"]["outcome"] == "failing"
+
+    kube.add(k8s.pod("lotolink-backend-7d9f8c6b5-b"))  # the rollout replaced it: ready
+    prometheus_server.set_error_ratio(0.0)
+    v = resolve_verified(incident, responder)
+
+    assert incident.status == Status.RESOLVED and v.state == RecoveryState.RESOLVED
