@@ -34,7 +34,7 @@ from diagnostics.models import (
     Target,
 )
 from diagnostics.seed import seed_runbooks
-from diagnostics.tasks import run_check
+from diagnostics.tasks import run_check, start_recovery_round
 from incidents import audit, services
 from incidents.models import Category, EventKind, Incident, Status
 from tests import factories
@@ -230,9 +230,12 @@ def test_resolving_while_plays_are_stuck_is_refused_with_the_evidence_then_two_p
     mitigated.refresh_from_db()
     assert mitigated.status == Status.MITIGATED  # one pass is not enough
     assert v.state == RecoveryState.VERIFYING and v.next_round_at is not None
+    # The countdown task (RECOVERY_INTERVAL is 120 s here): not due yet, then due, once.
+    assert start_recovery_round.apply(args=(v.pk, 2)).get() == "not due or taken"
     assert not recovery.start_round(v.pk, 2, now=v.next_round_at - timedelta(seconds=1))
     assert recovery.start_round(v.pk, 2, now=v.next_round_at)
     assert not recovery.start_round(v.pk, 2, now=v.next_round_at)  # once
+    assert start_recovery_round.apply(args=(v.pk, 2)).get() == "not due or taken"
     second = run_round(v, "2")
 
     mitigated.refresh_from_db()
