@@ -379,6 +379,17 @@ def test_the_api_resolves_through_the_same_rule(platform, mitigated, responder, 
         headers=headers(responder),
     )
 
+    off_resolve = client.post(
+        url,
+        {"status": "investigating", "override_reason": "x"},
+        "application/json",
+        headers=headers(commander),
+    )
+
+    assert (
+        off_resolve.status_code == 409
+        and "only with status resolved" in off_resolve.json()["detail"]
+    )
     assert held.status_code == 202 and held.json()["status"] == "mitigated"
     assert again.status_code == 409 and "already being verified" in again.json()["detail"]
     assert denied.status_code == 403
