@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import amqp
+import psycopg
 import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
@@ -57,6 +58,7 @@ from tests.diagnostics.test_probes_stripe import (  # noqa: F401  (session fixtu
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_TOKEN = "k8s-recovery-token-5e1f"
+RACE_SETTLE = 3.0  # seconds for racers let go at once to reach the incident's lock
 pytestmark = [pytest.mark.postgres]
 
 
@@ -451,30 +453,50 @@ def test_admin_refuses_recovery_checks_that_do_not_exist_or_are_actions(runbook,
 # --- the watch after resolution ----------------------------------------------------------
 
 
-def _race(start: float, mode: str, arg: str) -> subprocess.Popen[str]:
+def race(incident: Incident, *commands: tuple[str, str]) -> list[dict]:
+    """Start one process per (mode, arg), wait until every one is up, hold the
+    incident's row lock (as a slow transaction elsewhere would) while they all start
+    at once and reach it, then release it and collect their answers."""
     env = {
         **os.environ,
         "DATABASE_URL": worker_helpers.test_database_url(),
         "CELERY_DEFAULT_QUEUE": TEST_QUEUE,
         "PYTHONUNBUFFERED": "1",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.diagnostics.recovery_race", str(start), mode, arg],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _answers(processes: list[subprocess.Popen[str]]) -> list[dict]:
-    out = []
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=90)
-        assert process.returncode == 0, stderr[-3000:]
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.diagnostics.recovery_race", mode, arg],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode, arg in commands
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline().strip() == "ready", process.stderr.read()[-3000:]
+        with psycopg.connect(worker_helpers.test_database_url()) as conn:
+            conn.execute(
+                "SELECT id FROM incidents_incident WHERE id = %s FOR UPDATE", [incident.pk]
+            )
+            for process in processes:
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            time.sleep(RACE_SETTLE)
+            conn.commit()
+        answers = []
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=90)
+            assert process.returncode == 0, stderr[-3000:]
+            answers.append(json.loads(stdout.strip().splitlines()[-1]))
+        return answers
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -496,8 +518,7 @@ def test_a_failure_within_the_watch_reopens_once_under_concurrent_beats_and_work
     # The plays get stuck again. Two beats sweep at the same moment: one round starts.
     break_the_plays()
     v.refresh_from_db()
-    start = time.time() + 3
-    sweeps = _answers([_race(start, "sweep", v.next_watch_at.isoformat()) for _ in range(2)])
+    sweeps = race(mitigated, *[("sweep", v.next_watch_at.isoformat())] * 2)
     assert sorted(len(a["started"]) for a in sweeps) == [0, 1], sweeps
     # A later sweep (the next round falls due) starts a second round before the
     # first one ran: two failing rounds, run by two workers at once.
@@ -510,9 +531,8 @@ def test_a_failure_within_the_watch_reopens_once_under_concurrent_beats_and_work
     )
     assert len(runs) == 6
     ids = ",".join(map(str, runs))
-    start = time.time() + 3
     backwards = ",".join(map(str, reversed(runs)))
-    _answers([_race(start, "runs", ids), _race(start, "runs", backwards)])
+    race(mitigated, ("runs", ids), ("runs", backwards))
 
     mitigated.refresh_from_db()
     v.refresh_from_db()
