@@ -16,10 +16,11 @@ from ninja import Path, Query, Router, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
+from diagnostics import recovery
 from diagnostics.models import CheckRun, RunbookStep, Target
 from diagnostics.services import request_check
 from incidents import services
-from incidents.access import get_incident_for, visible_incidents
+from incidents.access import can_override_recovery, get_incident_for, visible_incidents
 from incidents.models import (
     OPEN_STATUSES,
     ActionItem,
@@ -27,6 +28,7 @@ from incidents.models import (
     PostMortem,
     Severity,
 )
+from incidents.models import Status as IncidentStatus
 from incidents.postincident.actionitems import add_action_item, update_action_item
 from incidents.postincident.postmortem import SECTIONS, PostMortemConflict, save_section
 
@@ -138,14 +140,28 @@ def acknowledge(request: HttpRequest, incident_id: Id) -> Incident:
 
 @router.post(
     "/incidents/{incident_id}/transition",
-    response={200: s.IncidentOut, **REFUSED},
+    response={200: s.IncidentOut, 202: s.IncidentOut, **REFUSED},
     tags=["incidents"],
 )
-def transition(request: HttpRequest, incident_id: Id, body: s.TransitionIn) -> Incident:
-    """Move along the lifecycle (`allowed_transitions` says where)."""
+def transition(request: HttpRequest, incident_id: Id, body: s.TransitionIn) -> Status:
+    """Move along the lifecycle (`allowed_transitions` says where). Resolving an
+    incident whose procedure names recovery checks starts verifying them, as the page
+    does: 202 with the incident still in its status, resolved once they pass twice
+    (the timeline says how it goes). `override_reason` resolves without verification
+    (incidents.override_recovery, else 403)."""
     incident = _incident(request, incident_id, work=True)
-    services.transition_incident(incident, body.status, actor=_user(request), note=body.note)
-    return _incident(request, incident_id)
+    user = _user(request)
+    if body.override_reason.strip():
+        if body.status != IncidentStatus.RESOLVED:
+            raise services.IncidentError("override_reason goes only with status resolved.")
+        if not can_override_recovery(user, incident):
+            raise PermissionDenied("Only an incident commander may resolve without verification.")
+        recovery.override_resolution(incident, actor=user, reason=body.override_reason)
+    else:
+        services.transition_incident(incident, body.status, actor=user, note=body.note)
+    fresh = _incident(request, incident_id)
+    held = body.status == IncidentStatus.RESOLVED and fresh.status != IncidentStatus.RESOLVED
+    return Status(202 if held else 200, fresh)
 
 
 @router.post(

@@ -123,6 +123,9 @@ class DeclareIn(Schema):
 class TransitionIn(Schema):
     status: StatusName
     note: Annotated[Text, Field(max_length=10_000)] = ""
+    # Only with status "resolved", and only for incident commanders
+    # (incidents.override_recovery): resolve without verified recovery, for this reason.
+    override_reason: Annotated[Text, Field(max_length=1000)] = ""
 
 
 class TextIn(Schema):

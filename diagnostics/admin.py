@@ -8,7 +8,15 @@ from django.http import HttpRequest
 
 from incidents.access import visible_condition
 
-from .models import ActionApproval, CheckRun, Runbook, RunbookStep, Target, WorkerHeartbeat
+from .models import (
+    ActionApproval,
+    CheckRun,
+    RecoveryVerification,
+    Runbook,
+    RunbookStep,
+    Target,
+    WorkerHeartbeat,
+)
 
 
 @admin.register(Target)
@@ -27,7 +35,10 @@ class RunbookStepInline(admin.TabularInline):
 
 @admin.register(Runbook)
 class RunbookAdmin(admin.ModelAdmin):
-    list_display = ["section", "title", "key", "order"]
+    """`recovery_checks` is validated on save (Runbook.clean): every key must name
+    an existing, runnable diagnostic step."""
+
+    list_display = ["section", "title", "key", "order", "recovery_checks"]
     inlines = [RunbookStepInline]
 
 
@@ -105,6 +116,27 @@ class ActionApprovalAdmin(admin.ModelAdmin):
         approvals = super().get_queryset(request)
         condition = visible_condition(request.user, "incident__")
         return approvals if condition is None else approvals.filter(condition)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(RecoveryVerification)
+class RecoveryVerificationAdmin(admin.ModelAdmin):
+    """Read-only: verifications start from "Mark resolved" and move by their checks."""
+
+    list_display = ["id", "incident", "state", "round", "requested_by", "started_at", "resolved_at"]
+    list_filter = ["state"]
+    list_select_related = ["incident", "requested_by"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RecoveryVerification]:
+        # Restricted incidents stay hidden from staff who may not see them.
+        rows = super().get_queryset(request)
+        condition = visible_condition(request.user, "incident__")
+        return rows if condition is None else rows.filter(condition)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -11,12 +11,14 @@ class DiagnosticsConfig(AppConfig):
         # Probe modules are imported explicitly: a missing one fails start-up.
         from . import (
             probes,  # noqa: F401
+            recovery,  # noqa: F401  (holds resolutions back, judges recovery rounds)
             verification,  # noqa: F401  (listens to check_finished)
         )
         from .impact import MONEY_PANEL
-        from .views import RUNBOOK_PANEL
+        from .views import RECOVERY_PANEL, RUNBOOK_PANEL
 
-        # The incident page shows the runbook and the money at risk without
-        # incidents importing diagnostics.
+        # The incident page shows the runbook, the recovery and the money at risk
+        # without incidents importing diagnostics.
+        panels.register(RECOVERY_PANEL)
         panels.register(RUNBOOK_PANEL)
         panels.register(MONEY_PANEL)

@@ -127,12 +127,46 @@ class Runbook(models.Model):
     )
     symptoms = models.TextField(blank=True)
     order = models.PositiveSmallIntegerField(default=0)
+    recovery_checks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Keys of the diagnostics that must pass (outcome ok, twice, "
+        "RECOVERY_INTERVAL apart) before an incident of these categories resolves, "
+        'e.g. ["pay.pending_plays", "pay.webhook_status"]; their thresholds are the '
+        "steps' parameters. Empty: incidents resolve at once.",
+    )
 
     class Meta:
         ordering = ["order"]
 
     def __str__(self) -> str:
         return f"{self.section}. {self.title}"
+
+    def clean(self) -> None:
+        if refusal := recovery_checks_refusal(self.recovery_checks):
+            raise ValidationError({"recovery_checks": refusal})
+
+
+def recovery_checks_refusal(keys: Any) -> str:
+    """Why these recovery check keys cannot be used ("" when they can): each must
+    name an existing, runnable diagnostic step, once."""
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
+        return 'Give a list of step keys, e.g. ["pay.pending_plays"].'
+    if len(set(keys)) != len(keys):
+        return "Name each check once."
+    steps = {step.key: step for step in RunbookStep.objects.filter(key__in=keys)}
+    problems = []
+    for key in keys:
+        step = steps.get(key)
+        if step is None:
+            problems.append(f"{key}: no such step")
+        elif step.kind != StepKind.DIAGNOSTIC:
+            problems.append(f"{key}: a recovery check must be a diagnostic, not {step.kind}")
+        elif not step.available:
+            problems.append(f"{key}: its probe {step.probe} is not available")
+        elif mismatch := step.kind_mismatch():
+            problems.append(f"{key}: {mismatch}")
+    return "; ".join(problems)
 
 
 class StepKind(models.TextChoices):
@@ -181,6 +215,21 @@ class RunbookStep(models.Model):
     def is_action(self) -> bool:
         return self.kind == StepKind.ACTION
 
+    def recovery_refusal(self) -> str:
+        """A step named as a recovery check keeps its key and stays a diagnostic."""
+        if not self.pk:
+            return ""
+        old = RunbookStep.objects.filter(pk=self.pk).values_list("key", flat=True).first()
+        if old is None:
+            return ""
+        books = runbooks_naming(old)
+        if books and (old != self.key or self.kind != StepKind.DIAGNOSTIC):
+            names = ", ".join(book.title for book in books)
+            return (
+                f"{old} is a recovery check of {names}: take it out of their recovery checks first."
+            )
+        return ""
+
     def probe_class(self) -> Any:
         return get_probe(self.probe)
 
@@ -208,6 +257,8 @@ class RunbookStep(models.Model):
         return ""
 
     def clean(self) -> None:
+        if refusal := self.recovery_refusal():
+            raise ValidationError(refusal)
         probe = self.probe_class()
         if probe is None:
             return  # a probe to come: the page shows "not available yet"
@@ -272,6 +323,11 @@ def _param_words(name: str, value: Any) -> str:
             return seconds_words(value * 60)
         return f"{value:g}"
     return str(value)
+
+
+def runbooks_naming(key: str) -> list[Runbook]:
+    """The procedures that name step `key` as a recovery check."""
+    return [book for book in Runbook.objects.all() if key in (book.recovery_checks or [])]
 
 
 class RunStatus(models.TextChoices):
@@ -416,3 +472,62 @@ class ActionApproval(models.Model):
 
     def expired(self, now: Any = None) -> bool:
         return (now or timezone.now()) >= self.expires_at
+
+
+class RecoveryState(models.TextChoices):
+    VERIFYING = "verifying", "Verifying recovery"
+    FAILED = "failed", "Recovery checks failed"
+    PASSED = "passed", "Recovery verified"
+    OVERRIDDEN = "overridden", "Resolved by override"
+    RESOLVED = "resolved", "Resolved, verified"
+    REOPENED = "reopened", "Reopened by the watch"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class RecoveryVerification(models.Model):
+    """One "Mark resolved" on an incident whose procedure names recovery checks:
+    the checks run as ordinary check runs (batch `recovery-<id>-<round>`), twice,
+    RECOVERY_INTERVAL apart; then, once resolved, the watch re-runs them (batch
+    `recovery-<id>-w<n>`) until `watch_until`. diagnostics/recovery.py moves it."""
+
+    incident = models.ForeignKey(
+        "incidents.Incident", on_delete=models.CASCADE, related_name="recovery_verifications"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(
+        max_length=20, choices=RecoveryState.choices, default=RecoveryState.VERIFYING
+    )
+    checks = models.JSONField(default=list, help_text="The step keys, as configured when asked")
+    round = models.PositiveSmallIntegerField(default=1)
+    rounds = models.PositiveSmallIntegerField(default=2)
+    interval_seconds = models.FloatField(default=120.0)
+    next_round_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it was resolved without verification")
+    failures = models.JSONField(default=list, blank=True, help_text="The failing checks' evidence")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    watch_until = models.DateTimeField(null=True, blank=True)
+    next_watch_at = models.DateTimeField(null=True, blank=True)
+    watch_round = models.PositiveIntegerField(default=0, help_text="Watch rounds started")
+    watch_judged = models.PositiveIntegerField(default=0, help_text="Watch rounds judged")
+    reopened_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One verification in flight per incident, however many clicks or calls.
+            models.UniqueConstraint(
+                fields=["incident"],
+                condition=models.Q(state="verifying"),
+                name="one_recovery_verification_at_a_time",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "next_watch_at"], name="recovery_watch_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery of #{self.incident_id} ({self.state})"

@@ -48,6 +48,7 @@ def seed_runbooks(directory: Path = RUNBOOK_DIR) -> dict[str, int]:
                     "categories": data.get("categories", []),
                     "symptoms": data.get("symptoms", ""),
                     "order": order,
+                    "recovery_checks": data.get("recovery_checks", []),
                 },
             )
             created["runbooks"] += made

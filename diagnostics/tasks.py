@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from incidents import logcontext
 
-from . import approvals, impact, services
+from . import approvals, impact, recovery, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
 
@@ -157,3 +157,19 @@ def sample_money_at_risk() -> int:
     """Beat, every MONEY_AT_RISK_INTERVAL: one money-at-risk sample per open payment or
     banca incident (one per interval however often it runs)."""
     return impact.sample_open_incidents()
+
+
+@shared_task(ignore_result=True)
+def start_recovery_round(verification_id: int, number: int) -> str:
+    """Round `number` of a recovery verification, once due (the beat's sweep is the
+    safety net; of the two, one starts it)."""
+    return "started" if recovery.start_round(verification_id, number) else "not due or taken"
+
+
+@shared_task(ignore_result=True)
+def recovery_sweep() -> int:
+    """Due second rounds (lost countdowns) and the watch after resolution."""
+    due = recovery.due_rounds()
+    return sum(recovery.start_round(pk, number) for pk, number in due) + len(
+        recovery.start_due_watches()
+    )

@@ -38,6 +38,7 @@ urlpatterns = [
         {"decision": "reject"},
         name="reject",
     ),
+    path("recovery/override/", views.recovery_override, name="recovery_override"),
     path("runs/<int:run_pk>/output.txt", views.run_output, name="run_output"),
     path(
         "action-items/<int:item_pk>/verify/",

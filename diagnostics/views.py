@@ -16,18 +16,25 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from incidents.access import can_run_actions, can_work, get_incident_for
+from incidents.access import (
+    can_override_recovery,
+    can_run_actions,
+    can_work,
+    get_incident_for,
+)
+from incidents.forms import ReasonForm
 from incidents.htmx import htmx_error, message_slot, notice
-from incidents.models import ActionItem, EventKind, Incident
+from incidents.models import ActionItem, EventKind, Incident, Status
 from incidents.panels import LiveUpdates, Message, Panel
 from incidents.services import IncidentError
 from incidents.views.postmortem import item_response
 
-from . import actions, approvals, services, verification
+from . import actions, approvals, recovery, services, verification
 from .models import (
     ACTIVE_RUN_STATUSES,
     ActionApproval,
     CheckRun,
+    RecoveryState,
     Runbook,
     RunbookStep,
     StepKind,
@@ -412,3 +419,69 @@ def action_item_verify(request: HttpRequest, pk: int, item_pk: int) -> HttpRespo
     except IncidentError as exc:
         error = str(exc)
     return item_response(request, incident, item, error)
+
+
+# --- verified recovery ----------------------------------------------------------------
+
+
+def recovery_context(request: HttpRequest, incident: Incident, **_: Any) -> dict[str, Any]:
+    """The recovery card: the procedure's recovery checks, the latest verification
+    (its current round's runs, or the evidence that failed), the buttons."""
+    latest = recovery.latest_verification(incident)
+    runs: list[CheckRun] = []
+    if latest is not None and latest.state == RecoveryState.VERIFYING:
+        runs = list(
+            incident.check_runs.filter(batch=f"{recovery.BATCH_PREFIX}{latest.pk}-{latest.round}")
+            .select_related("step")
+            .order_by("id")
+        )
+    may_resolve = Status.RESOLVED in incident.allowed_transitions()
+    return {
+        "recovery": latest,
+        "recovery_checks": recovery.recovery_checks_for(incident),
+        "recovery_runs": runs,
+        "recovery_failures_text": recovery.describe_failures(latest.failures)
+        if latest is not None and latest.failures
+        else "",
+        "can_resolve": may_resolve and can_work(request.user, incident),
+        "can_override": may_resolve and can_override_recovery(request.user, incident),
+    }
+
+
+RECOVERY_PANEL = Panel(
+    name="recovery",
+    template="diagnostics/partials/recovery.html",
+    context=recovery_context,
+    refresh_on=frozenset({"recovery", "status", "reopened", "check_result", "acknowledged"}),
+    viewer_key=lambda user, incident: can_override_recovery(user, incident),
+)
+
+
+@require_POST
+def recovery_override(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resolve without verified recovery: a commander's call, with a reason."""
+    incident = get_incident_for(request.user, pk, work=True)
+    if not can_override_recovery(request.user, incident):
+        return _refuse(
+            request,
+            incident,
+            "You may not resolve without verified recovery: only an incident commander may.",
+        )
+    form = ReasonForm(request.POST)
+    if not form.is_valid():
+        if not request.POST.get("reason", "").strip():
+            return _refuse(
+                request, incident, "Say why the incident is resolved without verified recovery."
+            )
+        return _refuse(request, incident, "Reason: " + " ".join(form.errors.get("reason", [])))
+    try:
+        recovery.override_resolution(
+            incident, actor=request.user, reason=form.cleaned_data["reason"]
+        )
+    except IncidentError as exc:
+        return _refuse(request, incident, str(exc))
+    if not request.htmx:
+        return redirect(incident)
+    incident.refresh_from_db()
+    context = {"incident": incident} | recovery_context(request, incident)
+    return render(request, "diagnostics/partials/recovery.html", context)

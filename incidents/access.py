@@ -65,6 +65,15 @@ def can_run_actions(user: User, incident: Incident) -> bool:
     )
 
 
+def can_override_recovery(user: User, incident: Incident) -> bool:
+    """Resolving without verified recovery (with a reason) is an incident commander's
+    call: `incidents.override_recovery`, for all incidents or granted on this one."""
+    return can_work(user, incident) and (
+        user.has_perm("incidents.override_recovery")
+        or user.has_perm("incidents.override_recovery", incident)
+    )
+
+
 def get_incident_for(user: User, pk: int, *, work: bool = False) -> Incident:
     """The incident if `user` may see it (404 otherwise, so its existence stays hidden);
     with `work=True` also require the right to change it (403)."""

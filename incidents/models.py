@@ -154,6 +154,10 @@ class Incident(models.Model):
             # Granted on one incident (django-guardian); the global one is on
             # diagnostics.ActionApproval. Declared here so Django keeps it in place.
             ("approve_actions", "Can approve resolution actions"),
+            (
+                "override_recovery",
+                "Can resolve an incident whose recovery checks have not passed (with a reason)",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),
@@ -325,6 +329,7 @@ class EventKind(models.TextChoices):
     EVIDENCE = "evidence", "Evidence"
     ALERT = "alert", "Alert"
     REGULATORY = "regulatory", "Regulatory clock"
+    RECOVERY = "recovery", "Recovery"
 
 
 class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):

@@ -178,8 +178,12 @@ ROLES: dict[str, list[str]] = {
     ],
     # Declares and works incidents, runs diagnostics and the resolution actions.
     "Responders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
-    # Leads the response: what a responder does (commands incidents by assignment).
-    "Incident commanders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
+    # Leads the response: a responder who may also resolve an incident whose recovery
+    # checks have not passed (with a reason).
+    "Incident commanders": [
+        *(f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS),
+        "incidents.override_recovery",
+    ],
     # Reads everything (not restricted incidents), reports and exports, the audit trail.
     "Managers": [
         "incidents.view_incident",
@@ -212,7 +216,13 @@ ROLES: dict[str, list[str]] = {
             "checklistitem",
             actions=("view",),
         ),
-        *_crud("diagnostics", "checkrun", "workerheartbeat", actions=("view",)),
+        *_crud(
+            "diagnostics",
+            "checkrun",
+            "workerheartbeat",
+            "recoveryverification",
+            actions=("view",),
+        ),
         "incidents.add_timelineevent",
     ],
 }

@@ -196,6 +196,9 @@ def transition_incident(
         locked = _locked(incident)
         if to_status not in locked.allowed_transitions():
             raise IncidentError(_refusal(locked, to_status))
+        if to_status == Status.RESOLVED and (held := _resolution_held(locked, actor, now, note)):
+            incident.refresh_from_db()
+            return held
         from_status = locked.status
         locked.status = to_status
         setattr(locked, STATUS_TIMESTAMP[to_status], now)
@@ -218,6 +221,22 @@ def transition_incident(
             signals.incident_resolved.send(sender=Incident, incident=locked, actor=actor, now=now)
     incident.refresh_from_db()
     return event
+
+
+def _resolution_held(
+    incident: Incident, actor: AbstractBaseUser | None, now: datetime, note: str
+) -> TimelineEvent | None:
+    """What holds a resolution back (the event saying so), or None to resolve now.
+    Every path to "resolved" (pages, API, tasks) comes through here: recovery
+    verification listens to `resolution_requested`; an incident whose procedure names
+    no recovery checks resolves at once, as it always did."""
+    responses = signals.resolution_requested.send(
+        sender=Incident, incident=incident, actor=actor, now=now, note=note
+    )
+    for _receiver, response in responses:
+        if isinstance(response, TimelineEvent):
+            return response
+    return None
 
 
 def _refusal(incident: Incident, to_status: str) -> str:

@@ -18,6 +18,13 @@ incident_acknowledged = Signal()
 # incident (locked), actor, now. Post-incident starts its checklists and the
 # post-mortem draft (in the transaction).
 incident_resolved = Signal()
+# incident (locked), actor, now, note. Sent by transition_incident before it resolves
+# an incident, in its transaction. Recovery verification (diagnostics/recovery.py)
+# listens: a receiver returns None to let the incident resolve now, returns a
+# TimelineEvent to hold the resolution back (the event says why and what comes next;
+# what the receiver wrote commits, the status does not change), or raises
+# IncidentError to refuse (nothing is written).
+resolution_requested = Signal()
 # incident, actor, old (Severity), new (Severity). Paging re-evaluates who is told.
 severity_changed = Signal()
 # incident, actor, added (list[str]), removed (list[str]). Paging re-evaluates who is told.
@@ -29,6 +36,7 @@ ALL = (
     incident_declared,
     incident_acknowledged,
     incident_resolved,
+    resolution_requested,
     severity_changed,
     flags_changed,
     status_update_posted,

@@ -315,12 +315,25 @@ CELERY_BEAT_SCHEDULE = {
         "task": "diagnostics.tasks.sample_money_at_risk",
         "schedule": MONEY_AT_RISK_INTERVAL,
     },
+    # Verified recovery: starts a second round that is due (safety net for its
+    # countdown task) and re-runs the recovery checks of recently resolved incidents.
+    "recovery-sweep": {
+        "task": "diagnostics.tasks.recovery_sweep",
+        "schedule": env_float("RECOVERY_SWEEP_INTERVAL", 30.0),
+    },
 }
 # A running check whose worker sent no sign of life for its step's timeout plus
 # this grace (seconds) is retried (diagnostics) or failed (actions); a run queued
 # for longer than CHECK_RUN_REQUEUE_AFTER is sent to the broker again.
 CHECK_RUN_GRACE = env_float("CHECK_RUN_GRACE", 30.0)
 CHECK_RUN_REQUEUE_AFTER = env_float("CHECK_RUN_REQUEUE_AFTER", 300.0)
+# Verified recovery ("Mark resolved" on an incident whose procedure names recovery
+# checks): the checks must pass twice, RECOVERY_INTERVAL seconds apart; after the
+# resolution they are re-run every RECOVERY_WATCH_EVERY seconds for RECOVERY_WATCH
+# seconds, and the first failure reopens the incident.
+RECOVERY_INTERVAL = env_float("RECOVERY_INTERVAL", 120.0)
+RECOVERY_WATCH = env_float("RECOVERY_WATCH", 24 * 3600.0)
+RECOVERY_WATCH_EVERY = env_float("RECOVERY_WATCH_EVERY", 600.0)
 # Approvals: actions on incidents of these severities (and steps marked
 # requires_approval) queue only once a second person with the approve permission
 # approves; a request not decided within ACTION_APPROVAL_MAX_AGE seconds expires.

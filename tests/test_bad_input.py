@@ -51,6 +51,7 @@ FREE_TEXT = {
     "incidents:status_update",
     "incidents:reopen",
     "incidents:regulatory_done",
+    "diagnostics:recovery_override",  # a reason: resolves the incident (by override)
 }
 # The live timeline streams until SSE_MAX_DURATION; its own tests cover its input.
 STREAMS = {"incidents:stream"}

@@ -222,6 +222,7 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "diagnostics:action_item_verify": (none, work),
     "diagnostics:approve": (none, see_missing),
     "diagnostics:reject": (none, see_missing),
+    "diagnostics:recovery_override": (none, actions),
     "metrics": (off, never),
     "alerts:alertmanager": (never, token),
     "alerts:stripe": (never, signed),
@@ -276,6 +277,7 @@ STAFF_MODELS = {
         "runbookstep": "acdv",
         "checkrun": "v",
         "workerheartbeat": "v",
+        "recoveryverification": "v",
     },
 }
 NEVER_ADDED = {
@@ -287,6 +289,7 @@ NEVER_ADDED = {
     "accesslog",
     "accessfailurelog",
     "actionapproval",  # made from the incident page, decided there
+    "recoveryverification",  # made by "Mark resolved", moved by its checks
     "alertgroup",  # made by Alertmanager's deliveries
     "alert",
     "delivery",
