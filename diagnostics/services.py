@@ -250,7 +250,7 @@ def request_check(
         # row lock (the one append_event takes) orders concurrent requests, so the
         # second of a double click sees the first's run and gets it back.
         list(Incident.objects.select_for_update(no_key=True).filter(pk=incident.pk).values("pk"))
-        same = _same_request(incident, step, actor, targets, params=step.params)
+        same = _same_request(incident, step, actor, targets, params=step.params, batch=batch)
         if len(same) == len(targets):
             for run in same:
                 run.repeated = True
@@ -293,14 +293,18 @@ def _same_request(
     targets: list[Target],
     *,
     params: dict[str, Any],
+    batch: str = "",
 ) -> list[CheckRun]:
-    """The runs of this very request (same incident, step, parameters, person and
-    target) that are queued or running, or were asked for within REPEAT_WINDOW;
-    at most one per target, the latest."""
+    """The runs of this very request (same incident, step, parameters, person,
+    target and batch: a recovery round is never another request's repeat) that are
+    queued or running, or were asked for within REPEAT_WINDOW; at most one per
+    target, the latest."""
     since = timezone.now() - timedelta(seconds=REPEAT_WINDOW)
     user = actor if actor is not None and actor.is_authenticated else None
     candidates = (
-        CheckRun.objects.filter(incident=incident, step=step, target__in=targets, requested_by=user)
+        CheckRun.objects.filter(
+            incident=incident, step=step, target__in=targets, requested_by=user, batch=batch
+        )
         .filter(Q(status__in=ACTIVE_RUN_STATUSES) | Q(queued_at__gte=since))
         .select_related("step", "target")
         .order_by("-id")
