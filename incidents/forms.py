@@ -11,7 +11,39 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 
-from .models import INCIDENT_FLAGS, ActionItem, ActionItemStatus, Category, Severity, Status
+from .models import (
+    FLAG_LABELS,
+    ActionItem,
+    ActionItemStatus,
+    Category,
+    Severity,
+    Status,
+)
+
+FLAG_CHOICES = list(FLAG_LABELS.items())
+
+
+class ChoiceListField(forms.MultipleChoiceField):
+    """A JSON list of known keys edited as checkboxes (admin: contacts' categories and
+    flags, steps' evidence keys). Anything else posted is refused with the known
+    values named, never stored."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, *, known: dict[str, str], what: str, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        names = ", ".join(known)
+        kwargs.setdefault(
+            "error_messages",
+            {
+                "invalid_choice": f"“%(value)s” is not a known {what}: choose from {names}.",
+                "invalid_list": f"Tick the {what}s: a list is expected, not a text.",
+            },
+        )
+        super().__init__(choices=list(known.items()), **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else []
 
 
 class ServicesField(forms.CharField):
@@ -35,7 +67,7 @@ class DeclareForm(forms.Form):
         min_value=0, max_value=2_147_483_647, required=False, help_text="Estimate"
     )
     flags = forms.MultipleChoiceField(
-        choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
+        choices=FLAG_CHOICES,
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Escalation flags: who must be told follows them",
@@ -87,7 +119,7 @@ class DashboardFilterForm(forms.Form):
 
 class FlagsForm(forms.Form):
     flags = forms.MultipleChoiceField(
-        choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
+        choices=FLAG_CHOICES,
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
