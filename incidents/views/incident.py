@@ -19,6 +19,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
@@ -32,6 +33,7 @@ from ..models import (
     Severity,
     TimelineEvent,
 )
+from ..paging import reach
 from .dashboard import on_call_context
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,14 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 def rendered_events(events: list[TimelineEvent]) -> list[str]:
     """Each event's HTML. Events never change (append-only), so their rendering is
     cached by id: a long timeline costs one cache read, not a template per event."""
-    # v4: the HTML carries the event's seq and a check result's outcome.
+    # v5: the HTML carries the event's seq and a check result's outcome, and its time
+    # in the viewer's zone (so the zone is part of the key).
     # The id alone is not enough: a database restored or recreated under a cache that
     # lives on (Redis) reuses ids; the incident and the creation time make it unique.
+    zone = timezone.get_current_timezone_name()
     keys = {
-        event.pk: f"timeline-event:v4:{event.pk}:{event.incident_id}:{event.created_at.timestamp()}"
+        event.pk: f"timeline-event:v5:{event.pk}:{event.incident_id}:"
+        f"{event.created_at.timestamp()}:{zone}"
         for event in events
     }
     try:
@@ -254,10 +259,12 @@ def checklist_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
 
 
 def whos_told_context(incident: Incident) -> dict[str, Any]:
-    notifications = incident.notifications.order_by("-created_at", "-pk")[:100]
+    notifications = list(incident.notifications.order_by("-created_at", "-pk")[:100])
+    on_call = on_call_context()
     return {
-        "on_call": on_call_context(),
+        "on_call": on_call,
         "notifications": notifications,
+        "reach": reach.for_incident(incident, notifications, rota_empty=on_call["now"] is None),
         "flag_choices": forms.FlagsForm.base_fields["flags"].choices,
     }
 
