@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from zoneinfo import available_timezones
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from .models import (
@@ -217,3 +219,22 @@ class AuditForm(forms.Form):
         if start and end and end < start:
             raise forms.ValidationError("The period ends before it starts: swap the dates.")
         return data
+
+
+class ProfileForm(forms.Form):
+    """The viewer's own settings: the time zone every time is shown in."""
+
+    time_zone = forms.ChoiceField(
+        required=False,
+        label="Time zone",
+        help_text="Every time on the pages is shown in this zone, with its label "
+        "(rota times stay in the rota's own zone).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        zones = sorted(z for z in available_timezones() if "/" in z or z == "UTC")
+        self.fields["time_zone"].choices = [
+            ("", f"The site's time zone ({settings.TIME_ZONE})"),
+            *((zone, zone.replace("_", " ")) for zone in zones),
+        ]
