@@ -35,11 +35,12 @@ class ChoiceListField(forms.MultipleChoiceField):
     def __init__(self, *, known: dict[str, str], what: str, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
         names = ", ".join(known)
+        whats = what[:-1] + "ies" if what.endswith("y") else what + "s"
         kwargs.setdefault(
             "error_messages",
             {
                 "invalid_choice": f"“%(value)s” is not a known {what}: choose from {names}.",
-                "invalid_list": f"Tick the {what}s: a list is expected, not a text.",
+                "invalid_list": f"Tick the {whats}: a list is expected, not a text.",
             },
         )
         super().__init__(choices=list(known.items()), **kwargs)

@@ -13,13 +13,14 @@ def list_problem(value: Any, known: Mapping[str, str], what: str) -> str | None:
     or None when it is. A string is refused (not split into letters), as are
     duplicates and anything not a string."""
     choose = ", ".join(f"{key} ({label})" if label != key else key for key, label in known.items())
+    whats = what[:-1] + "ies" if what.endswith("y") else what + "s"
     if isinstance(value, str):
         return (
-            f"Expected a list of {what}s, got the text {value!r}: tick the {what}s "
+            f"Expected a list of {whats}, got the text {value!r}: tick the {whats} "
             f"instead (known: {choose})."
         )
     if not isinstance(value, list | tuple):
-        return f"Expected a list of {what}s, got {type(value).__name__}."
+        return f"Expected a list of {whats}, got {type(value).__name__}."
     unknown = [item for item in value if not isinstance(item, str) or item not in known]
     if unknown:
         shown = ", ".join(repr(item) for item in unknown)
@@ -29,7 +30,7 @@ def list_problem(value: Any, known: Mapping[str, str], what: str) -> str | None:
             if near:
                 suggestion = f" Did you mean {near!r}?"
                 break
-        return f"Unknown {what} {shown}.{suggestion} Known {what}s: {choose}."
+        return f"Unknown {what} {shown}.{suggestion} Known {whats}: {choose}."
     if len(set(value)) != len(value):
         return f"A {what} is listed twice."
     return None
