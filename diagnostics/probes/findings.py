@@ -13,6 +13,7 @@ EVIDENCE_KEYS: dict[str, str] = {
     "long_running_queries": "Long-running queries",
     "db_connections_exhausted": "Database connections exhausted",
     "lock_contention": "Lock contention",
+    "idle_in_transaction": "Sessions idle in a transaction",
     "disk_low": "Disk space low",
     "oom_killed": "Containers killed for memory (OOMKilled)",
     "crash_looping": "Containers crash-looping",
