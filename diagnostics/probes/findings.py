@@ -2,7 +2,7 @@
 `finds` and an action's `recommended_by` are chosen from these in admin (and
 validated against them), so a typo cannot silently disconnect a finding from the
 action it should recommend. A probe that finds something new adds its key here
-(tests/diagnostics/test_findings.py checks the probes' sources against it).
+(tests/diagnostics/test_evidence_registry.py checks the probes' sources against it).
 
 Probes whose evidence key is a parameter (`postgres.count_query`, the log pattern
 probes) may also find the key their step's parameters name."""

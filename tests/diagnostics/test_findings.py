@@ -1,94 +1,92 @@
-"""Every evidence key a probe reports is in the registry the admin's checkboxes and
-validation use (diagnostics/probes/findings.py), and every key the seeded runbook
-names is one a probe (or the step's parameters) can report."""
+"""Findings carry the run (and time) that found them and are superseded when a later
+run of the same check (same incident, step and target) no longer finds them; the
+recommendation and the action's choices go with them. A run that could not look
+(an error) supersedes nothing; another target's clean run neither."""
 
 from __future__ import annotations
 
-import ast
-import tomllib
-from pathlib import Path
+from datetime import timedelta
 
-from diagnostics.probes.findings import EVIDENCE_KEYS
+import pytest
+from django.db.models import F
 
-PROBES = Path(__file__).resolve().parents[2] / "diagnostics" / "probes"
-RUNBOOKS = Path(__file__).resolve().parents[2] / "diagnostics" / "runbooks"
+from diagnostics import services
+from diagnostics.models import CheckRun, RunbookStep, Target
+from diagnostics.tasks import run_check
+from diagnostics.views import runbook_context
+from tests import factories
+from tests.diagnostics.conftest import step
 
-
-def _dict_keys(node: ast.AST) -> set[str]:
-    if isinstance(node, ast.Dict):
-        return {
-            k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
-        }
-    return set()
+pytestmark = pytest.mark.django_db
 
 
-def keys_in(source: str) -> set[str]:
-    """The literal keys of the evidence each ProbeResult carries: a dict literal, or a
-    variable filled in the same function (`evidence = {...}`, `evidence["x"] = ...`)."""
-    found: set[str] = set()
-    tree = ast.parse(source)
-    for function in ast.walk(tree):
-        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        names: set[str] = set()
-        for call in ast.walk(function):
-            if not isinstance(call, ast.Call):
-                continue
-            func = call.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            if name != "ProbeResult":
-                continue
-            evidence = next((k.value for k in call.keywords if k.arg == "evidence"), None)
-            if evidence is None and len(call.args) >= 4:
-                evidence = call.args[3]
-            if evidence is None:
-                continue
-            found |= _dict_keys(evidence)
-            if isinstance(evidence, ast.Name):
-                names.add(evidence.id)
-        for node in ast.walk(function):
-            if isinstance(node, ast.Assign):
-                for target in node.targets:
-                    if isinstance(target, ast.Name) and target.id in names:
-                        found |= _dict_keys(node.value)
-                    if (
-                        isinstance(target, ast.Subscript)
-                        and isinstance(target.value, ast.Name)
-                        and target.value.id in names
-                        and isinstance(target.slice, ast.Constant)
-                    ):
-                        found.add(target.slice.value)
-    return found
+@pytest.fixture
+def incident(responder, testbook, api_target):
+    return factories.declare(actor=responder, category="database", title="Slow", severity="P2")
 
 
-def test_every_key_a_probe_reports_is_registered():
-    reported: dict[str, set[str]] = {}
-    for path in sorted(PROBES.glob("*.py")):
-        for key in keys_in(path.read_text()):
-            reported.setdefault(key, set()).add(path.name)
-    assert len(reported) >= 10  # the walker finds them (it is not reading nothing)
-    assert {k: v for k, v in reported.items() if k not in EVIDENCE_KEYS} == {}
+def check(incident, actor, target=None, **params) -> CheckRun:
+    """test.diag with these params, a few seconds after any earlier request."""
+    CheckRun.objects.update(queued_at=F("queued_at") - timedelta(seconds=3))
+    RunbookStep.objects.filter(key="test.diag").update(params=params)
+    (run,) = services.request_check(incident, step("diag"), actor=actor, target=target)
+    run_check.apply(args=(run.pk,))
+    run.refresh_from_db()
+    return run
 
 
-def test_the_walker_sees_each_way_a_probe_writes_its_evidence():
-    source = """
-def a():
-    return ProbeResult(Outcome.FAILING, "x", evidence={"one": 1})
-def b():
-    evidence = {"two": 2}
-    evidence["three"] = 3
-    return ProbeResult(Outcome.FAILING, "x", {}, evidence)
-"""
-    assert keys_in(source) == {"one", "two", "three"}
+def recommended(rf, incident, user) -> dict[str, list[str]]:
+    request = rf.get("/")
+    request.user = user
+    context = runbook_context(request, incident)
+    return {
+        item["step"].key: item["because"]
+        for book in context["runbooks"]
+        for item in book["steps"] or []
+        if item["recommended"]
+    }
 
 
-def test_every_key_the_seeded_runbook_names_is_known():
-    unknown = []
-    for path in RUNBOOKS.glob("*.toml"):
-        for book in tomllib.loads(path.read_text())["runbook"]:
-            for step in book.get("step", []):
-                own = {step.get("params", {}).get("evidence")} - {None}
-                for key in step.get("finds", []) + step.get("recommended_by", []):
-                    if key not in EVIDENCE_KEYS and key not in own:
-                        unknown.append((step["key"], key))
-    assert unknown == []
+def test_a_later_clean_run_supersedes_the_finding_and_its_recommendation(incident, responder, rf):
+    found = check(incident, responder, evidence=["long_running_queries"])
+    assert recommended(rf, incident, responder) == {"test.act": ["long_running_queries"]}
+    (finding,) = services.findings(incident)
+    assert (finding.key, finding.run, finding.found_at) == (
+        "long_running_queries",
+        found.pk,
+        found.finished_at,
+    )
+    assert finding.current
+
+    clean = check(incident, responder)
+    assert services.evidence_found(incident) == {}
+    assert recommended(rf, incident, responder) == {}
+    (finding,) = services.findings(incident)
+    assert not finding.current
+    assert (finding.run, finding.superseded_by, finding.superseded_at) == (
+        found.pk,
+        clean.pk,
+        clean.finished_at,
+    )
+    # Found again later: current again, with the new run's time.
+    again = check(incident, responder, evidence=["long_running_queries"])
+    assert services.evidence_found(incident)["long_running_queries"]["run"] == again.pk
+    assert [f.current for f in services.findings(incident)] == [True]
+
+
+def test_a_run_that_could_not_look_supersedes_nothing(incident, responder, rf):
+    check(incident, responder, evidence=["long_running_queries"])
+    failed = check(incident, responder, fail="permanent")
+    assert failed.status == "failed"
+    assert set(services.evidence_found(incident)) == {"long_running_queries"}
+    assert recommended(rf, incident, responder) == {"test.act": ["long_running_queries"]}
+
+
+def test_another_targets_clean_run_leaves_the_finding(incident, responder, api_target):
+    other = Target.objects.create(name="lotolink-api-2", kind="http", url="http://127.0.0.1:1/")
+    check(incident, responder, api_target, evidence=["long_running_queries"])
+    check(incident, responder, other)
+    (finding,) = services.findings(incident)
+    assert finding.current and finding.target == "lotolink-api"
+    check(incident, responder, api_target)
+    assert not services.findings(incident)[0].current
