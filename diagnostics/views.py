@@ -17,8 +17,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from incidents.access import can_run_actions, can_work, get_incident_for
-from incidents.htmx import htmx_error
-from incidents.models import ActionItem, Incident
+from incidents.htmx import htmx_error, message_slot, notice
+from incidents.models import ActionItem, EventKind, Incident
 from incidents.panels import LiveUpdates, Message, Panel
 from incidents.services import IncidentError
 from incidents.views.postmortem import item_response
@@ -58,11 +58,14 @@ def runbook_context(
         gone = [f for f in found if f.run == run.pk and not f.current]
         run.superseded_keys = [f.key for f in gone]
         run.superseded_by = gone[0].superseded_by if gone else None
-    expanded = {run.step.runbook_id for run in runs} | {
-        book.pk
-        for book in runbooks
-        if incident.category in book.categories or book.section == "1" or book.key == expand
-    }
+    ran = {run.step.runbook_id for run in runs}
+    for_category = {book.pk for book in runbooks if incident.category in book.categories}
+    asked = {book.pk for book in runbooks if book.key == expand}
+    expanded = ran | for_category | asked | {b.pk for b in runbooks if b.section == "1"}
+    # Shown open: the incident's category's procedure (the runbook first), and those the
+    # responder asked for or ran something from; the initial response when no
+    # procedure is for this category.
+    shown_open = for_category | asked | ran if for_category else expanded
     act_refusal = action_refusal(request.user, incident)
     steps: dict[int, list[RunbookStep]] = {}
     for step in RunbookStep.objects.filter(runbook_id__in=expanded).order_by("order"):
@@ -74,6 +77,8 @@ def runbook_context(
                 "steps": _step_rows(steps.get(book.pk, []), latest, evidence, act_refusal)
                 if book.pk in expanded
                 else None,
+                "open": book.pk in shown_open,
+                "for_category": book.pk in for_category,
             }
             for book in runbooks
         ],
@@ -153,6 +158,7 @@ RUNBOOK_PANEL = Panel(
     live=RunUpdates,
     poll=run_activity,
     viewer_key=runbook_viewer_key,
+    place="top",
 )
 
 
@@ -163,12 +169,13 @@ def action_refusal(user: Any, incident: Incident) -> str:
         return ""
     if not can_work(user, incident):
         return (
-            "You may look at this incident but not work it: ask an incident commander "
-            "to run this action."
+            "You may look at this incident but may not work it: ask an incident "
+            "commander to run this action."
         )
     return (
-        "You need the “run actions” permission (incidents.run_actions) to run this: "
-        "ask an incident commander to run it, or an admin to grant it."
+        "You may not run resolution actions: that needs the “run actions” permission "
+        "(incidents.run_actions). Ask an incident commander to run it, or an admin to "
+        "grant it."
     )
 
 
@@ -205,24 +212,49 @@ def procedure(request: HttpRequest, pk: int, key: str) -> HttpResponse:
     return render(request, "diagnostics/partials/steps.html", context | {"entry": entry})
 
 
-def _panel(request: HttpRequest, incident: Incident) -> HttpResponse:
-    context = {"incident": incident} | runbook_context(request, incident)
+def _panel(
+    request: HttpRequest, incident: Incident, note: dict[str, Any] | None = None
+) -> HttpResponse:
+    """The runbook panel, with `note` drawn in the message slot of the control pressed."""
+    context = {"incident": incident, "notice": note} | runbook_context(request, incident)
     return render(request, "diagnostics/partials/runbook.html", context)
 
 
-def _queued(request: HttpRequest, incident: Incident, runs: list[CheckRun]) -> HttpResponse:
-    """The runbook panel after queueing; if the broker could not be reached, say so
-    (the runs are saved and sent again by the reaper)."""
+def _queued(
+    request: HttpRequest,
+    incident: Incident,
+    runs: list[CheckRun],
+    skipped: list[str] | None = None,
+) -> HttpResponse:
+    """The runbook panel after queueing, saying so next to the button pressed: what
+    was queued, what "Run all" skipped and why, and if the broker could not be
+    reached (the runs are saved and sent again by the reaper)."""
     unsent = next((r.send_error for r in runs if getattr(r, "send_error", "")), "")
     if not request.htmx:
         if unsent:
             messages.warning(request, unsent)
+        if skipped:
+            messages.warning(request, "Skipped: " + "; ".join(skipped))
         return redirect(incident)
-    response = _panel(request, incident)
+    targets = sorted({r.target_name for r in runs})
+    text = f"Queued {len(runs)} run{'s' if len(runs) != 1 else ''} on {', '.join(targets)}."
+    if skipped:
+        text += f" Skipped {len(skipped)}:"
     if unsent:
-        flash = render_to_string("partials/flash.html", {"error": unsent}, request)
-        response.content += f'<div id="flash" hx-swap-oob="innerHTML">{flash}</div>'.encode()
-    return response
+        text = f"{unsent} {text}"
+    level = "warning" if unsent or skipped else "success"
+    return _panel(request, incident, notice(request, text, level=level, items=skipped))
+
+
+def _skipped(incident: Incident, runs: list[CheckRun]) -> list[str]:
+    """The steps "Run all" skipped, with why (the batch's timeline event says so)."""
+    batch = runs[0].batch if runs else ""
+    event = (
+        incident.timeline.filter(kind=EventKind.CHECK_RUN, data__batch=batch).first()
+        if batch
+        else None
+    )
+    return list(event.data.get("skipped", [])) if event else []
 
 
 def _refuse(request: HttpRequest, incident: Incident, error: str) -> HttpResponse:
@@ -251,7 +283,7 @@ def run_all(request: HttpRequest, pk: int, key: str) -> HttpResponse:
         runs = services.run_all_diagnostics(incident, runbook, actor=request.user)
     except services.CheckError as exc:
         return _refuse(request, incident, str(exc))
-    return _queued(request, incident, runs)
+    return _queued(request, incident, runs, _skipped(incident, runs))
 
 
 class ActionForm(forms.Form):
@@ -304,13 +336,20 @@ def action(request: HttpRequest, pk: int, key: str) -> HttpResponse:
             done = approvals.confirm_or_request(incident, step, token, actor=request.user)
         except services.CheckError as exc:
             return _refuse(request, incident, str(exc))
-        if isinstance(done, ActionApproval) and not request.htmx:
-            messages.success(request, f"Request #{done.pk} awaits another person's approval.")
-        return _panel(request, incident) if request.htmx else redirect(incident)
+        if isinstance(done, ActionApproval):
+            text = f"Request #{done.pk} awaits another person's approval: {done.plan}"
+        else:
+            text = f"Confirmed and queued as run #{done.pk}: {done.plan}"
+        if not request.htmx:
+            messages.success(request, text)
+            return redirect(incident)
+        return _panel(request, incident, notice(request, text, level="success"))
     context: dict[str, Any] = {
         "incident": incident,
         "step": step,
         "needs_approval": approvals.required(incident, step),
+        # Where the next answer's message goes: next to the Review button that opened it.
+        "msg_slot": message_slot(request) or f"step-msg-{step.pk}",
     }
     form = ActionForm(request.POST or None, step=step, incident=incident)
     if request.method == "POST" and form.is_valid():
@@ -342,7 +381,11 @@ def decide_approval(request: HttpRequest, pk: int, approval_pk: int, decision: s
             approvals.reject(approval, actor=request.user, reason=request.POST.get("reason", ""))
     except services.CheckError as exc:
         return _refuse(request, incident, str(exc))
-    return _panel(request, incident) if request.htmx else redirect(incident)
+    text = f"Request #{approval.pk} {'approved: queued' if decision == 'approve' else 'rejected'}."
+    if not request.htmx:
+        messages.success(request, text)
+        return redirect(incident)
+    return _panel(request, incident, notice(request, text, level="success"))
 
 
 @require_GET

@@ -43,6 +43,9 @@ class Panel:
     # different for one viewer than another: (user, incident) -> a hashable value.
     # Live streams share a rendering only between viewers with equal values.
     viewer_key: Callable[[Any, Incident], Hashable] | None = None
+    # Where the incident page lays it out: "side" (the side column, under the
+    # checklist) or "top" (full width, right under the incident's header: the runbook).
+    place: str = "side"
 
 
 PANELS: dict[str, Panel] = {}

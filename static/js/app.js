@@ -67,12 +67,131 @@
     }
   });
 
+  /* Text typed while a note was on its way is kept: on success only what was sent
+     is cleared (a form.reset() would erase the rest). */
+  var TEXT_FIELDS = "textarea, input[type=text]";
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var form = e.target.closest && e.target.closest("form[data-reset-on-success]");
+    if (!form) return;
+    form.querySelectorAll(TEXT_FIELDS).forEach(function (field) { field.dataset.sent = field.value; });
+  });
   document.addEventListener("htmx:afterRequest", function (e) {
     var form = e.target.closest && e.target.closest("form[data-reset-on-success]");
-    if (form && e.detail.successful) form.reset();
+    if (form) {
+      form.querySelectorAll(TEXT_FIELDS).forEach(function (field) {
+        var sent = field.dataset.sent;
+        delete field.dataset.sent;
+        if (!e.detail.successful || sent === undefined || sent === "") return;
+        if (field.value === sent) field.value = "";
+        else if (field.value.indexOf(sent) === 0) field.value = field.value.slice(sent.length).replace(/^\s+/, "");
+      });
+    }
     if (e.detail.successful) {
       var flash = document.getElementById("flash");
       if (flash && e.detail.xhr.status < 300) flash.innerHTML = "";
+    }
+  });
+
+  /* Focus stays on the control after an HTMX swap redraws it (a checklist tick, Run,
+     a note), or goes to the region it was in when the control is gone (Acknowledge:
+     the header). Only when the swap or the request took the focus away: a responder
+     who moved on is never pulled back. */
+  var lastFocus = null, pendingFocus = null;
+  function focusRegion(el) {
+    var region = el.closest && el.closest("[tabindex='-1'][id]");
+    return region ? region.id : "";
+  }
+  document.addEventListener("focusin", function (e) {
+    if (e.target === document.body) return;
+    lastFocus = { el: e.target, id: e.target.id || "", region: focusRegion(e.target) };
+  });
+  function holdFocus(container) {
+    var active = document.activeElement;
+    if (lastFocus && active && active !== document.body && container && container.contains(active)) pendingFocus = lastFocus;
+  }
+  function restoreFocus() {
+    var held = pendingFocus;
+    if (!held) return;
+    var active = document.activeElement;
+    if (active && active !== document.body && active.isConnected) { pendingFocus = null; return; }
+    pendingFocus = null;
+    var el = (held.el.isConnected && !held.el.disabled) ? held.el : (held.id && document.getElementById(held.id));
+    if (!el || el.disabled) el = held.region && document.getElementById(held.region);
+    if (el) el.focus({ preventScroll: true });
+  }
+  /* The live stream may have redrawn a panel (the runbook after a check run it queued)
+     while its request was in flight: the answer then goes to the redrawn element, not to
+     the detached one the request started from. */
+  /* htmx then fires the answer's events on the detached control and target, where no
+     document listener hears them: listen on them directly. */
+  function retarget(e) {
+    var target = e.detail.target;
+    if (target && !target.isConnected && target.id) {
+      var fresh = document.getElementById(target.id);
+      if (fresh) e.detail.target = fresh;
+    }
+  }
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var elt = e.detail.elt;
+    holdFocus(elt);
+    [elt, e.detail.target].forEach(function (el) {
+      if (!el || el.lotoopsHooked) return;
+      el.lotoopsHooked = true;
+      el.addEventListener("htmx:beforeSwap", function (ev) {
+        if (!el.isConnected) retarget(ev);
+      });
+      el.addEventListener("htmx:afterRequest", function () {
+        if (!el.isConnected) setTimeout(restoreFocus, 0);
+      });
+    });
+  });
+  document.addEventListener("htmx:beforeSwap", function (e) { holdFocus(e.detail.target); });
+  document.addEventListener("htmx:oobBeforeSwap", function (e) { holdFocus(e.detail.target); });
+  document.addEventListener("htmx:afterRequest", function () { setTimeout(restoreFocus, 0); });
+  document.addEventListener("htmx:afterSettle", restoreFocus);
+  document.addEventListener("htmx:oobAfterSwap", function () { setTimeout(restoreFocus, 0); });
+
+  /* A message drawn next to the control just pressed: scrolled into view if it is not,
+     and read out through the page's live regions (a region drawn with its message is
+     not announced by every screen reader). */
+  function showMessages() {
+    document.querySelectorAll("[data-announce]").forEach(function (msg) {
+      var level = msg.getAttribute("data-announce");
+      msg.removeAttribute("data-announce");
+      var region = document.getElementById(level === "error" ? "announcer-alert" : "announcer");
+      if (region) {
+        region.textContent = "";
+        setTimeout(function () { region.textContent = msg.textContent.replace(/\s+/g, " ").trim(); }, 50);
+      }
+      reveal(msg);
+    });
+  }
+  function reveal(el) {
+    // Not under the sticky incident header, not below the fold (CSS scroll-margin-top
+    // keeps scrollIntoView clear of the header).
+    var header = document.getElementById("incident-header");
+    var top = header ? Math.max(0, header.getBoundingClientRect().bottom) : 0;
+    var box = el.getBoundingClientRect();
+    if (box.top < top || box.top + Math.min(box.height, 40) > window.innerHeight) {
+      el.scrollIntoView({ block: box.top < top ? "start" : "nearest" });
+    }
+  }
+  document.addEventListener("htmx:afterSettle", function (e) {
+    showMessages();
+    var target = e.detail.target;
+    if (!target || !target.isConnected) return;
+    if (target.classList.contains("msg-slot") && target.textContent.trim()) reveal(target);
+    if (target.classList.contains("action-slot")) {
+      // The review opened next to its button: show it, and take the responder to it.
+      var review = target.querySelector(".action-review");
+      if (review) {
+        reveal(review);
+        var plan = review.querySelector(".plan");
+        var first = plan || review.querySelector("select, input:not([type=hidden]), textarea, button");
+        if (plan) plan.setAttribute("tabindex", "-1");
+        if (first) first.focus({ preventScroll: true });
+        pendingFocus = null;
+      }
     }
   });
 

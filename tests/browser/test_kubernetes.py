@@ -83,10 +83,10 @@ def test_run_all_finds_oom_killed_and_the_confirmed_scale_lands(
 
     scale.locator("a.review").click()
     page.wait_for_selector("#review-action")
-    page.fill("#action-panel input[name=replicas]", "5")
+    scale.locator(".action-slot input[name=replicas]").fill("5")
     page.click("#review-action")
     page.wait_for_selector("#confirm-action")
-    assert page.inner_text("#action-panel .plan") == (
+    assert scale.locator(".action-slot .plan").inner_text() == (
         "This will scale deployment lotolink-backend in lotolink from 3 to 5 replicas."
     )
     assert cluster.writes() == []  # reviewing changed nothing

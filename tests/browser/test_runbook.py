@@ -111,10 +111,10 @@ def test_run_all_diagnostics_then_the_recommended_action(
     )
     terminate.locator("a.review").click()
     page.wait_for_selector("#review-action")
-    page.select_option("#action-panel select[name=pid]", value=str(stuck_pid))
+    terminate.locator(".action-slot select[name=pid]").select_option(value=str(stuck_pid))
     page.click("#review-action")
     page.wait_for_selector("#confirm-action")
-    plan = page.inner_text("#action-panel .plan")
+    plan = terminate.locator(".action-slot .plan").inner_text()
     assert str(stuck_pid) in plan
     assert not CheckRun.objects.filter(step__key="db.terminate_query").exists()  # nothing yet
     page.click("#confirm-action")

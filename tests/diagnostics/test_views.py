@@ -46,7 +46,7 @@ def no_actions(responder):
     return type(responder).objects.get(pk=responder.pk)
 
 
-NEEDS_PERMISSION = "You need the “run actions” permission (incidents.run_actions) to run this"
+NEEDS_PERMISSION = "You may not run resolution actions: that needs the “run actions” permission"
 
 
 def base(incident) -> str:
@@ -66,7 +66,7 @@ def test_an_action_step_says_why_its_button_is_missing(client, db_incident, no_a
     client.force_login(no_actions)
     page = client.get(base(db_incident) + "/").content.decode()
     assert "Review…" not in page
-    assert NEEDS_PERMISSION in page and "ask an incident commander" in page
+    assert NEEDS_PERMISSION in page and "Ask an incident commander" in page
 
 
 def test_run_a_step_by_htmx_and_by_plain_post(client, db_incident, responder):
@@ -107,6 +107,54 @@ def test_run_all_from_the_page(client, db_incident, responder):
     response = client.post(base(db_incident) + "/runbooks/testbook/run-all/", **HX)
     assert response.status_code == 200
     assert CheckRun.objects.count() == 2
+
+
+def test_run_all_says_next_to_its_button_what_it_queued_and_skipped(client, db_incident, responder):
+    client.force_login(responder)
+    slot = f"runall-msg-{step('diag').runbook_id}"
+    response = client.post(
+        base(db_incident) + "/runbooks/testbook/run-all/", **HX, HTTP_X_MESSAGE_SLOT=slot
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    # The message is drawn inside the slot of the Run all button that was pressed.
+    start = page.index(f'id="{slot}"')
+    message = page[start : page.index("</div></div>", start)]
+    assert "Queued 2 runs on lotolink-api" in message
+    assert "<li>test.soon (not available yet)</li>" in message  # the skipped step, by name
+    assert 'data-announce="warning"' in message
+
+
+def test_a_refused_run_answers_in_the_slot_of_its_step(client, db_incident, responder):
+    client.force_login(responder)
+    slot = f"step-msg-{step('soon').pk}"
+    response = client.post(
+        base(db_incident) + "/steps/test.soon/run/", **HX, HTTP_X_MESSAGE_SLOT=slot
+    )
+    assert response.status_code == 422
+    assert response["HX-Retarget"] == f"#{slot}" and response["HX-Reswap"] == "innerHTML"
+    assert b"not available yet" in response.content
+    # Every step of the panel has its slot, a live region, for that answer to land in.
+    page = client.get(base(db_incident) + "/").content.decode()
+    assert f'<div class="msg-slot" id="{slot}" role="status" aria-live="polite">' in page
+
+
+def test_a_confirmed_action_says_so_next_to_its_review(client, db_incident, operator, api_target):
+    client.force_login(operator)
+    url = base(db_incident) + "/steps/test.act/action/"
+    slot = f"step-msg-{step('act').pk}"
+    review = client.post(
+        url, {"stage": "review", "target": api_target.pk}, **HX, HTTP_X_MESSAGE_SLOT=slot
+    )
+    # The plan opens where the Review button is (its action slot), not at the panel's top.
+    assert b'hx-target="closest .action-slot"' not in review.content  # plan, not the form
+    assert f'"X-Message-Slot": "{slot}"'.encode() in review.content
+    token = review.context["token"]
+    confirm = client.post(url, {"stage": "confirm", "token": token}, **HX, HTTP_X_MESSAGE_SLOT=slot)
+    page = confirm.content.decode()
+    start = page.index(f'id="{slot}"')
+    assert "Confirmed and queued as run #" in page[start : start + 400]
+    assert "restart 7 workers on lotolink-api" in page[start : start + 400]
 
 
 def test_bad_requests_are_clear_and_change_nothing(client, db_incident, responder):
