@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from incidents.access import visible_condition
+from incidents.forms import ChoiceListField
+from incidents.models import Category
 
 from .models import (
     ActionApproval,
@@ -16,6 +19,7 @@ from .models import (
     RunbookStep,
     Target,
     WorkerHeartbeat,
+    known_evidence,
 )
 
 
@@ -33,17 +37,53 @@ class RunbookStepInline(admin.TabularInline):
     show_change_link = True
 
 
+class RunbookForm(forms.ModelForm):
+    categories = ChoiceListField(
+        known=dict(Category.choices),
+        what="category",
+        help_text=Runbook._meta.get_field("categories").help_text,
+    )
+
+    class Meta:
+        model = Runbook
+        fields = "__all__"  # noqa: DJ007
+
+
+class RunbookStepForm(forms.ModelForm):
+    """`finds` and `recommended_by` as checkboxes of the evidence keys the probes can
+    report (and those the steps' parameters name): never a free-typed key that no
+    check will ever find."""
+
+    class Meta:
+        model = RunbookStep
+        fields = "__all__"  # noqa: DJ007
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        params = self.instance.params if isinstance(self.instance.params, dict) else {}
+        own = params.get("evidence")
+        known = known_evidence((own,) if isinstance(own, str) and own else ())
+        for name in ("finds", "recommended_by"):
+            self.fields[name] = ChoiceListField(
+                known=known,
+                what="evidence key",
+                help_text=RunbookStep._meta.get_field(name).help_text,
+            )
+
+
 @admin.register(Runbook)
 class RunbookAdmin(admin.ModelAdmin):
     """`recovery_checks` is validated on save (Runbook.clean): every key must name
     an existing, runnable diagnostic step."""
 
+    form = RunbookForm
     list_display = ["section", "title", "key", "order", "recovery_checks"]
     inlines = [RunbookStepInline]
 
 
 @admin.register(RunbookStep)
 class RunbookStepAdmin(admin.ModelAdmin):
+    form = RunbookStepForm
     list_display = [
         "key",
         "title",

@@ -10,10 +10,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from incidents.models import validate_categories
+from incidents.rules.choices import list_problem
+
 from .probes.base import ProbeError, get_probe, parse_params, seconds_words
+from .probes.findings import EVIDENCE_KEYS
 from .probes.secrets import FORBIDDEN_SECRET_ENV, secret_env_refusal  # noqa: F401 (re-exported)
 
 
@@ -123,7 +128,11 @@ class Runbook(models.Model):
     title = models.CharField(max_length=120)
     section = models.CharField(max_length=20, help_text="Runbook section: 1–6 or reference")
     categories = models.JSONField(
-        default=list, blank=True, help_text="Incident categories this procedure is for"
+        default=list,
+        blank=True,
+        validators=[validate_categories],
+        help_text="The incident page opens this procedure for incidents of these "
+        "categories (and its automatic diagnostics run for them).",
     )
     symptoms = models.TextField(blank=True)
     order = models.PositiveSmallIntegerField(default=0)
@@ -141,6 +150,10 @@ class Runbook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.section}. {self.title}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        validate_categories(self.categories)
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         if refusal := recovery_checks_refusal(self.recovery_checks):
@@ -169,6 +182,31 @@ def recovery_checks_refusal(keys: Any) -> str:
     return "; ".join(problems)
 
 
+def validate_evidence_list(value: Any) -> None:
+    """The form of a list of evidence keys (a list, not a text); which keys are known
+    is checked by `RunbookStep.clean` and `save` (a step's parameters may name its own)."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        got = f"the text {value!r}" if isinstance(value, str) else type(value).__name__
+        raise ValidationError(
+            f"Expected a list of evidence keys, got {got}: tick the keys instead.",
+            code="invalid_evidence",
+        )
+
+
+def known_evidence(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every evidence key a step may name: the probes' (probes.findings) and those the
+    steps' parameters name (`evidence = "plays_stuck"` of a count query), with labels."""
+    known = dict(EVIDENCE_KEYS)
+    named = {
+        params.get("evidence")
+        for params in RunbookStep.objects.values_list("params", flat=True)
+        if isinstance(params, dict)
+    } | set(extra)
+    for key in sorted(k for k in named if isinstance(k, str) and k):
+        known.setdefault(key, key.replace("_", " ").capitalize() + " (a step's parameter)")
+    return known
+
+
 class StepKind(models.TextChoices):
     DIAGNOSTIC = "diagnostic", "Diagnostic"
     ACTION = "action", "Resolution action"
@@ -189,15 +227,29 @@ class RunbookStep(models.Model):
     probe = models.CharField(max_length=60, help_text="Probe name, e.g. postgres.locks")
     target_kind = models.CharField(max_length=20, choices=TargetKind.choices)
     params = models.JSONField(default=dict, blank=True)
-    finds = models.JSONField(default=list, blank=True, help_text="Evidence keys it can find")
+    finds = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_evidence_list],
+        help_text="What this check can find (evidence keys its probe reports). An action "
+        "recommended by one of them is highlighted when this check finds it.",
+    )
     recommended_by = models.JSONField(
-        default=list, blank=True, help_text="Evidence keys that recommend this action"
+        default=list,
+        blank=True,
+        validators=[validate_evidence_list],
+        help_text="For an action: the findings that recommend it (it is highlighted on "
+        "the incident page once a check has found one of them).",
     )
     every_target = models.BooleanField(
         default=False, help_text="Run once per active target of its kind (e.g. every banca)"
     )
     command = models.TextField(blank=True, help_text="The runbook's command, for reference")
-    timeout_seconds = models.PositiveIntegerField(default=30)
+    timeout_seconds = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1, "A step needs at least one second to run.")],
+        help_text="Hard limit in seconds: the run is stopped and marked timed out after it.",
+    )
     order = models.PositiveSmallIntegerField(default=0)
     requires_approval = models.BooleanField(
         default=False,
@@ -210,6 +262,15 @@ class RunbookStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.title}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The same refusal whatever the path (admin, seed, shell): a misspelt key
+        # would never recommend the action it is meant to.
+        if problems := self.evidence_problems():
+            raise ValidationError(problems)
+        if self.timeout_seconds is not None and self.timeout_seconds < 1:
+            raise ValidationError({"timeout_seconds": "A step needs at least one second to run."})
+        super().save(*args, **kwargs)
 
     @property
     def is_action(self) -> bool:
@@ -259,6 +320,8 @@ class RunbookStep(models.Model):
     def clean(self) -> None:
         if refusal := self.recovery_refusal():
             raise ValidationError(refusal)
+        if problems := self.evidence_problems():
+            raise ValidationError(problems)
         probe = self.probe_class()
         if probe is None:
             return  # a probe to come: the page shows "not available yet"
@@ -272,6 +335,18 @@ class RunbookStep(models.Model):
             raise ValidationError({"params": str(exc)}) from None
         if refusal := title_refusal(self.title, probe):
             raise ValidationError({"title": refusal})
+
+    def _own_evidence(self) -> tuple[str, ...]:
+        named = self.params.get("evidence") if isinstance(self.params, dict) else None
+        return (named,) if isinstance(named, str) and named else ()
+
+    def evidence_problems(self) -> dict[str, str]:
+        known = known_evidence(self._own_evidence())
+        problems = {}
+        for name in ("finds", "recommended_by"):
+            if problem := list_problem(getattr(self, name), known, "evidence key"):
+                problems[name] = problem
+        return problems
 
 
 def _placeholders(title: str) -> list[str] | None:

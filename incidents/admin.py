@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms as djforms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import ForeignKey, QuerySet
@@ -17,8 +18,11 @@ from .access import (
     visible_condition,
     visible_incidents,
 )
+from .forms import ChoiceListField
 from .models import (
+    FLAG_LABELS,
     ActionItem,
+    Category,
     ChecklistItem,
     ChecklistTemplate,
     ChecklistTemplateItem,
@@ -63,8 +67,29 @@ class SeverityAdmin(admin.ModelAdmin):
     search_fields = ["key", "name", "description", "examples"]
 
 
+class EscalationContactForm(djforms.ModelForm):
+    """Categories and flags as checkboxes of the known values: a typo ("databreach")
+    or a text where a list belongs cannot be saved (the model refuses it too)."""
+
+    categories = ChoiceListField(
+        known=dict(Category.choices),
+        what="category",
+        help_text=EscalationContact._meta.get_field("categories").help_text,
+    )
+    flags = ChoiceListField(
+        known=FLAG_LABELS,
+        what="flag",
+        help_text=EscalationContact._meta.get_field("flags").help_text,
+    )
+
+    class Meta:
+        model = EscalationContact
+        fields = "__all__"  # noqa: DJ007 (the admin's fieldsets choose)
+
+
 @admin.register(EscalationContact)
 class EscalationContactAdmin(admin.ModelAdmin):
+    form = EscalationContactForm
     list_display = [
         "name",
         "role",

@@ -7,11 +7,46 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from zoneinfo import available_timezones
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from .models import INCIDENT_FLAGS, ActionItem, ActionItemStatus, Category, Severity, Status
+from .models import (
+    FLAG_LABELS,
+    ActionItem,
+    ActionItemStatus,
+    Category,
+    Severity,
+    Status,
+)
+
+FLAG_CHOICES = list(FLAG_LABELS.items())
+
+
+class ChoiceListField(forms.MultipleChoiceField):
+    """A JSON list of known keys edited as checkboxes (admin: contacts' categories and
+    flags, steps' evidence keys). Anything else posted is refused with the known
+    values named, never stored."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, *, known: dict[str, str], what: str, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        names = ", ".join(known)
+        whats = what[:-1] + "ies" if what.endswith("y") else what + "s"
+        kwargs.setdefault(
+            "error_messages",
+            {
+                "invalid_choice": f"“%(value)s” is not a known {what}: choose from {names}.",
+                "invalid_list": f"Tick the {whats}: a list is expected, not a text.",
+            },
+        )
+        super().__init__(choices=list(known.items()), **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else []
 
 
 class ServicesField(forms.CharField):
@@ -35,7 +70,7 @@ class DeclareForm(forms.Form):
         min_value=0, max_value=2_147_483_647, required=False, help_text="Estimate"
     )
     flags = forms.MultipleChoiceField(
-        choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
+        choices=FLAG_CHOICES,
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Escalation flags: who must be told follows them",
@@ -91,7 +126,7 @@ class DashboardFilterForm(forms.Form):
 
 class FlagsForm(forms.Form):
     flags = forms.MultipleChoiceField(
-        choices=[(flag, flag.replace("_", " ").capitalize()) for flag in INCIDENT_FLAGS],
+        choices=FLAG_CHOICES,
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
@@ -189,3 +224,22 @@ class AuditForm(forms.Form):
         if start and end and end < start:
             raise forms.ValidationError("The period ends before it starts: swap the dates.")
         return data
+
+
+class ProfileForm(forms.Form):
+    """The viewer's own settings: the time zone every time is shown in."""
+
+    time_zone = forms.ChoiceField(
+        required=False,
+        label="Time zone",
+        help_text="Every time on the pages is shown in this zone, with its label "
+        "(rota times stay in the rota's own zone).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        zones = sorted(z for z in available_timezones() if "/" in z or z == "UTC")
+        self.fields["time_zone"].choices = [
+            ("", f"The site's time zone ({settings.TIME_ZONE})"),
+            *((zone, zone.replace("_", " ")) for zone in zones),
+        ]

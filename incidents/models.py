@@ -15,6 +15,21 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from .rules import sla
+from .rules.choices import list_problem
+
+
+def validate_positive_duration(value: timedelta | None) -> None:
+    """Durations that say "within" or "after" (SLAs, outage limits, due dates,
+    timeouts) are longer than zero: a negative one would mean breached at once."""
+    if value is not None and value <= timedelta(0):
+        raise ValidationError(
+            "Enter a duration longer than zero, e.g. 00:15:00 for 15 minutes or "
+            "2 00:00:00 for two days.",
+            code="not_positive",
+        )
+
+
+DURATION_HELP = " Written [days] hh:mm:ss, e.g. 00:15:00 (15 minutes) or 1 00:00:00 (a day)."
 
 
 class Severity(models.Model):
@@ -23,7 +38,11 @@ class Severity(models.Model):
     key = models.CharField(max_length=4, unique=True, help_text="P0, P1, P2 or P3")
     name = models.CharField(max_length=40, help_text="Critical, High, Medium, Low")
     description = models.TextField()
-    response_time = models.DurationField(help_text="Acknowledge within this time (the SLA)")
+    response_time = models.DurationField(
+        validators=[validate_positive_duration],
+        help_text="Acknowledge within this time (the SLA); unacknowledged past it, the "
+        "incident escalates." + DURATION_HELP,
+    )
     examples = models.TextField(blank=True)
     order = models.PositiveSmallIntegerField(default=0)
 
@@ -33,6 +52,10 @@ class Severity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} - {self.name}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        validate_positive_duration(self.response_time)
+        super().save(*args, **kwargs)
 
 
 class Category(models.TextChoices):
@@ -87,6 +110,26 @@ def channel_name_for(title: str, when: datetime) -> str:
 
 # Incident flags that escalation rules may name (each is a boolean field of Incident).
 INCIDENT_FLAGS = ("security", "data_loss", "data_breach", "regulatory")
+FLAG_LABELS = {
+    "security": "Security",
+    "data_loss": "Data loss",
+    "data_breach": "Data breach",
+    "regulatory": "Regulatory",
+}
+
+
+def validate_categories(value: Any) -> None:
+    """A list of incident categories (the keys of `Category`), as contacts and
+    runbooks store them: a typo would silently never match an incident."""
+    if problem := list_problem(value, dict(Category.choices), "category"):
+        raise ValidationError(problem, code="invalid_categories")
+
+
+def validate_flags(value: Any) -> None:
+    """A list of incident flags (`INCIDENT_FLAGS`): "databreach" would leave Legal
+    untold of every data breach."""
+    if problem := list_problem(value, FLAG_LABELS, "flag"):
+        raise ValidationError(problem, code="invalid_flags")
 
 
 @cache
@@ -216,16 +259,24 @@ class EscalationContact(models.Model):
     always = models.BooleanField(default=False, help_text="Told of every incident (first response)")
     severities = models.ManyToManyField(Severity, blank=True, related_name="contacts")
     categories = models.JSONField(
-        default=list, blank=True, help_text="Incident categories that call for this contact"
+        default=list,
+        blank=True,
+        validators=[validate_categories],
+        help_text="Told of every incident of these categories (whatever its severity).",
     )
     flags = models.JSONField(
         default=list,
         blank=True,
-        help_text="Incident flags that call for this contact: security, data_loss, "
-        "data_breach, regulatory",
+        validators=[validate_flags],
+        help_text="Told when a responder sets one of these flags on an incident (at "
+        "declaration or later), e.g. Legal for data breaches.",
     )
     extended_outage_after = models.DurationField(
-        null=True, blank=True, help_text="Escalate when an incident stays open longer than this"
+        null=True,
+        blank=True,
+        validators=[validate_positive_duration],
+        help_text="Told when an incident stays open longer than this; empty: never for "
+        "that reason." + DURATION_HELP,
     )
     active = models.BooleanField(default=True)
     in_escalation_chain = models.BooleanField(
@@ -239,6 +290,14 @@ class EscalationContact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_role_display()}: {self.name}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every path (admin, seed, shell, a bulk script) gets the same refusal as
+        # the form: a contact whose rule can never match is worse than an error.
+        validate_categories(self.categories)
+        validate_flags(self.flags)
+        validate_positive_duration(self.extended_outage_after)
+        super().save(*args, **kwargs)
 
 
 class ChecklistPhase(models.TextChoices):
@@ -256,7 +315,11 @@ class ChecklistTemplate(models.Model):
     phase = models.CharField(max_length=20, choices=ChecklistPhase.choices, unique=True)
     title = models.CharField(max_length=120)
     due_after = models.DurationField(
-        null=True, blank=True, help_text="Due this long after the phase starts"
+        null=True,
+        blank=True,
+        validators=[validate_positive_duration],
+        help_text="Due this long after the phase starts (post-incident lists: after the "
+        "resolution); empty: no due date." + DURATION_HELP,
     )
     order = models.PositiveSmallIntegerField(default=0)
 
@@ -470,6 +533,9 @@ class NotificationStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     SENDING = "sending", "Sending"
     SENT = "sent", "Sent"
+    # The channel took it but it never left the machine (Django's console email
+    # backend, say): not "sent", whatever the backend answered.
+    NOT_DELIVERED = "undelivered", "Not delivered"
     FAILED = "failed", "Failed"
     NO_ADDRESS = "no_address", "No address"
     CANCELLED = "cancelled", "Cancelled"
@@ -779,3 +845,38 @@ class ImpactSample(models.Model):
 
     def short_totals(self) -> dict[str, int]:
         return {c: int(v.get("short", 0)) for c, v in self.totals.items()}
+
+
+class UserProfile(models.Model):
+    """What a person chooses for themselves: the time zone every time is shown in."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lotoops_profile"
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="IANA name, e.g. America/Santo_Domingo; empty: the site's time zone",
+    )
+
+    def __str__(self) -> str:
+        return f"Profile of {self.user}"
+
+    def clean(self) -> None:
+        if self.time_zone and self.time_zone not in available_timezones():
+            raise ValidationError({"time_zone": f"Unknown time zone {self.time_zone!r}."})
+
+    @staticmethod
+    def zone_of(user: Any) -> str:
+        """The zone `user` reads times in: theirs, else the site's TIME_ZONE."""
+        if user is None or not getattr(user, "is_authenticated", False):
+            return settings.TIME_ZONE
+        chosen = (
+            UserProfile.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
+        )
+        return chosen if chosen and chosen in _zones() else settings.TIME_ZONE
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())

@@ -31,6 +31,7 @@ from .models import (
     Severity,
     Status,
     TimelineEvent,
+    UserProfile,
     channel_name_for,
 )
 from .rules.text import format_duration as _duration
@@ -506,3 +507,15 @@ def set_restricted(
         )
     incident.refresh_from_db()
     return event
+
+
+# --- the viewer's own settings ---------------------------------------------------------
+
+
+def set_time_zone(user: AbstractBaseUser, zone: str) -> UserProfile:
+    """The zone `user` reads times in ("" for the site's TIME_ZONE)."""
+    profile, _ = UserProfile.objects.get_or_create(user=user)
+    profile.time_zone = zone
+    profile.full_clean()
+    profile.save(update_fields=["time_zone"])
+    return profile

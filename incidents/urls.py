@@ -1,6 +1,16 @@
 from django.urls import path
 
-from .views import acklinks, audit, dashboard, evidence, incident, postmortem, reports, stream
+from .views import (
+    acklinks,
+    audit,
+    dashboard,
+    evidence,
+    incident,
+    postmortem,
+    profile,
+    reports,
+    stream,
+)
 
 app_name = "incidents"
 
@@ -71,6 +81,7 @@ urlpatterns = [
     path("reports/", reports.reports_page, name="reports"),
     path("reports/export.csv", reports.reports_csv, name="reports_csv"),
     path("reports/export.pdf", reports.reports_pdf, name="reports_pdf"),
+    path("profile/", profile.profile, name="profile"),
     path("audit/", audit.audit_page, name="audit"),
     path("audit/export.csv", audit.audit_csv, name="audit_csv"),
 ]

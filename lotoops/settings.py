@@ -89,6 +89,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Times in the viewer's chosen zone (profile page), else TIME_ZONE.
+    "lotoops.middleware.ViewerTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -368,8 +370,21 @@ SSE_ACCESS_RECHECK = env_float("SSE_ACCESS_RECHECK", 3.0)
 SSE_CHANNEL_PREFIX = env_str("SSE_CHANNEL_PREFIX", "lotoops")
 TIMELINE_PAGE_SIZE = 50
 
+
+def served_url() -> str:
+    """The address the run command serves (HOST and PORT, as lotoops/embedded.py
+    reads them): links in pages and notifications point there unless SITE_URL says."""
+    host = env_str("HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # noqa: S104 (listening everywhere: link to loopback)
+        host = "127.0.0.1"
+    port = env_str("PORT") or "8000"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 # Escalation and notifications. Links in messages start with SITE_URL.
-SITE_URL = env_str("SITE_URL") or "http://127.0.0.1:8000"
+SITE_URL = env_str("SITE_URL") or served_url()
 # An unacknowledged incident escalates again every severity response time, at
 # most this many seconds apart, and at most ESCALATION_MAX_STEPS times.
 ESCALATION_INTERVAL = env_float("ESCALATION_INTERVAL", 900.0)

@@ -212,6 +212,7 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "incidents:reports": (user, none),
     "incidents:reports_csv": (user, none),
     "incidents:reports_pdf": (user, none),
+    "incidents:profile": (user, user),
     "incidents:audit": (audit, none),
     "incidents:audit_csv": (audit, none),
     "diagnostics:run_step": (none, work),

@@ -73,6 +73,21 @@ class Channel:
     def send(self, message: Message, address: str) -> str:
         raise NotImplementedError
 
+    @classmethod
+    def not_delivered(cls) -> str:
+        """Why what this channel takes never leaves the machine ("" when it does):
+        a message it took is then recorded as not delivered, never as sent."""
+        return ""
+
+
+# Django's email backends that keep the message on this machine, and what they do with it.
+LOCAL_EMAIL_BACKENDS = {
+    "django.core.mail.backends.console.EmailBackend": "printed to the console",
+    "django.core.mail.backends.locmem.EmailBackend": "kept in memory (the test backend)",
+    "django.core.mail.backends.dummy.EmailBackend": "discarded (the dummy backend)",
+    "django.core.mail.backends.filebased.EmailBackend": "written to a file (EMAIL_FILE_PATH)",
+}
+
 
 class EmailChannel(Channel):
     """Django's email backend (SMTP in production, with EMAIL_TIMEOUT)."""
@@ -82,6 +97,11 @@ class EmailChannel(Channel):
     @classmethod
     def enabled(cls) -> bool:
         return True
+
+    @classmethod
+    def not_delivered(cls) -> str:
+        what = LOCAL_EMAIL_BACKENDS.get(settings.EMAIL_BACKEND)
+        return f"{what}: not delivered" if what else ""
 
     def address_for(self, person: Person) -> str:
         return person.email
@@ -277,3 +297,8 @@ CHANNELS: dict[str, type[Channel]] = {
 
 def enabled_channels() -> list[Channel]:
     return [channel() for channel in CHANNELS.values() if channel.enabled()]
+
+
+def delivering_channels() -> list[str]:
+    """The names of the enabled channels whose messages leave this machine."""
+    return [c.name for c in CHANNELS.values() if c.enabled() and not c.not_delivered()]

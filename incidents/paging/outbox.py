@@ -243,6 +243,8 @@ def deliver(notification_id: int, *, now: datetime | None = None) -> tuple[str, 
     except Exception as exc:  # a channel bug must not leave the row "sending"
         return _failed(notification, f"{type(exc).__name__}: {exc}", permanent=True)
     sent_at = timezone.now()
+    if local := channel.not_delivered():
+        return _not_delivered(notification, local, sent_at)
     with transaction.atomic():
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.SENT, sent_at=sent_at, last_error=""
@@ -255,6 +257,25 @@ def deliver(notification_id: int, *, now: datetime | None = None) -> tuple[str, 
             at=sent_at,
         )
     return "sent", None
+
+
+def _not_delivered(notification: Notification, why: str, at: datetime) -> tuple[str, int | None]:
+    """The channel took it, but nothing left the machine: recorded as such (never
+    retried: it would only print again), and said plainly on the timeline."""
+    channel = notification.get_channel_display().lower()
+    advice = " (set EMAIL_HOST to send email)" if notification.channel == "email" else ""
+    with transaction.atomic():
+        Notification.objects.filter(pk=notification.pk).update(
+            status=NotificationStatus.NOT_DELIVERED, last_error=f"{why}{advice}"
+        )
+        append_event(
+            notification.incident,
+            EventKind.NOTIFICATION,
+            f"{_what(notification)} by {channel} {why}{advice}",
+            data={"notification": notification.pk, "status": "not_delivered"},
+            at=at,
+        )
+    return "not delivered", None
 
 
 def _failed(notification: Notification, error: str, *, permanent: bool) -> tuple[str, int | None]:

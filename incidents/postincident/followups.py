@@ -81,7 +81,7 @@ def remind_checklist_item(item_id: int, *, now: datetime | None = None) -> list[
         append_event(
             item.incident,
             EventKind.NOTIFICATION,
-            f"Post-incident reminder: “{item.text}” was due {due:%Y-%m-%d %H:%M} "
+            f"Post-incident reminder: “{item.text}” was due {due:%Y-%m-%d %H:%M %Z} "
             f"({len(ids)} message{'s' if len(ids) != 1 else ''} queued"
             f"{'' if ids else ': nobody to tell'})",
             data={"reminder": item.pk, "phase": item.phase, "notifications": ids},

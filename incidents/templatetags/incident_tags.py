@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from incidents.models import Incident, RegulatoryClock
+from incidents.models import FLAG_LABELS, Category, Incident, RegulatoryClock, Status
 from incidents.rules import regulatory as regulatory_rule
 from incidents.rules import sla as sla_rule
 from incidents.rules.text import format_duration
@@ -19,6 +19,23 @@ register = template.Library()
 @register.filter
 def duration(value: timedelta | None) -> str:
     return format_duration(value) if value is not None else ""
+
+
+@register.filter
+def flag_label(value: str) -> str:
+    """security → Security, data_breach → Data breach."""
+    return FLAG_LABELS.get(value, value)
+
+
+@register.filter
+def category_label(value: str) -> str:
+    """payment → Payment processing (reports' rows carry the key)."""
+    return dict(Category.choices).get(value, value)
+
+
+@register.filter
+def status_label(value: str) -> str:
+    return dict(Status.choices).get(value, value)
 
 
 @register.filter
@@ -91,7 +108,7 @@ def resolved_incident_row(incident: Incident) -> str:
     """One row of the dashboard's recently resolved incidents (see open_incident_row)."""
     url = incident.get_absolute_url()
     severity = incident.severity.key
-    resolved = timezone.localtime(incident.resolved_at).strftime("%Y-%m-%d %H:%M")
+    resolved = timezone.localtime(incident.resolved_at).strftime("%Y-%m-%d %H:%M %Z")
     return format_html(
         '<tr><td><a href="{}">{}</a></td><td><span class="sev sev-{}">{}</span></td>'
         '<td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',

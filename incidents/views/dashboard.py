@@ -24,9 +24,10 @@ from ..models import (
     ChecklistItem,
     ChecklistTemplate,
     Incident,
+    Status,
     channel_name_for,
 )
-from ..paging import oncall
+from ..paging import oncall, reach
 
 # What a dashboard row shows: loading only these keeps 200 rows cheap.
 DASHBOARD_FIELDS = (
@@ -57,10 +58,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     filters: dict[str, Any] = {}
     if form.is_valid():
         filters = {k: v for k, v in form.cleaned_data.items() if v}
-    open_incidents = _filter_open(incidents, filters)[:200]
+    open_incidents = list(_filter_open(incidents, filters)[:200])
+    on_call = on_call_context()
     context = {
         "form": form,
-        "on_call": on_call_context(),
+        "on_call": on_call,
+        "reach": reach_context(open_incidents, on_call),
         "open_incidents": open_incidents,
         # resolved_at is set exactly while an incident is resolved or closed: this
         # walks the resolved_at index instead of sorting every closed incident.
@@ -108,13 +111,34 @@ def channel_preview(request: HttpRequest) -> HttpResponse:
     return render(request, "incidents/declare.html#channel", {"channel_name": name})
 
 
+def reach_context(open_incidents: list[Incident], on_call: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard's warning: incidents waiting for an acknowledgement that no page
+    can reach, and what is wrong with paging whatever the incident."""
+    waiting = [i for i in open_incidents if i.status == Status.DECLARED]
+    unreachable = reach.unreachable_incidents(i.pk for i in waiting)
+    return {
+        "problems": reach.setup_problems(rota_empty=on_call["now"] is None),
+        "unreachable": [i for i in waiting if i.pk in unreachable],
+    }
+
+
 def on_call_context() -> dict[str, Any]:
+    """Who is on call now and next, in the rotation's own time zone. On a one-person
+    rota (or when the same person holds the next shift too) there is no "next": the
+    same person continues, and the card says so instead of showing a gap."""
     now_member, next_member, now_shift, next_shift = oncall.on_call()
+    member = now_member or next_member
+    continues = (
+        now_member is not None and next_member is not None and next_member.pk == now_member.pk
+    )
     return {
         "now": now_member,
-        "next": next_member,
+        "next": None if continues else next_member,
         "now_shift": now_shift,
-        "next_shift": next_shift,
+        "next_shift": None if continues else next_shift,
+        "continues": continues,
+        # The related manager caches the member's rotation: no query.
+        "zone": member.rotation.time_zone if member is not None else "",
     }
 
 

@@ -20,6 +20,7 @@ from django.http import (
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
@@ -34,7 +35,7 @@ from ..models import (
     Severity,
     TimelineEvent,
 )
-from ..paging import regulatory
+from ..paging import reach, regulatory
 from ..postincident import milestones
 from .dashboard import on_call_context
 
@@ -76,13 +77,15 @@ def rendered_events(events: list[TimelineEvent], *, can_work: bool = False) -> l
     """Each event's HTML. Events never change (append-only), so their rendering is
     cached by id (and by whether the viewer gets the controls; the CSRF token is a
     placeholder): a long timeline costs one cache read, not a template per event."""
-    # v5: the milestone controls for viewers who may work the incident.
+    # v6: the milestone controls for viewers who may work the incident; the event's
+    # seq and a check result's outcome; its time in the viewer's zone (part of the key).
     # The id alone is not enough: a database restored or recreated under a cache that
     # lives on (Redis) reuses ids; the incident and the creation time make it unique.
+    zone = timezone.get_current_timezone_name()
     keys = {
         event.pk: (
-            f"timeline-event:v5:{int(can_work)}:{event.pk}:{event.incident_id}:"
-            f"{event.created_at.timestamp()}"
+            f"timeline-event:v6:{int(can_work)}:{event.pk}:{event.incident_id}:"
+            f"{event.created_at.timestamp()}:{zone}"
         )
         for event in events
     }
@@ -310,10 +313,12 @@ def checklist_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
 
 
 def whos_told_context(incident: Incident) -> dict[str, Any]:
-    notifications = incident.notifications.order_by("-created_at", "-pk")[:100]
+    notifications = list(incident.notifications.order_by("-created_at", "-pk")[:100])
+    on_call = on_call_context()
     return {
-        "on_call": on_call_context(),
+        "on_call": on_call,
         "notifications": notifications,
+        "reach": reach.for_incident(incident, notifications, rota_empty=on_call["now"] is None),
         "flag_choices": forms.FlagsForm.base_fields["flags"].choices,
     }
 

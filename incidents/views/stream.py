@@ -3,10 +3,12 @@ last message (events, out-of-band panels, check-run output), per viewer class.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -22,12 +24,13 @@ from django.http import (
 )
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET
 
 from .. import live, panels
 from ..access import can_run_actions, can_view, can_work, get_incident_for
-from ..models import ChecklistItem, Incident, TimelineEvent
+from ..models import ChecklistItem, Incident, TimelineEvent, UserProfile
 from .incident import CSRF_PLACEHOLDER, status_panels_context, whos_told_context
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
@@ -85,6 +88,8 @@ class Viewer:
     can_act: bool
     # What the panels draw differently per viewer (e.g. who may approve which request).
     panels: tuple[Hashable, ...] = ()
+    # The time zone the viewer reads times in (their profile's, else the site's).
+    zone: str = ""
 
     @classmethod
     def of(cls, user: Any, incident: Incident) -> Viewer | None:
@@ -94,7 +99,12 @@ class Viewer:
             can_work=can_work(user, incident),
             can_act=can_run_actions(user, incident),
             panels=panels.viewer_keys(user, incident),
+            zone=UserProfile.zone_of(user),
         )
+
+    def times(self) -> contextlib.AbstractContextManager[None]:
+        """Render in the viewer's zone: the stream outlives its request's middleware."""
+        return timezone.override(ZoneInfo(self.zone)) if self.zone else contextlib.nullcontext()
 
 
 class StreamRenderer:
@@ -143,15 +153,17 @@ class StreamRenderer:
         if not events or self.key is None:
             return [], after
         incident = Incident.objects.select_related("severity", "commander").get(pk=self.incident_id)
-        return self._events(incident, events, self.key), events[-1].seq
+        with self.key.times():
+            return self._events(incident, events, self.key), events[-1].seq
 
     def personalise(self, html: str) -> str:
         return html.replace(CSRF_PLACEHOLDER, self.csrf_token)
 
     def updates(self) -> list[live.Message]:
         out: list[live.Message] = []
-        for updates in self.live_updates:
-            out += updates(self.request, self.incident_id)
+        with self.key.times() if self.key is not None else contextlib.nullcontext():
+            for updates in self.live_updates:
+                out += updates(self.request, self.incident_id)
         return out
 
     def recheck(self, followers: list[StreamRenderer]) -> None:

@@ -4,10 +4,12 @@ the deadline and again, stop on acknowledge, exactly once, nothing lost."""
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 
 import pytest
-from django.core import mail
+from aiosmtpd.controller import Controller
 from django.db import connection
 
 from incidents import services
@@ -23,14 +25,50 @@ from incidents.paging import channels, decide, outbox
 from incidents.paging import tasks as paging_tasks
 from tests import factories
 from tests.incidents.escalation_helpers import give_contacts_addresses, weekly_rota
+from tests.incidents.fake_servers import SmtpRecorder, free_port
 
 T0 = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)  # a Wednesday: Omar's week on the rota
-EMAIL = "django.core.mail.backends.locmem.EmailBackend"
+# A real SMTP exchange with a loopback server: only a channel that delivers counts as
+# "sent" (Django's in-memory test backend would be "not delivered").
+EMAIL = "django.core.mail.backends.smtp.EmailBackend"
+
+
+@dataclass
+class Mail:
+    to: list[str]
+    subject: str
+    body: str
+
+
+@pytest.fixture(scope="module")
+def smtp_server():
+    recorder = SmtpRecorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield recorder, controller.port
+    controller.stop()
+
+
+MAILBOX: list[tuple[list[str], object]] = []
+
+
+def sent_mail() -> list[Mail]:
+    """What the SMTP server accepted in this test, decoded."""
+    out = []
+    for to, message in MAILBOX:
+        body = message.get_payload(decode=True).decode(message.get_content_charset() or "utf-8")
+        out.append(Mail(to, str(make_header(decode_header(message["Subject"]))), body))
+    return out
 
 
 @pytest.fixture(autouse=True)
-def _channels(settings):
+def _channels(settings, smtp_server):
+    recorder, port = smtp_server
+    recorder.messages.clear()
+    global MAILBOX
+    MAILBOX = recorder.messages
     settings.EMAIL_BACKEND = EMAIL
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 5
     settings.SLACK_BOT_TOKEN = ""
     settings.SLACK_WEBHOOK_URL = ""
     settings.NOTIFY_WEBHOOK_URL = ""
@@ -202,7 +240,7 @@ class TestEscalation:
         ids = list(incident.notifications.values_list("pk", flat=True))
         services.acknowledge_incident(incident, actor=responder)
         assert [outbox.deliver(pk)[0] for pk in ids] == ["not pending", "not pending"]
-        assert mail.outbox == []
+        assert sent_mail() == []
 
     def test_a_beat_that_was_down_catches_up_on_every_due_step(self, responder, contacts):
         incident = declare(responder, "P1")
@@ -218,8 +256,8 @@ class TestDelivery:
         tess = incident.notifications.get(role="tech_lead")
         assert outbox.deliver(tess.pk) == ("sent", None)
         assert outbox.deliver(tess.pk) == ("not pending", None)
-        assert len(mail.outbox) == 1
-        email = mail.outbox[0]
+        assert len(sent_mail()) == 1
+        email = sent_mail()[0]
         assert email.to == ["tess@lotolink.test"]
         assert email.subject == f"[P1] Incident #{incident.pk}: Payment webhooks failing"
         assert "Status: Declared" in email.body
@@ -307,7 +345,7 @@ class TestDelivery:
         assert paging_tasks.fan_out_status_update(event.pk) == 0
         for row in incident.notifications.filter(kind=Notification.UPDATE):
             assert outbox.deliver(row.pk)[0] == "sent"
-        bodies = {m.to[0]: m for m in mail.outbox}
+        bodies = {m.to[0]: m for m in sent_mail()}
         assert set(bodies) == {"omar@lotolink.test", "tess@lotolink.test"}
         update = bodies["tess@lotolink.test"]
         assert update.subject == "[P1 · Acknowledged] Update: Payment webhooks failing"
@@ -360,4 +398,4 @@ class TestConcurrency:
         row = incident.notifications.get(role="tech_lead")
         results = self.run_together(lambda: outbox.deliver(row.pk)[0])
         assert sorted(results) == ["not pending", "sent"]
-        assert len(mail.outbox) == 1
+        assert len(sent_mail()) == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core import mail
+from aiosmtpd.controller import Controller
 from django.urls import reverse
 
 from incidents import services
@@ -23,6 +23,7 @@ from incidents.paging import outbox
 from incidents.postincident import followups, postmortem
 from incidents.postincident import tasks as postincident_tasks
 from tests import factories
+from tests.incidents.fake_servers import SmtpRecorder, free_port
 from tests.incidents.helpers import T0, lived
 
 pytestmark = pytest.mark.django_db
@@ -105,7 +106,23 @@ def deliver_reminders(incident) -> list[str]:
     return [outbox.deliver(pk)[0] for pk in rows.values_list("pk", flat=True)]
 
 
-def test_reminders_go_out_once_when_each_item_is_due(responder):
+@pytest.fixture
+def smtp(settings):
+    """A loopback SMTP server: a reminder is "sent" only when a real channel took it."""
+    recorder = SmtpRecorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = (
+        "127.0.0.1",
+        controller.port,
+        5,
+    )
+    yield recorder
+    controller.stop()
+
+
+def test_reminders_go_out_once_when_each_item_is_due(responder, smtp):
     responder.email = "ana@lotolink.test"
     responder.save()
     incident = lived(responder, commander=responder)
@@ -114,14 +131,15 @@ def test_reminders_go_out_once_when_each_item_is_due(responder):
     sent = followups.send_due_reminders(now=resolved + timedelta(hours=25))
     assert len(sent) == 4
     assert deliver_reminders(incident) == ["sent"] * 4
-    assert len(mail.outbox) == 4
-    assert mail.outbox[0].to == ["ana@lotolink.test"]
-    assert "Confirm service is stable" in mail.outbox[0].body
+    assert len(smtp.messages) == 4
+    to, message = smtp.messages[0]
+    assert to == ["ana@lotolink.test"]
+    assert "Confirm service is stable" in message.get_payload(decode=True).decode()
     assert followups.send_due_reminders(now=resolved + timedelta(hours=26)) == []
     assert deliver_reminders(incident) == []
     assert len(followups.send_due_reminders(now=resolved + timedelta(days=8))) == 7
     assert deliver_reminders(incident) == ["sent"] * 7
-    assert len(mail.outbox) == 11
+    assert len(smtp.messages) == 11
     # Each reminder is a Notification row, on the "Who's told" card, sent once.
     rows = incident.notifications.filter(kind=Notification.REMINDER)
     assert rows.count() == 11 and set(rows.values_list("status", flat=True)) == {"sent"}
@@ -155,6 +173,18 @@ def test_a_failing_mail_server_is_recorded_and_not_retried_forever(responder, se
         outbox.deliver(row.pk)
     row.refresh_from_db()
     assert row.status == "failed" and row.attempts == 4
+
+
+def test_with_the_console_email_backend_a_reminder_is_not_delivered_not_sent(responder, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    responder.email = "ana@lotolink.test"
+    responder.save()
+    incident = lived(responder, commander=responder)
+    assert len(followups.send_due_reminders(now=T0 + timedelta(days=2))) == 4
+    assert deliver_reminders(incident) == ["not delivered"] * 4
+    rows = incident.notifications.filter(kind=Notification.REMINDER)
+    assert set(rows.values_list("status", flat=True)) == {"undelivered"}
+    assert not incident.timeline.filter(kind=EventKind.NOTIFICATION, data__status="sent").exists()
 
 
 def test_the_beat_task_run_twice_reminds_once(responder):
