@@ -10,9 +10,11 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from django.db import connection
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from incidents import logcontext
+from incidents.models import ActionItem
 
 from . import approvals, impact, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
@@ -74,6 +76,12 @@ class OutputWriter:
         finally:
             connection.close()
 
+    def pending(self) -> str:
+        """The lines not flushed yet (taken: finish_run stores them with the result)."""
+        with self.lock:
+            text, self.buffer = "".join(self.buffer), []
+        return text
+
     def __enter__(self) -> OutputWriter:
         self.ticker.start()
         return self
@@ -81,7 +89,6 @@ class OutputWriter:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.ticker.join(timeout=5)
-        self.flush()
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=len(RETRY_BACKOFF))
@@ -94,9 +101,18 @@ def run_check(self: Any, run_id: int) -> str:
 def _run_check(self: Any, run_id: int) -> str:
     if not services.claim(run_id, self.request.hostname or "worker"):
         return "not queued: already taken or finished"
-    run = CheckRun.objects.select_related("step", "target", "incident").get(pk=run_id)
+    run = (
+        CheckRun.objects.select_related("step", "target", "incident")
+        # Whether an action item waits on this run (verification.py): read here, in the
+        # same round trip, so finishing a run that verifies nothing locks nothing.
+        .annotate(
+            verifies_action_item=Exists(ActionItem.objects.filter(verification_run=OuterRef("pk")))
+        )
+        .get(pk=run_id)
+    )
     logcontext.add(incident=run.incident_id)
-    secrets = services.known_secrets()
+    # Read once for the whole run: the output, the result and the timeline mask them.
+    secrets = services.known_secrets(run.target)
     probe_class = run.step.probe_class()
     if probe_class is None or run.target is None:
         services.finish_run(run, RunStatus.FAILED, error="probe or target missing", secrets=secrets)
@@ -111,34 +127,37 @@ def _run_check(self: Any, run_id: int) -> str:
     if refusal:
         services.finish_run(run, RunStatus.FAILED, error=f"refused: {refusal}", secrets=secrets)
         return "refused"
+    out = OutputWriter(run, secrets)
+
+    def finish(status: str, **kwargs: Any) -> None:
+        # The output not flushed yet goes in the same write as the result.
+        services.finish_run(run, status, secrets=secrets, output=out.pending(), **kwargs)
+
     try:
-        with OutputWriter(run, secrets) as out:
+        with out:
             probe = probe_class.build(
                 run.target, run.params, timeout=run.step.timeout_seconds, emit=out.emit
             )
             result = probe.run()
     except SoftTimeLimitExceeded:
-        limit = run.step.timeout_seconds
-        services.finish_run(
-            run, RunStatus.TIMED_OUT, error=f"no result within {limit} s", secrets=secrets
-        )
+        finish(RunStatus.TIMED_OUT, error=f"no result within {run.step.timeout_seconds} s")
         return "timed out"
     except ProbeTimeout as exc:
-        services.finish_run(run, RunStatus.TIMED_OUT, error=str(exc), secrets=secrets)
+        finish(RunStatus.TIMED_OUT, error=str(exc))
         return "timed out"
     except TransientProbeError as exc:
+        out.flush()  # this attempt's output stays, before the retry's
         if self.request.retries < self.max_retries and services.requeue(run, str(exc)):
             raise self.retry(countdown=RETRY_BACKOFF[self.request.retries]) from None
-        services.finish_run(run, RunStatus.FAILED, error=str(exc), secrets=secrets)
+        finish(RunStatus.FAILED, error=str(exc))
         return "failed"
     except ProbeError as exc:
-        services.finish_run(run, RunStatus.FAILED, error=str(exc), secrets=secrets)
+        finish(RunStatus.FAILED, error=str(exc))
         return "failed"
     except Exception as exc:  # a probe bug: recorded, never left running
-        error = f"{type(exc).__name__}: {exc}"
-        services.finish_run(run, RunStatus.FAILED, error=error, secrets=secrets)
+        finish(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
-    services.finish_run(run, RunStatus.SUCCEEDED, result=result, secrets=secrets)
+    finish(RunStatus.SUCCEEDED, result=result)
     return result.outcome
 
 
