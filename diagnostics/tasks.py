@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from typing import Any
@@ -20,6 +22,8 @@ from . import approvals, impact, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
 
+log = logging.getLogger(__name__)
+
 RETRY_BACKOFF = (2, 10, 30)  # seconds before retry 1, 2, 3
 
 
@@ -37,12 +41,54 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     heartbeat(hostname=getattr(sender, "hostname", None))
 
 
-class OutputWriter:
-    """Collects a probe's output lines and flushes them every 0.2 s (and keeps
-    the run's heartbeat fresh while the probe works silently)."""
+FLUSH_EVERY = 0.2  # seconds between output flushes while a probe runs
+HEARTBEAT_EVERY = 5.0  # seconds between heartbeats of a probe that prints nothing
 
-    FLUSH_EVERY = 0.2
-    HEARTBEAT_EVERY = 5.0
+
+class _Ticker:
+    """One thread per worker process ticks every open OutputWriter: flushes what they
+    collected, keeps silent runs' heartbeats fresh. (A thread started and joined per
+    run cost more than a fast check itself.) Started on first use in each process,
+    so after the prefork pool's fork."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.writers: set[OutputWriter] = set()
+        self.pid = 0
+
+    def add(self, writer: OutputWriter) -> None:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.pid, self.writers = os.getpid(), set()
+                threading.Thread(target=self._run, name="check-output", daemon=True).start()
+            self.writers.add(writer)
+
+    def remove(self, writer: OutputWriter) -> None:
+        with self.lock:
+            self.writers.discard(writer)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY)
+            with self.lock:
+                writers = list(self.writers)
+            used_database = False
+            for writer in writers:
+                try:
+                    used_database |= writer.tick()
+                except Exception:  # logged; the next tick tries again
+                    log.exception("check run %s: output flush failed", writer.run.pk)
+            if used_database:
+                connection.close()  # back to the pool until the next tick needs one
+
+
+_ticker = _Ticker()
+
+
+class OutputWriter:
+    """Collects a probe's output lines and flushes them every FLUSH_EVERY s (and keeps
+    the run's heartbeat fresh while the probe works silently). What is left when the
+    probe ends is stored with its result (`pending`)."""
 
     def __init__(self, run: CheckRun, secrets: list[str]) -> None:
         self.run = run
@@ -50,13 +96,13 @@ class OutputWriter:
         self.buffer: list[str] = []
         self.lock = threading.Lock()
         self.last_flush = time.monotonic()
-        self.stop = threading.Event()
-        self.ticker = threading.Thread(target=self._tick, daemon=True)
+        self.ticking = threading.Lock()  # held by a tick; closing waits for it
+        self.closed = False
 
     def emit(self, line: str) -> None:
         with self.lock:
             self.buffer.append(line.rstrip("\n") + "\n")
-        if time.monotonic() - self.last_flush >= self.FLUSH_EVERY:
+        if time.monotonic() - self.last_flush >= FLUSH_EVERY:
             self.flush()
 
     def flush(self) -> None:
@@ -65,16 +111,20 @@ class OutputWriter:
             self.last_flush = time.monotonic()
         services.append_output(self.run, text, self.secrets)
 
-    def _tick(self) -> None:
-        try:
-            while not self.stop.wait(self.FLUSH_EVERY):
-                if self.buffer:
-                    self.flush()
-                elif time.monotonic() - self.last_flush >= self.HEARTBEAT_EVERY:
-                    services.heartbeat(self.run)
-                    self.last_flush = time.monotonic()
-        finally:
-            connection.close()
+    def tick(self) -> bool:
+        """The ticker's turn: whether it used the database."""
+        with self.ticking:
+            if self.closed:
+                return False
+            since = time.monotonic() - self.last_flush
+            if self.buffer and since >= FLUSH_EVERY:  # a fast run's output waits for its end
+                self.flush()
+                return True
+            if since >= HEARTBEAT_EVERY:
+                services.heartbeat(self.run)
+                self.last_flush = time.monotonic()
+                return True
+            return False
 
     def pending(self) -> str:
         """The lines not flushed yet (taken: finish_run stores them with the result)."""
@@ -83,12 +133,13 @@ class OutputWriter:
         return text
 
     def __enter__(self) -> OutputWriter:
-        self.ticker.start()
+        _ticker.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.ticker.join(timeout=5)
+        with self.ticking:  # waits for a tick in progress: no flush after this
+            self.closed = True
+        _ticker.remove(self)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=len(RETRY_BACKOFF))

@@ -1,0 +1,187 @@
+"""Check-run throughput for 1, 2 and 4 worker processes, straight to PostgreSQL and
+through PgBouncer in transaction mode.
+
+    .venv/bin/python bench/bench_scale.py [--runs 400] [--workers 1,2,4] [--modes direct,pgbouncer]
+
+A scratch database on this machine's PostgreSQL (`lotoops_bench_scale`, made afresh),
+the Redis broker (DB 8, a queue of its own), and a loopback HTTP endpoint answering at
+once: each run is the runbook's `init.health` (the http.health probe) against it, so
+what is measured is the engine's own work per run (claim, load, probe, output, result,
+timeline). For each setting the runs are queued first (spread over 20 incidents, as
+"Run all" of several incidents would), then a real Celery worker (prefork, N processes)
+is started and runs them; throughput is the number of runs over the time from the
+first run's start to the last one's finish (database timestamps, so the worker's
+start-up is not counted). With PgBouncer the bench starts its own (tests/own_servers.py)
+on a free loopback port, transaction pooling, 20 server connections, and the workers
+run with DATABASE_PGBOUNCER=true.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+DB = "lotoops_bench_scale"
+REDIS = "redis://127.0.0.1:6379/8"
+QUEUE = f"lotoops-scale-{uuid.uuid4().hex[:6]}"
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def fresh_database() -> None:
+    import psycopg
+
+    with psycopg.connect(f"postgres://postgres@{PG_HOST}:{PG_PORT}/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{DB}"')
+
+
+def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
+    from diagnostics.queues import all_queues
+
+    command = [
+        sys.executable, "-m", "celery", "-A", "lotoops", "worker", "--loglevel", "WARNING",
+        "--pool", "prefork", "--concurrency", str(concurrency),
+        "--queues", ",".join(all_queues(QUEUE)),
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--modes", default="direct,pgbouncer")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.workers.split(",")]
+    modes = args.modes.split(",")
+
+    fresh_database()
+    var_dir = tempfile.mkdtemp(prefix="lotoops-bench-scale-")
+    direct_url = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{DB}"
+    base_env = {
+        **os.environ,
+        "DATABASE_URL": direct_url,
+        "REDIS_URL": REDIS,
+        "CELERY_BROKER_URL": REDIS,
+        "CELERY_DEFAULT_QUEUE": QUEUE,
+        "LOTOOPS_VAR_DIR": var_dir,
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(base_env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "lotoops.settings"
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db.models import Max, Min
+
+    from diagnostics import services
+    from diagnostics.models import CheckRun, RunbookStep, RunStatus, Target
+    from incidents.models import Severity
+    from incidents.services import declare_incident
+    from lotoops.celery import app
+    from tests.own_servers import own_pgbouncer
+
+    app.conf.task_default_queue = QUEUE
+    call_command("migrate", verbosity=0)
+    call_command("seed_runbook", verbosity=0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Target.objects.create(
+        name="lotolink-api", kind="http", url=f"http://127.0.0.1:{server.server_port}/health"
+    )
+    user = get_user_model().objects.create_user("bench")
+    p2 = Severity.objects.get(key="P2")
+    incidents = [
+        declare_incident(title=f"Scale {n}", category="database", severity=p2, actor=user)
+        for n in range(20)
+    ]
+    step = RunbookStep.objects.get(key="init.health")
+
+    def measure(env: dict[str, str], workers: int, runs: int) -> tuple[float, int]:
+        ids = [
+            services.request_check(incidents[n % len(incidents)], step, actor=user)[0].pk
+            for n in range(runs)
+        ]
+        worker = start_worker(env, workers)
+        try:
+            deadline = time.monotonic() + 120 + runs / 5
+            pending = CheckRun.objects.filter(pk__in=ids, finished_at__isnull=True)
+            while pending.exists():
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise RuntimeError("the runs did not finish")
+                time.sleep(0.25)
+        finally:
+            stop(worker)
+        done = CheckRun.objects.filter(pk__in=ids)
+        span = done.aggregate(first=Min("started_at"), last=Max("finished_at"))
+        seconds = (span["last"] - span["first"]).total_seconds()
+        ok = done.filter(status=RunStatus.SUCCEEDED, outcome="ok").count()
+        return runs / seconds, ok
+
+    results: list[tuple[str, int, float, int]] = []
+    try:
+        for mode in modes:
+            with contextlib.ExitStack() as stack:
+                env = dict(base_env)
+                if mode == "pgbouncer":
+                    port = stack.enter_context(own_pgbouncer(PG_HOST, PG_PORT, pool_size=20))
+                    env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{port}/{DB}"
+                    env["DATABASE_PGBOUNCER"] = "true"
+                measure(env, 1, 20)  # warm-up: imports, connections, caches
+                for workers in counts:
+                    rate, ok = measure(env, workers, args.runs)
+                    results.append((mode, workers, rate, ok))
+                    print(f"  {mode:<10} {workers} processes: {rate:6.1f} runs/s", flush=True)
+    finally:
+        server.shutdown()
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nCheck-run throughput, {args.runs} init.health runs (HTTP, loopback) per setting")
+    print(f"{'database':<12}{'processes':>10}{'runs/s':>10}{'ok':>8}")
+    for mode, workers, rate, ok in results:
+        print(f"{mode:<12}{workers:>10}{rate:>10.1f}{ok:>5}/{args.runs}")
+    print(f"load average after: {load} ({os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()
