@@ -7,11 +7,12 @@ A scratch database on this machine's PostgreSQL (`lotoops_bench_scale`, made afr
 the Redis broker (DB 8, a queue of its own), and a loopback HTTP endpoint answering at
 once: each run is the runbook's `init.health` (the http.health probe) against it, so
 what is measured is the engine's own work per run (claim, load, probe, output, result,
-timeline). For each setting the runs are queued first (spread over 20 incidents, as
-"Run all" of several incidents would), then a real Celery worker (prefork, N processes)
-is started and runs them; throughput is the number of runs over the time from the
-first run's start to the last one's finish (database timestamps, so the worker's
-start-up is not counted). With PgBouncer the bench starts its own (tests/own_servers.py)
+timeline). For each setting the runs are saved first (spread over 20 incidents, as
+"Run all" of several incidents would), a real Celery worker (prefork, N processes) is
+started, and once it is up every run is sent at once; throughput is the number of runs
+over the time from the first run's start to the last one's finish (database
+timestamps), and the worker's CPU time (all its processes, /proc) per run. With
+PgBouncer the bench starts its own (tests/own_servers.py)
 on a free loopback port, transaction pooling, 20 server connections, and the workers
 run with DATABASE_PGBOUNCER=true.
 """
@@ -29,9 +30,11 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 DB = "lotoops_bench_scale"
@@ -60,6 +63,18 @@ def fresh_database() -> None:
     with psycopg.connect(f"postgres://postgres@{PG_HOST}:{PG_PORT}/postgres", autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{DB}"')
+
+
+def worker_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a worker and its pool processes."""
+    import bench_pages
+
+    total = 0.0
+    for process, _ in bench_pages.descendants(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
@@ -113,9 +128,11 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db.models import Max, Min
+    from django.utils import timezone
 
-    from diagnostics import services
-    from diagnostics.models import CheckRun, RunbookStep, RunStatus, Target
+    from diagnostics import queues, services
+    from diagnostics.models import CheckRun, RunbookStep, RunStatus, Target, WorkerHeartbeat
+    from diagnostics.tasks import run_check
     from incidents.models import Severity
     from incidents.services import declare_incident
     from lotoops.celery import app
@@ -136,27 +153,42 @@ def main() -> None:
         for n in range(20)
     ]
     step = RunbookStep.objects.get(key="init.health")
+    started = timezone.now()
 
-    def measure(env: dict[str, str], workers: int, runs: int) -> tuple[float, int]:
-        ids = [
-            services.request_check(incidents[n % len(incidents)], step, actor=user)[0].pk
-            for n in range(runs)
-        ]
+    def measure(env: dict[str, str], workers: int, runs: int) -> tuple[float, int, float]:
+        """(runs/s, runs ok, worker CPU ms per run)."""
+        # Queued as Run does, but sent to the broker only once the worker is up.
+        with mock.patch.object(services, "_enqueue"):
+            ids = [
+                services.request_check(incidents[n % len(incidents)], step, actor=user)[0].pk
+                for n in range(runs)
+            ]
         worker = start_worker(env, workers)
         try:
+            deadline = time.monotonic() + 60
+            while not WorkerHeartbeat.objects.filter(seen_at__gte=started).exists():
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise RuntimeError("the worker did not start")
+                time.sleep(0.2)
+            time.sleep(1)
+            before = worker_cpu(worker.pid)
+            queue = queues.for_check(step.probe, step.timeout_seconds)
+            for run_id in ids:
+                run_check.apply_async((run_id,), queue=queue)
             deadline = time.monotonic() + 120 + runs / 5
             pending = CheckRun.objects.filter(pk__in=ids, finished_at__isnull=True)
             while pending.exists():
                 if time.monotonic() > deadline or worker.poll() is not None:
                     raise RuntimeError("the runs did not finish")
-                time.sleep(0.25)
+                time.sleep(0.1)
+            cpu = worker_cpu(worker.pid) - before
         finally:
             stop(worker)
         done = CheckRun.objects.filter(pk__in=ids)
         span = done.aggregate(first=Min("started_at"), last=Max("finished_at"))
         seconds = (span["last"] - span["first"]).total_seconds()
         ok = done.filter(status=RunStatus.SUCCEEDED, outcome="ok").count()
-        return runs / seconds, ok
+        return runs / seconds, ok, cpu * 1000 / runs
 
     results: list[tuple[str, int, float, int]] = []
     try:
@@ -169,17 +201,17 @@ def main() -> None:
                     env["DATABASE_PGBOUNCER"] = "true"
                 measure(env, 1, 20)  # warm-up: imports, connections, caches
                 for workers in counts:
-                    rate, ok = measure(env, workers, args.runs)
-                    results.append((mode, workers, rate, ok))
+                    rate, ok, cpu = measure(env, workers, args.runs)
+                    results.append((mode, workers, rate, ok, cpu))
                     print(f"  {mode:<10} {workers} processes: {rate:6.1f} runs/s", flush=True)
     finally:
         server.shutdown()
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nCheck-run throughput, {args.runs} init.health runs (HTTP, loopback) per setting")
-    print(f"{'database':<12}{'processes':>10}{'runs/s':>10}{'ok':>8}")
-    for mode, workers, rate, ok in results:
-        print(f"{mode:<12}{workers:>10}{rate:>10.1f}{ok:>5}/{args.runs}")
+    print(f"{'database':<12}{'processes':>10}{'runs/s':>10}{'ok':>10}{'worker CPU ms/run':>20}")
+    for mode, workers, rate, ok, cpu in results:
+        print(f"{mode:<12}{workers:>10}{rate:>10.1f}{f'{ok}/{args.runs}':>10}{cpu:>20.1f}")
     print(f"load average after: {load} ({os.cpu_count()} cores)")
 
 

@@ -41,6 +41,10 @@ def is_event_stream(message: Message) -> bool:
     return False
 
 
+# The process's limiter, for /metrics (lotoops/metrics.py); None outside the ASGI app.
+current: InflightLimit | None = None
+
+
 class InflightLimit:
     def __init__(self, app: ASGIApp, *, limit: int, wait: float, retry_after: int = 2) -> None:
         if limit < 1:
@@ -52,6 +56,8 @@ class InflightLimit:
         self.in_flight = 0  # requests holding a permit (for /metrics and tests)
         self.refused = 0
         self._semaphore: asyncio.Semaphore | None = None
+        global current
+        current = self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

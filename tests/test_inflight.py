@@ -20,12 +20,17 @@ from tests.incidents.live_helpers import session_cookie, web_process
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 POOL = 3
+METRICS_TOKEN = "inflight-metrics-token-1"
 
 
 @pytest.fixture
 def web(runbook):
     with web_process(
-        DATABASE_POOL_SIZE=str(POOL), WEB_QUEUE_WAIT="1", SSE_KEEPALIVE="1", REDIS_URL=""
+        DATABASE_POOL_SIZE=str(POOL),
+        WEB_QUEUE_WAIT="1",
+        SSE_KEEPALIVE="1",
+        REDIS_URL="",
+        METRICS_TOKEN=METRICS_TOKEN,
     ) as url:
         yield url
 
@@ -64,6 +69,12 @@ def test_overload_waits_a_bounded_time_then_answers_503_never_500(web, responder
             assert "LotoOps is busy" in response.text and "Traceback" not in response.text
     # Once the load is gone, everything is served again.
     assert httpx.get(f"{web}/", cookies=cookies, timeout=10).status_code == 200
+    # /metrics counts the refusals of this process.
+    metrics = httpx.get(
+        f"{web}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    )
+    assert f"lotoops_web_requests_refused_total {2 * POOL}.0" in metrics.text
+    assert "lotoops_web_requests_in_flight 1.0" in metrics.text  # itself
 
 
 def test_open_live_streams_do_not_count_against_the_cap(web, responder):
