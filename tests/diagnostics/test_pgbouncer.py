@@ -59,8 +59,11 @@ def test_pages_writes_and_check_runs_work_through_pgbouncer_in_transaction_mode(
         assert note.status_code in (200, 302), note.text[:300]
     assert incident.timeline.filter(kind=EventKind.NOTE, message__contains="PgBouncer").exists()
 
+    others = [factories.declare(actor=responder, category="database") for _ in range(5)]
     runs = [
-        r for _ in range(6) for r in services.request_check(incident, step("diag"), actor=responder)
+        run
+        for each in [incident, *others]
+        for run in services.request_check(each, step("diag"), actor=responder)
     ]
     deadline = time.monotonic() + 30
     while CheckRun.objects.filter(pk__in=[r.pk for r in runs], finished_at__isnull=True).exists():
