@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,10 +60,29 @@ class CheckError(IncidentError):
 # --- secrets -------------------------------------------------------------------
 
 
-def known_secrets() -> list[str]:
+# The names of the variables targets read their secrets from, per process: a check
+# run masks every target's secret, not only its own, and this spares it a query each.
+# A target added since is masked at the latest SECRET_NAMES_TTL seconds later (and at
+# once in its own runs: the run's target is always added).
+SECRET_NAMES_TTL = 30.0
+_secret_names: tuple[float, frozenset[str]] | None = None
+
+
+def _target_secret_names() -> frozenset[str]:
+    global _secret_names
+    now = time.monotonic()
+    if _secret_names is None or now - _secret_names[0] > SECRET_NAMES_TTL:
+        names = Target.objects.exclude(secret_env="").values_list("secret_env", flat=True)
+        _secret_names = (now, frozenset(names))
+    return _secret_names[1]
+
+
+def known_secrets(target: Target | None = None) -> list[str]:
     """Every secret a probe could see: the values of the targets' environment
-    variables (and the passwords in our own service URLs)."""
-    names = set(Target.objects.exclude(secret_env="").values_list("secret_env", flat=True))
+    variables (`target`'s read now) and the passwords in our own service URLs."""
+    names = set(_target_secret_names())
+    if target is not None and target.secret_env:
+        names.add(target.secret_env)
     values = {os.environ.get(name, "") for name in names}
     for url in (settings.DATABASE_URL, settings.REDIS_URL, settings.CELERY_BROKER_URL):
         with contextlib.suppress(ValueError):
@@ -425,22 +445,29 @@ def claim(run_id: int, worker: str) -> bool:
     )
 
 
-def append_output(run: CheckRun, text: str, secrets: list[str]) -> None:
-    """Add streamed output (redacted, capped) and wake the incident's streams."""
-    if not text:
-        return
+def _stored_output(run: CheckRun, text: str, secrets: list[str]) -> tuple[str, int]:
+    """What of `text` is stored (redacted, within the store cap) and how much it
+    counts towards the run's output size."""
     text = redact(text, secrets)
     room = max(0, OUTPUT_STORE_CAP - run.output_size)
     stored = text[:room]
     if len(stored) < len(text) and room > 0:
         stored += "\n[output cut: over the storage cap]\n"
+    return stored, len(text)
+
+
+def append_output(run: CheckRun, text: str, secrets: list[str]) -> None:
+    """Add streamed output (redacted, capped) and wake the incident's streams."""
+    if not text:
+        return
+    stored, size = _stored_output(run, text, secrets)
     CheckRun.objects.filter(pk=run.pk).update(
         output=Concat(F("output"), Value(stored)),
-        output_size=F("output_size") + len(text),
+        output_size=F("output_size") + size,
         heartbeat_at=timezone.now(),
         version=F("version") + 1,
     )
-    run.output_size += len(text)
+    run.output_size += size
     transaction.on_commit(lambda: live.publish(run.incident_id, 0))
 
 
@@ -471,9 +498,18 @@ def finish_run(
     result: ProbeResult | None = None,
     error: str = "",
     secrets: list[str] | None = None,
+    output: str = "",
 ) -> bool:
-    """Record the final state (once) and put the result on the timeline."""
+    """Record the final state (once) and put the result on the timeline; `output`
+    is the probe's last lines, not flushed yet (stored in the same write)."""
     secrets = known_secrets() if secrets is None else secrets
+    tail: dict[str, Any] = {}
+    if output:
+        stored, size = _stored_output(run, output, secrets)
+        tail = {
+            "output": Concat(F("output"), Value(stored)),
+            "output_size": F("output_size") + size,
+        }
     now = timezone.now()
     if result is not None:
         outcome, summary = result.outcome, redact(result.summary, secrets)
@@ -489,6 +525,7 @@ def finish_run(
             evidence=evidence,
             finished_at=now,
             version=F("version") + 1,
+            **tail,
         )
         if not done:
             _discard_files(result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from typing import Any
@@ -10,13 +12,17 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from django.db import connection
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from incidents import logcontext
+from incidents.models import ActionItem
 
 from . import approvals, impact, recovery, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
+
+log = logging.getLogger(__name__)
 
 RETRY_BACKOFF = (2, 10, 30)  # seconds before retry 1, 2, 3
 
@@ -35,12 +41,54 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     heartbeat(hostname=getattr(sender, "hostname", None))
 
 
-class OutputWriter:
-    """Collects a probe's output lines and flushes them every 0.2 s (and keeps
-    the run's heartbeat fresh while the probe works silently)."""
+FLUSH_EVERY = 0.2  # seconds between output flushes while a probe runs
+HEARTBEAT_EVERY = 5.0  # seconds between heartbeats of a probe that prints nothing
 
-    FLUSH_EVERY = 0.2
-    HEARTBEAT_EVERY = 5.0
+
+class _Ticker:
+    """One thread per worker process ticks every open OutputWriter: flushes what they
+    collected, keeps silent runs' heartbeats fresh. (A thread started and joined per
+    run cost more than a fast check itself.) Started on first use in each process,
+    so after the prefork pool's fork."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.writers: set[OutputWriter] = set()
+        self.pid = 0
+
+    def add(self, writer: OutputWriter) -> None:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.pid, self.writers = os.getpid(), set()
+                threading.Thread(target=self._run, name="check-output", daemon=True).start()
+            self.writers.add(writer)
+
+    def remove(self, writer: OutputWriter) -> None:
+        with self.lock:
+            self.writers.discard(writer)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY)
+            with self.lock:
+                writers = list(self.writers)
+            used_database = False
+            for writer in writers:
+                try:
+                    used_database |= writer.tick()
+                except Exception:  # logged; the next tick tries again
+                    log.exception("check run %s: output flush failed", writer.run.pk)
+            if used_database:
+                connection.close()  # back to the pool until the next tick needs one
+
+
+_ticker = _Ticker()
+
+
+class OutputWriter:
+    """Collects a probe's output lines and flushes them every FLUSH_EVERY s (and keeps
+    the run's heartbeat fresh while the probe works silently). What is left when the
+    probe ends is stored with its result (`pending`)."""
 
     def __init__(self, run: CheckRun, secrets: list[str]) -> None:
         self.run = run
@@ -48,13 +96,13 @@ class OutputWriter:
         self.buffer: list[str] = []
         self.lock = threading.Lock()
         self.last_flush = time.monotonic()
-        self.stop = threading.Event()
-        self.ticker = threading.Thread(target=self._tick, daemon=True)
+        self.ticking = threading.Lock()  # held by a tick; closing waits for it
+        self.closed = False
 
     def emit(self, line: str) -> None:
         with self.lock:
             self.buffer.append(line.rstrip("\n") + "\n")
-        if time.monotonic() - self.last_flush >= self.FLUSH_EVERY:
+        if time.monotonic() - self.last_flush >= FLUSH_EVERY:
             self.flush()
 
     def flush(self) -> None:
@@ -63,25 +111,35 @@ class OutputWriter:
             self.last_flush = time.monotonic()
         services.append_output(self.run, text, self.secrets)
 
-    def _tick(self) -> None:
-        try:
-            while not self.stop.wait(self.FLUSH_EVERY):
-                if self.buffer:
-                    self.flush()
-                elif time.monotonic() - self.last_flush >= self.HEARTBEAT_EVERY:
-                    services.heartbeat(self.run)
-                    self.last_flush = time.monotonic()
-        finally:
-            connection.close()
+    def tick(self) -> bool:
+        """The ticker's turn: whether it used the database."""
+        with self.ticking:
+            if self.closed:
+                return False
+            since = time.monotonic() - self.last_flush
+            if self.buffer and since >= FLUSH_EVERY:  # a fast run's output waits for its end
+                self.flush()
+                return True
+            if since >= HEARTBEAT_EVERY:
+                services.heartbeat(self.run)
+                self.last_flush = time.monotonic()
+                return True
+            return False
+
+    def pending(self) -> str:
+        """The lines not flushed yet (taken: finish_run stores them with the result)."""
+        with self.lock:
+            text, self.buffer = "".join(self.buffer), []
+        return text
 
     def __enter__(self) -> OutputWriter:
-        self.ticker.start()
+        _ticker.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.ticker.join(timeout=5)
-        self.flush()
+        with self.ticking:  # waits for a tick in progress: no flush after this
+            self.closed = True
+        _ticker.remove(self)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=len(RETRY_BACKOFF))
@@ -94,9 +152,18 @@ def run_check(self: Any, run_id: int) -> str:
 def _run_check(self: Any, run_id: int) -> str:
     if not services.claim(run_id, self.request.hostname or "worker"):
         return "not queued: already taken or finished"
-    run = CheckRun.objects.select_related("step", "target", "incident").get(pk=run_id)
+    run = (
+        CheckRun.objects.select_related("step", "target", "incident")
+        # Whether an action item waits on this run (verification.py): read here, in the
+        # same round trip, so finishing a run that verifies nothing locks nothing.
+        .annotate(
+            verifies_action_item=Exists(ActionItem.objects.filter(verification_run=OuterRef("pk")))
+        )
+        .get(pk=run_id)
+    )
     logcontext.add(incident=run.incident_id)
-    secrets = services.known_secrets()
+    # Read once for the whole run: the output, the result and the timeline mask them.
+    secrets = services.known_secrets(run.target)
     probe_class = run.step.probe_class()
     if probe_class is None or run.target is None:
         services.finish_run(run, RunStatus.FAILED, error="probe or target missing", secrets=secrets)
@@ -111,34 +178,37 @@ def _run_check(self: Any, run_id: int) -> str:
     if refusal:
         services.finish_run(run, RunStatus.FAILED, error=f"refused: {refusal}", secrets=secrets)
         return "refused"
+    out = OutputWriter(run, secrets)
+
+    def finish(status: str, **kwargs: Any) -> None:
+        # The output not flushed yet goes in the same write as the result.
+        services.finish_run(run, status, secrets=secrets, output=out.pending(), **kwargs)
+
     try:
-        with OutputWriter(run, secrets) as out:
+        with out:
             probe = probe_class.build(
                 run.target, run.params, timeout=run.step.timeout_seconds, emit=out.emit
             )
             result = probe.run()
     except SoftTimeLimitExceeded:
-        limit = run.step.timeout_seconds
-        services.finish_run(
-            run, RunStatus.TIMED_OUT, error=f"no result within {limit} s", secrets=secrets
-        )
+        finish(RunStatus.TIMED_OUT, error=f"no result within {run.step.timeout_seconds} s")
         return "timed out"
     except ProbeTimeout as exc:
-        services.finish_run(run, RunStatus.TIMED_OUT, error=str(exc), secrets=secrets)
+        finish(RunStatus.TIMED_OUT, error=str(exc))
         return "timed out"
     except TransientProbeError as exc:
+        out.flush()  # this attempt's output stays, before the retry's
         if self.request.retries < self.max_retries and services.requeue(run, str(exc)):
             raise self.retry(countdown=RETRY_BACKOFF[self.request.retries]) from None
-        services.finish_run(run, RunStatus.FAILED, error=str(exc), secrets=secrets)
+        finish(RunStatus.FAILED, error=str(exc))
         return "failed"
     except ProbeError as exc:
-        services.finish_run(run, RunStatus.FAILED, error=str(exc), secrets=secrets)
+        finish(RunStatus.FAILED, error=str(exc))
         return "failed"
     except Exception as exc:  # a probe bug: recorded, never left running
-        error = f"{type(exc).__name__}: {exc}"
-        services.finish_run(run, RunStatus.FAILED, error=error, secrets=secrets)
+        finish(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
-    services.finish_run(run, RunStatus.SUCCEEDED, result=result, secrets=secrets)
+    finish(RunStatus.SUCCEEDED, result=result)
     return result.outcome
 
 

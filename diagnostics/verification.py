@@ -44,7 +44,10 @@ def verify_action_item(item: ActionItem, *, actor: AbstractBaseUser) -> CheckRun
 @receiver(signals.check_finished, sender=CheckRun, dispatch_uid="verify-action-items")
 def on_check_finished(run: CheckRun, status: str, outcome: str, summary: str, **_: Any) -> None:
     """In finish_run's transaction: an action item waiting on this run is verified
-    when it passed, and told why not otherwise."""
+    when it passed, and told why not otherwise. The worker reads with the run whether
+    one waits on it (`verifies_action_item`): when none does, nothing to lock."""
+    if getattr(run, "verifies_action_item", True) is False:
+        return
     items = ActionItem.objects.select_for_update().filter(verification_run_id=run.pk)
     for item in items:
         where = f"{run.step.key} on {run.target_name} (check run #{run.pk})"

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -79,11 +79,16 @@ def check_workers() -> dict[str, Any]:
 
 
 def run_checks() -> dict[str, dict[str, Any]]:
+    database = _timed(check_database)
     return {
-        "database": _timed(check_database),
+        "database": database,
         "broker": _timed(check_broker),
         "redis": _timed(check_redis),
-        "worker": _timed(check_workers),
+        # The workers' heartbeats are in the database: with it down, not asked again
+        # (a second wait for a connection that will not come).
+        "worker": _timed(check_workers)
+        if database["status"] == "ok"
+        else {"status": "unknown", "error": "the database is down", "ms": 0.0},
     }
 
 
@@ -104,6 +109,13 @@ def public_view(checks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: {"status": check["status"]} for name, check in checks.items()}
 
 
+def _is_staff(request: HttpRequest) -> bool:
+    try:
+        return bool(request.user.is_authenticated and request.user.is_staff)
+    except DatabaseError:
+        return False
+
+
 @login_not_required
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -112,7 +124,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     started = time.perf_counter()
     checks = run_checks()
     status = overall_status(checks)
-    if not (request.user.is_authenticated and request.user.is_staff):
+    # The session and the user are in the database too: with it down, the public view.
+    if checks["database"]["status"] != "ok" or not _is_staff(request):
         return JsonResponse(
             {"status": status, "checks": public_view(checks)},
             status=503 if status == "error" else 200,

@@ -9,7 +9,8 @@ Families (all prefixed `lotoops_`): open incidents and SLA-breached open
 incidents by severity; time to acknowledge over the last 24 h (summary); check
 runs finished in the last 24 h by status and their duration (summary); queue
 depth and the age of the oldest waiting item per queue class; workers up; live
-streams open in this process; notifications by status in the last 24 h.
+streams open in this process; notifications by status in the last 24 h; requests
+in flight in this process and those it refused as busy (lotoops/inflight.py).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from diagnostics.models import CheckRun, RunStatus, WorkerHeartbeat
 from incidents import live
 from incidents.models import OPEN_STATUSES, Incident, Notification, NotificationStatus, Severity
+from lotoops import inflight
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WINDOW = timedelta(hours=24)
@@ -58,6 +60,18 @@ class LotoOpsCollector(Collector):
         )
         streams.add_metric([], sum(live.active_streams.values()))
         yield streams
+        limiter = inflight.current
+        busy = GaugeMetricFamily(
+            "lotoops_web_requests_in_flight", "Requests in Django in this web process"
+        )
+        busy.add_metric([], limiter.in_flight if limiter else 0)
+        yield busy
+        refused = CounterMetricFamily(
+            "lotoops_web_requests_refused",
+            "Requests this web process answered 503 after waiting WEB_QUEUE_WAIT for a turn",
+        )
+        refused.add_metric([], limiter.refused if limiter else 0)
+        yield refused
 
     def _incidents(self, now: Any, since: Any) -> Iterator[Any]:
         open_ = GaugeMetricFamily("lotoops_open_incidents", "Open incidents", labels=["severity"])

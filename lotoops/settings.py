@@ -118,6 +118,9 @@ TEMPLATES = [
     },
 ]
 
+# Each process's pool: at most this many PostgreSQL connections, and the web process
+# serves at most this many requests at once (lotoops/inflight.py).
+DATABASE_POOL_SIZE = int(env_float("DATABASE_POOL_SIZE", 10))
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'lotoops.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -131,11 +134,43 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+    # A connection that died with its server (a PostgreSQL restart, a failover, an
+    # idle timeout) is noticed before it is used: with the pool, Django has psycopg's
+    # pool check each connection as it hands it out (one empty round trip) and replace
+    # a dead one; without it, Django checks its persistent connection at request start.
+    # Either way no request fails on a stale connection.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if env_bool("DATABASE_POOL", True):
+        from psycopg_pool.base import AttemptWithBackoff
+
+        # While the server cannot be reached, psycopg's pool tries to connect again
+        # after 1 s, then 2, 4, 8 … : after an outage of half a minute, every request
+        # would wait for the next try and answer 503 for as long again. Every second
+        # instead (a refused connect costs nothing), so pages are back within one.
+        AttemptWithBackoff.DELAY_BACKOFF = 1.0
         # Under ASGI, Django's persistent connections are off: a pool keeps a few
         # connections open instead of connecting on every request (~3.5 ms here).
-        DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 10, "timeout": 10}
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_SIZE,
+            # How long a request waits for a connection. Requests in flight are capped
+            # at the pool's size (lotoops/inflight.py), so this wait only runs out when
+            # the server cannot be reached: then the page is a 503 within that time.
+            "timeout": env_float("DATABASE_POOL_TIMEOUT", 5.0),
+        }
+    if env_bool("DATABASE_PGBOUNCER", False):
+        # PgBouncer in transaction mode: a transaction may run on any server
+        # connection, so nothing may outlive one. No server-side cursors (.iterator()
+        # would open one that the next transaction cannot see), no prepared
+        # statements (psycopg prepares none with prepare_threshold None, Django's
+        # default, pinned here), and beat's advisory lock needs DATABASE_SESSION_URL.
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Requests Django serves at once per web process (more wait, up to WEB_QUEUE_WAIT
+# seconds, then get a 503 with Retry-After): what the pool can serve.
+WEB_MAX_INFLIGHT = int(env_float("WEB_MAX_INFLIGHT", DATABASE_POOL_SIZE))
+WEB_QUEUE_WAIT = env_float("WEB_QUEUE_WAIT", 5.0)
 
 AUTHENTICATION_BACKENDS = [
     # First: refuses every login attempt (right password included) while locked out.

@@ -4,6 +4,8 @@ from django.urls import include, path
 
 from . import health, metrics
 
+handler500 = "lotoops.errors.server_error"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
