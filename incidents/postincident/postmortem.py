@@ -81,16 +81,36 @@ def is_postmortem_noise(event: TimelineEvent) -> bool:
     return any(key in event.data for key in ("postmortem", "action_item", "reminder"))
 
 
+def is_first_alert(event: TimelineEvent) -> bool:
+    """The alert that declared the incident (alerts.services marks its event)."""
+    return event.kind == EventKind.ALERT and bool(event.data.get("first"))
+
+
+def declared_by_alert(event: TimelineEvent) -> bool:
+    return event.kind == EventKind.DECLARED and bool(event.data.get("alert_fingerprint"))
+
+
 def default_selected(event: TimelineEvent) -> bool:
     if is_postmortem_noise(event):
         return False
+    if is_first_alert(event):
+        return True
     if event.kind == EventKind.CHECK_RESULT:
         return bool(event.data.get("evidence"))
     return event.kind in MILESTONE_KINDS
 
 
 def timeline_label(event: TimelineEvent, *, first_evidence: bool = False) -> str:
-    """The report's wording: the template's milestones, then what the event said."""
+    """The report's wording: the template's milestones, then what the event said.
+
+    "First alert triggered" is the alert's own event (at its start time) when an alert
+    declared the incident, and the declaration is then a row of its own; a person's
+    declaration is where the template's timeline starts otherwise."""
+    message = " ".join(event.message.split())
+    if is_first_alert(event):
+        return message if message.startswith("First alert") else f"First alert triggered: {message}"
+    if declared_by_alert(event):
+        return f"Incident declared: {message}"
     status = event.data.get("status") if event.kind == EventKind.STATUS else None
     prefix = {
         EventKind.DECLARED: "First alert triggered",
@@ -104,7 +124,6 @@ def timeline_label(event: TimelineEvent, *, first_evidence: bool = False) -> str
     }.get(status or "")
     if first_evidence:
         prefix = "Root cause identified"
-    message = " ".join(event.message.split())
     return f"{prefix}: {message}" if prefix else message
 
 
@@ -132,14 +151,18 @@ def timeline_lines(events: Iterable[TimelineEvent]) -> list[TimelineLine]:
 
 def included_events(postmortem: PostMortem) -> list[TimelineEvent]:
     ids = [int(i) for i in postmortem.timeline_event_ids]
+    # In time order: the alert that declared an incident started before the declaration
+    # (its event is written after it, at the alert's start time).
     return list(
-        TimelineEvent.objects.filter(incident_id=postmortem.incident_id, pk__in=ids).order_by("id")
+        TimelineEvent.objects.filter(incident_id=postmortem.incident_id, pk__in=ids).order_by(
+            "created_at", "id"
+        )
     )
 
 
 def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> PostMortem:
     """A post-mortem prefilled from what really happened (not saved)."""
-    events = list(incident.timeline.order_by("id"))
+    events = list(incident.timeline.order_by("created_at", "id"))
     evidence = [e for e in events if e.kind == EventKind.CHECK_RESULT and e.data.get("evidence")]
     actions = [e for e in events if e.kind == EventKind.ACTION]
     fixes = [
