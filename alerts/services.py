@@ -71,7 +71,9 @@ def ingest(
     routes = routes if routes is not None else route_all(payload)
     now = now or timezone.now()
     outcome = Outcome()
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (views.after_commit): nothing here
+    # carries on after an error, the whole delivery rolls back.
+    with transaction.atomic(savepoint=False):
         group = _group(payload)
         if _joins_only(payload, group):
             made = _join(group, payload, outcome, now)

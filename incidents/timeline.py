@@ -62,7 +62,8 @@ def append_events(
     if not events:
         return []
     now = timezone.now()
-    with transaction.atomic():
+    # No savepoint: a failure here fails the caller's whole transaction.
+    with transaction.atomic(savepoint=False):
         first = _next_seq(incident.pk)
         rows = TimelineEvent.objects.bulk_create(
             [
