@@ -130,8 +130,13 @@ class Follower(Protocol):
         """Shared HTML made this page's own (its CSRF token)."""
         ...
 
-    def updates(self) -> list[Message]:
-        """This page's id-less live updates (check-run output), since its last call."""
+    def live_items(self) -> list[panels.LiveItem]:
+        """The incident's panels' live items (check-run output): the result is shared
+        with every stream of the incident in this process."""
+        ...
+
+    def pick_updates(self, items: list[panels.LiveItem]) -> list[Message]:
+        """This page's id-less live updates among `items`: those it has not sent yet."""
         ...
 
     def recheck(self, followers: list[Any]) -> None:
@@ -158,6 +163,7 @@ class Feed:
         self._batches: dict[Hashable, asyncio.Future[Batch]] = {}
         self._texts: dict[Hashable, str] = {}
         self._checks: dict[int, asyncio.Future[None]] = {}
+        self._live: dict[int, asyncio.Future[list[panels.LiveItem]]] = {}
 
     def state(self) -> tuple[int, int]:
         return self.latest, self.panels
@@ -197,6 +203,18 @@ class Feed:
             self._check_future(self.latest)
         # Shielded: a page that closes must not cancel the work the others wait for.
         return await asyncio.shield(future), key
+
+    async def live_updates(self, follower: Follower) -> list[Message]:
+        """The follower's new live updates: the panels' live items are fetched once
+        per change of the panels (one query and one rendering for every open stream
+        of the incident in this process), then each stream picks what it has not sent."""
+        key = self.panels
+        future = self._live.get(key)
+        if future is None:
+            future = asyncio.ensure_future(db(follower.live_items))
+            self._live = {key: future}  # the latest only: every stream asks for it
+            future.add_done_callback(_forget_failed(self._live, key))
+        return follower.pick_updates(await asyncio.shield(future))
 
     def sse_text(self, key: Hashable, messages: list[Message], follower: Follower) -> str:
         """The SSE text of a shared batch made the page's own, once per personalisation:
@@ -479,7 +497,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
                 after = upto
             if first or feed.panels != panels_seen:
                 panels_seen = feed.panels
-                out += await db(follower.updates)
+                out += await feed.live_updates(follower)
             first = False
             if text or out:
                 yield text + "".join(format_sse(*message) for message in out)
