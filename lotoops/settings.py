@@ -283,6 +283,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
     "stripe-summaries": {"task": "alerts.tasks.summarize_stripe_due", "schedule": 60.0},
+    "stripe-webhook-errors": {
+        "task": "alerts.tasks.sweep_stripe_webhook_errors",
+        "schedule": env_float("STRIPE_WEBHOOK_SWEEP", 60.0),
+    },
 }
 # A running check whose worker sent no sign of life for its step's timeout plus
 # this grace (seconds) is retried (diagnostics) or failed (actions); a run queued
@@ -365,6 +369,10 @@ if LOG_FORMAT not in {"plain", "json"}:
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_DECLARE_THRESHOLD = int(env_float("STRIPE_DECLARE_THRESHOLD", 0))
 STRIPE_DECLARE_WINDOW = env_float("STRIPE_DECLARE_WINDOW", 300.0)
+# Webhook endpoint errors: every STRIPE_WEBHOOK_SWEEP seconds (the beat), the events of
+# the last STRIPE_WEBHOOK_SWEEP_MINUTES that Stripe did not deliver to every endpoint,
+# listed through the Stripe target (alerts/payments.py).
+STRIPE_WEBHOOK_SWEEP_MINUTES = int(env_float("STRIPE_WEBHOOK_SWEEP_MINUTES", 10))
 
 LOGGING = {
     "version": 1,
