@@ -138,7 +138,7 @@ RUNBOOK_PANEL = Panel(
     template="diagnostics/partials/runbook.html",
     context=runbook_context,
     refresh_on=frozenset({"check_run", "check_result", "action"}),
-    live=run_items,
+    live_items=run_items,
     poll=run_activity,
     viewer_key=runbook_viewer_key,
 )

@@ -139,6 +139,13 @@ class Follower(Protocol):
         """This page's id-less live updates among `items`: those it has not sent yet."""
         ...
 
+    # Whether the panels have live updates of their own per stream (`own_updates`).
+    has_own_updates: bool
+
+    def own_updates(self) -> list[Message]:
+        """This page's own id-less live updates (those that differ per viewer)."""
+        ...
+
     def recheck(self, followers: list[Any]) -> None:
         """Re-check the access of these followers (any streams), setting their `key`."""
         ...
@@ -205,16 +212,20 @@ class Feed:
         return await asyncio.shield(future), key
 
     async def live_updates(self, follower: Follower) -> list[Message]:
-        """The follower's new live updates: the panels' live items are fetched once
-        per change of the panels (one query and one rendering for every open stream
-        of the incident in this process), then each stream picks what it has not sent."""
+        """The follower's new live updates: the panels' shared live items are fetched
+        once per change of the panels (one query and one rendering for every open stream
+        of the incident in this process), then each stream picks what it has not sent;
+        plus the stream's own updates of panels that differ per viewer."""
         key = self.panels
         future = self._live.get(key)
         if future is None:
             future = asyncio.ensure_future(db(follower.live_items))
             self._live = {key: future}  # the latest only: every stream asks for it
             future.add_done_callback(_forget_failed(self._live, key))
-        return follower.pick_updates(await asyncio.shield(future))
+        out = follower.pick_updates(await asyncio.shield(future))
+        if follower.has_own_updates:
+            out += await db(follower.own_updates)
+        return out
 
     def sse_text(self, key: Hashable, messages: list[Message], follower: Follower) -> str:
         """The SSE text of a shared batch made the page's own, once per personalisation:
