@@ -13,7 +13,10 @@ class DiagnosticsConfig(AppConfig):
             probes,  # noqa: F401
             verification,  # noqa: F401  (listens to check_finished)
         )
+        from .impact import MONEY_PANEL
         from .views import RUNBOOK_PANEL
 
-        # The incident page shows the runbook without incidents importing diagnostics.
+        # The incident page shows the runbook and the money at risk without
+        # incidents importing diagnostics.
         panels.register(RUNBOOK_PANEL)
+        panels.register(MONEY_PANEL)

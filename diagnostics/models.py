@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import string
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -11,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from .probes.base import ProbeError, get_probe, parse_params
+from .probes.base import ProbeError, get_probe, parse_params, seconds_words
 from .probes.secrets import FORBIDDEN_SECRET_ENV, secret_env_refusal  # noqa: F401 (re-exported)
 
 
@@ -144,7 +146,11 @@ class StepKind(models.TextChoices):
 class RunbookStep(models.Model):
     runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
     key = models.CharField(max_length=60, unique=True, help_text="Stable id, e.g. db.locks")
-    title = models.CharField(max_length=200)
+    title = models.CharField(
+        max_length=200,
+        help_text="May name a parameter in braces, e.g. “Queries running over {min_seconds}”: "
+        "the page shows its value (5 min), so the title follows the parameter",
+    )
     kind = models.CharField(max_length=20, choices=StepKind.choices)
     probe = models.CharField(max_length=60, help_text="Probe name, e.g. postgres.locks")
     target_kind = models.CharField(max_length=20, choices=TargetKind.choices)
@@ -179,6 +185,12 @@ class RunbookStep(models.Model):
         return get_probe(self.probe)
 
     @property
+    def display_title(self) -> str:
+        """The title with its {parameter} placeholders filled from the step's
+        parameters (or the probe's defaults): durations as a title says them."""
+        return title_with_params(self.title, self.probe_class(), self.params)
+
+    @property
     def available(self) -> bool:
         return self.kind != StepKind.MANUAL and self.probe_class() is not None
 
@@ -207,6 +219,59 @@ class RunbookStep(models.Model):
             parse_params(probe.Params, self.params)
         except ProbeError as exc:
             raise ValidationError({"params": str(exc)}) from None
+        if refusal := title_refusal(self.title, probe):
+            raise ValidationError({"title": refusal})
+
+
+def _placeholders(title: str) -> list[str] | None:
+    """The {names} a title uses, or None when its braces are malformed."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(title) if name is not None]
+    except ValueError:
+        return None
+
+
+def title_refusal(title: str, probe: Any) -> str:
+    """Why a title's placeholders cannot be filled from the probe's parameters."""
+    names = _placeholders(title)
+    if names is None:
+        return "Unbalanced braces: name a parameter as {min_seconds}."
+    known = {f.name for f in dataclasses.fields(probe.Params)}
+    unknown = sorted({n for n in names if n not in known})
+    if unknown:
+        choices = ", ".join(sorted(known)) or "none"
+        return (
+            f"The title names {', '.join('{' + n + '}' for n in unknown)}, which {probe.name} "
+            f"does not have (its parameters: {choices})."
+        )
+    return ""
+
+
+def title_with_params(title: str, probe: Any, params: dict[str, Any]) -> str:
+    names = _placeholders(title)
+    if not names or probe is None:
+        return title
+    try:
+        values = parse_params(probe.Params, params)
+    except ProbeError:
+        return title
+    filled = {}
+    for name in names:
+        value = getattr(values, name, None)
+        if value is None:
+            return title
+        filled[name] = _param_words(name, value)
+    return title.format(**filled)
+
+
+def _param_words(name: str, value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if name.endswith("_seconds"):
+            return seconds_words(value)
+        if name.endswith("_minutes"):
+            return seconds_words(value * 60)
+        return f"{value:g}"
+    return str(value)
 
 
 class RunStatus(models.TextChoices):

@@ -10,6 +10,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -105,24 +106,83 @@ def targets_for(step: RunbookStep, target: Target | None = None) -> list[Target]
     return found
 
 
-def evidence_found(
-    incident: Incident, runs: Iterable[CheckRun] | None = None
-) -> dict[str, dict[str, Any]]:
-    """Evidence keys found by the incident's finished diagnostics, latest first
-    (from `runs`, newest first, when the caller already has them)."""
-    found: dict[str, dict[str, Any]] = {}
+@dataclass
+class Finding:
+    """One evidence key a diagnostic found, with the run that found it and when.
+    Superseded when a later successful run of the same check (same incident, step
+    and target) no longer finds it: the action it recommended is no longer
+    recommended, and the pids in its details are no longer offered."""
+
+    key: str
+    details: Any
+    run: int
+    step: str
+    target: str
+    found_at: datetime | None
+    superseded_by: int | None = None
+    superseded_at: datetime | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.superseded_by is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "step": self.step,
+            "target": self.target,
+            "details": self.details,
+            "found_at": self.found_at,
+        }
+
+
+def findings(incident: Incident, runs: Iterable[CheckRun] | None = None) -> list[Finding]:
+    """What the incident's diagnostics found, newest first: the current findings
+    and, per check and key, the latest superseded one. From `runs` (newest first,
+    steps loaded) when the caller has them, else the latest 300 runs. Only runs that
+    succeeded count: a check that could not look (error, timeout) supersedes nothing."""
     if runs is None:
         runs = (
             incident.check_runs.filter(status=RunStatus.SUCCEEDED)
-            .exclude(evidence={})
             .select_related("step")
-            .order_by("-id")[:200]
+            .order_by("-id")[:300]
         )
-    for run in runs:
-        if run.status != RunStatus.SUCCEEDED:
-            continue
+    done = [r for r in runs if r.status == RunStatus.SUCCEEDED and r.step.kind != StepKind.ACTION]
+    # Oldest observation first: the time the probe looked, then the queue order.
+    done.sort(key=lambda r: (r.started_at or r.queued_at, r.pk))
+    open_: dict[tuple[int, str, str], Finding] = {}
+    superseded: dict[tuple[int, str, str], Finding] = {}
+    for run in done:
+        check = (run.step_id, run.target_name)
+        for (step_id, target, key), finding in list(open_.items()):
+            if (step_id, target) == check and key not in run.evidence:
+                finding.superseded_by = run.pk
+                finding.superseded_at = run.finished_at
+                superseded[(step_id, target, key)] = open_.pop((step_id, target, key))
         for key, details in run.evidence.items():
-            found.setdefault(key, {"run": run.pk, "step": run.step.key, "details": details})
+            open_[(*check, key)] = Finding(
+                key=key,
+                details=details,
+                run=run.pk,
+                step=run.step.key,
+                target=run.target_name,
+                found_at=run.finished_at,
+            )
+            superseded.pop((*check, key), None)
+    found = list(open_.values()) + list(superseded.values())
+    found.sort(key=lambda f: (f.current, f.run), reverse=True)
+    return found
+
+
+def evidence_found(
+    incident: Incident, runs: Iterable[CheckRun] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The current findings by evidence key, the latest first (a key two checks
+    found: the latest run's). Superseded findings are left out."""
+    found: dict[str, dict[str, Any]] = {}
+    for finding in findings(incident, runs):
+        if finding.current:
+            found.setdefault(finding.key, finding.as_dict())
     return found
 
 
@@ -170,9 +230,10 @@ def request_check(
     incident: Incident,
     step: RunbookStep,
     *,
-    actor: AbstractBaseUser,
+    actor: AbstractBaseUser | None,
     target: Target | None = None,
     batch: str = "",
+    because: str = "",
 ) -> list[CheckRun]:
     """Queue a diagnostic (once per target for every-target steps)."""
     probe = _probe_for(step)
@@ -185,6 +246,16 @@ def request_check(
     targets = targets_for(step, target)
     _refuse_secrets(targets)
     with transaction.atomic():
+        # One request at a time per incident, in every web process: the incident's
+        # row lock (the one append_event takes) orders concurrent requests, so the
+        # second of a double click sees the first's run and gets it back.
+        list(Incident.objects.select_for_update(no_key=True).filter(pk=incident.pk).values("pk"))
+        same = _same_request(incident, step, actor, targets, params=step.params)
+        if len(same) == len(targets):
+            for run in same:
+                run.repeated = True
+            return same
+        taken = {r.target_id for r in same}
         runs = [
             CheckRun.objects.create(
                 incident=incident,
@@ -196,17 +267,49 @@ def request_check(
                 batch=batch,
             )
             for t in targets
+            if t.pk not in taken
         ]
         append_event(
             incident,
             EventKind.CHECK_RUN,
-            f"{actor_name(actor)} ran {step.key} ({step.title}) on "
-            f"{', '.join(t.name for t in targets)}",
+            f"{actor_name(actor)} ran {step.key} ({step.display_title}) on "
+            f"{', '.join(r.target_name for r in runs)}" + (f" {because}" if because else ""),
             actor=actor,
             data={"step": step.key, "runs": [r.pk for r in runs]},
         )
         _enqueue(runs)
-    return runs
+    return same + runs
+
+
+# A second identical request within this many seconds of the first (or while the
+# first is still queued or running) gets the first's run back: a double click.
+REPEAT_WINDOW = 2.0
+
+
+def _same_request(
+    incident: Incident,
+    step: RunbookStep,
+    actor: AbstractBaseUser | None,
+    targets: list[Target],
+    *,
+    params: dict[str, Any],
+) -> list[CheckRun]:
+    """The runs of this very request (same incident, step, parameters, person and
+    target) that are queued or running, or were asked for within REPEAT_WINDOW;
+    at most one per target, the latest."""
+    since = timezone.now() - timedelta(seconds=REPEAT_WINDOW)
+    user = actor if actor is not None and actor.is_authenticated else None
+    candidates = (
+        CheckRun.objects.filter(incident=incident, step=step, target__in=targets, requested_by=user)
+        .filter(Q(status__in=ACTIVE_RUN_STATUSES) | Q(queued_at__gte=since))
+        .select_related("step", "target")
+        .order_by("-id")
+    )
+    found: dict[int, CheckRun] = {}
+    for run in candidates:
+        if run.params == params and run.target_id not in found:
+            found[run.target_id] = run
+    return list(found.values())
 
 
 def _refuse_secrets(targets: Iterable[Target]) -> None:
@@ -415,7 +518,39 @@ def finish_run(
         signals.check_finished.send(
             sender=CheckRun, run=run, status=status, outcome=outcome, summary=summary
         )
+        if run.step.kind == StepKind.ACTION and status == RunStatus.SUCCEEDED and outcome == "ok":
+            recheck_after_action(run)
     return True
+
+
+def recheck_after_action(run: CheckRun) -> list[CheckRun]:
+    """Run again, as LotoOps, the checks whose current findings recommended the
+    action that just succeeded, on the target of each finding: what they no longer
+    find is superseded (the page drops the recommendation and its pids) without
+    anyone having to press Run. A check that cannot be queued is left alone."""
+    keys = set(run.step.recommended_by)
+    if not keys:
+        return []
+    wanted = {(f.step, f.target) for f in findings(run.incident) if f.current and f.key in keys}
+    queued: list[CheckRun] = []
+    for step_key, target_name in sorted(wanted):
+        step = RunbookStep.objects.filter(key=step_key, kind=StepKind.DIAGNOSTIC).first()
+        target = Target.objects.filter(name=target_name, active=True).first()
+        if step is None or target is None:
+            continue
+        try:
+            with transaction.atomic():
+                queued += request_check(
+                    run.incident,
+                    step,
+                    actor=None,
+                    target=target,
+                    batch=f"recheck-{run.pk}",
+                    because=f"to see whether {run.step.key} (run #{run.pk}) fixed what it found",
+                )
+        except (CheckError, DatabaseError) as exc:
+            log.warning("could not re-check %s after run %s: %s", step_key, run.pk, exc)
+    return queued
 
 
 def _store_files(run: CheckRun, result: ProbeResult) -> str:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from incidents import logcontext
 
-from . import approvals, services
+from . import approvals, impact, services
 from .models import CheckRun, RunStatus, WorkerHeartbeat
 from .probes.base import ProbeError, ProbeTimeout, TransientProbeError
 
@@ -150,3 +150,10 @@ def reap_stale_runs() -> int:
 @shared_task(ignore_result=True)
 def expire_approvals() -> int:
     return len(approvals.expire_due())
+
+
+@shared_task(ignore_result=True)
+def sample_money_at_risk() -> int:
+    """Beat, every MONEY_AT_RISK_INTERVAL: one money-at-risk sample per open payment or
+    banca incident (one per interval however often it runs)."""
+    return impact.sample_open_incidents()

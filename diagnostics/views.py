@@ -52,12 +52,18 @@ def runbook_context(
         kept = latest.setdefault(run.step_id, [])
         if len(kept) < 3:
             kept.append(run)
+    found = services.findings(incident, runs)
     evidence = services.evidence_found(incident, runs)
+    for run in runs:  # what a later run of the same check no longer finds
+        gone = [f for f in found if f.run == run.pk and not f.current]
+        run.superseded_keys = [f.key for f in gone]
+        run.superseded_by = gone[0].superseded_by if gone else None
     expanded = {run.step.runbook_id for run in runs} | {
         book.pk
         for book in runbooks
         if incident.category in book.categories or book.section == "1" or book.key == expand
     }
+    act_refusal = action_refusal(request.user, incident)
     steps: dict[int, list[RunbookStep]] = {}
     for step in RunbookStep.objects.filter(runbook_id__in=expanded).order_by("order"):
         steps.setdefault(step.runbook_id, []).append(step)
@@ -65,15 +71,17 @@ def runbook_context(
         "runbooks": [
             {
                 "book": book,
-                "steps": _step_rows(steps.get(book.pk, []), latest, evidence)
+                "steps": _step_rows(steps.get(book.pk, []), latest, evidence, act_refusal)
                 if book.pk in expanded
                 else None,
             }
             for book in runbooks
         ],
         "evidence": evidence,
+        "superseded": [f for f in found if not f.current],
         "can_run": can_work(request.user, incident),
-        "can_act": can_run_actions(request.user, incident),
+        "can_act": not act_refusal,
+        "act_refusal": act_refusal,
         "output_cap": services.OUTPUT_PAGE_CAP,
         "awaiting_approval": awaiting,
         "can_approve": approvals.can_approve(request.user, incident),
@@ -144,8 +152,27 @@ RUNBOOK_PANEL = Panel(
 )
 
 
+def action_refusal(user: Any, incident: Incident) -> str:
+    """Why this viewer cannot run the runbook's actions on this incident ("" when
+    they can): shown on the action steps instead of a missing button."""
+    if can_run_actions(user, incident):
+        return ""
+    if not can_work(user, incident):
+        return (
+            "You may look at this incident but not work it: ask an incident commander "
+            "to run this action."
+        )
+    return (
+        "You need the “run actions” permission (incidents.run_actions) to run this: "
+        "ask an incident commander to run it, or an admin to grant it."
+    )
+
+
 def _step_rows(
-    steps: list[RunbookStep], latest: dict[int, list[CheckRun]], evidence: dict[str, Any]
+    steps: list[RunbookStep],
+    latest: dict[int, list[CheckRun]],
+    evidence: dict[str, Any],
+    act_refusal: str = "",
 ) -> list[dict[str, Any]]:
     rows = []
     for step in steps:
@@ -157,6 +184,8 @@ def _step_rows(
                 "runs": latest.get(step.pk, []),
                 "recommended": recommended,
                 "because": because,
+                "found": [{"key": key, **evidence[key]} for key in because],
+                "refusal": act_refusal if step.kind == StepKind.ACTION else "",
             }
         )
     return rows
@@ -261,8 +290,8 @@ def action(request: HttpRequest, pk: int, key: str) -> HttpResponse:
     (POST stage=confirm with the signed plan) one resolution action."""
     incident = get_incident_for(request.user, pk, work=True)
     step = get_object_or_404(RunbookStep, key=key, kind=StepKind.ACTION)
-    if not can_run_actions(request.user, incident):
-        return _refuse(request, incident, "You may not run actions on this incident.")
+    if refusal := action_refusal(request.user, incident):
+        return _refuse(request, incident, refusal)
     if not step.available:
         return _refuse(request, incident, f"{step.key} is not available yet.")
     if request.POST.get("stage") == "confirm":

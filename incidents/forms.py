@@ -69,6 +69,10 @@ class CommanderForm(forms.Form):
     )
 
 
+class NotifiedForm(forms.Form):
+    note = forms.CharField(max_length=500, label="How the authority was notified")
+
+
 class TextForm(forms.Form):
     text = forms.CharField(max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
 

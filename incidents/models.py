@@ -151,6 +151,9 @@ class Incident(models.Model):
         permissions = [
             ("view_restricted_incident", "Can view every restricted incident"),
             ("run_actions", "Can run runbook resolution actions"),
+            # Granted on one incident (django-guardian); the global one is on
+            # diagnostics.ActionApproval. Declared here so Django keeps it in place.
+            ("approve_actions", "Can approve resolution actions"),
         ]
         indexes = [
             models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),
@@ -321,6 +324,7 @@ class EventKind(models.TextChoices):
     NOTIFICATION = "notification", "Notification"
     EVIDENCE = "evidence", "Evidence"
     ALERT = "alert", "Alert"
+    REGULATORY = "regulatory", "Regulatory clock"
 
 
 class TimelineEventQuerySet(models.QuerySet["TimelineEvent"]):
@@ -475,6 +479,7 @@ class Notification(models.Model):
     UPDATE = "update"
     CHANNEL = "channel"  # the incident's own channel (Slack) or the webhook's stream
     REMINDER = "reminder"  # a post-incident checklist item came due
+    REGULATORY = "regulatory"  # a regulatory clock's deadline is near or past
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notifications")
     contact = models.ForeignKey(EscalationContact, null=True, blank=True, on_delete=models.SET_NULL)
@@ -673,3 +678,99 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action}"
+
+
+# --- impact: regulatory clocks and money at risk -----------------------------------
+
+
+class RegulatoryClock(models.Model):
+    """The deadline a flag starts (data breach: notify the data-protection authority
+    within 72 h; settings.REGULATORY_CLOCKS), copied when it starts so a later change
+    of the settings never moves a running clock. Escalated to Legal/Compliance until
+    a responder records the notification as done."""
+
+    incident = models.ForeignKey(
+        Incident, on_delete=models.CASCADE, related_name="regulatory_clocks"
+    )
+    flag = models.CharField(max_length=20)
+    obligation = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    warn_before = models.DurationField(default=timedelta(0))
+    done_at = models.DateTimeField(null=True, blank=True)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    done_note = models.CharField(max_length=500, blank=True)
+    # The flag was cleared before the notification was done: the clock stops.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["incident", "deadline", "flag"]
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "flag"], name="regulatory_clock_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["deadline"],
+                condition=models.Q(done_at__isnull=True, stopped_at__isnull=True),
+                name="regulatory_clock_running",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.incident_id} {self.flag}: {self.obligation}"
+
+    @property
+    def running(self) -> bool:
+        return self.done_at is None and self.stopped_at is None
+
+
+class ImpactSample(models.Model):
+    """One reading of the money at risk on a payment or banca incident: plays pending
+    longer than the runbook's hour (`long`) and than a shorter window (`short`), with
+    their amounts in integer minor units per currency, per banca and per Stripe
+    state, and where the numbers came from (probe, step, target, when). Taken by a
+    beat task while the incident is open; the trend and the post-mortem's Impact
+    section read them."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="impact_samples")
+    taken_at = models.DateTimeField(default=timezone.now)
+    # taken_at // the sampling interval: two beats in one interval store one sample.
+    slot = models.BigIntegerField()
+    probe = models.CharField(max_length=60)
+    step_key = models.CharField(max_length=60, blank=True)
+    target_name = models.CharField(max_length=80, blank=True)
+    window_minutes = models.PositiveIntegerField(default=60)
+    short_window_minutes = models.PositiveIntegerField(default=15)
+    plays_long = models.PositiveIntegerField(default=0)
+    plays_short = models.PositiveIntegerField(default=0)
+    users_long = models.PositiveIntegerField(default=0)
+    users_short = models.PositiveIntegerField(default=0)
+    # {"USD": {"long": minor units, "short": minor units, "long_count": n, "short_count": n}}
+    totals = models.JSONField(default=dict, blank=True)
+    # [{"banca": ..., "currency": ..., "long": ..., "short": ..., "long_count", "short_count"}]
+    by_banca = models.JSONField(default=list, blank=True)
+    # the same per Stripe state ({"state": ...})
+    by_state = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, help_text="Why this reading failed (no numbers)")
+
+    class Meta:
+        ordering = ["incident", "taken_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "slot"], name="impact_sample_slot")
+        ]
+        indexes = [models.Index(fields=["incident", "taken_at"], name="impact_incident_taken")]
+
+    def __str__(self) -> str:
+        return f"#{self.incident_id} at {self.taken_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def long_totals(self) -> dict[str, int]:
+        return {c: int(v.get("long", 0)) for c, v in self.totals.items()}
+
+    def short_totals(self) -> dict[str, int]:
+        return {c: int(v.get("short", 0)) for c, v in self.totals.items()}

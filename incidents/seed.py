@@ -152,7 +152,10 @@ CHECKLISTS = [
     ),
 ]
 
-RESPONDER_PERMISSIONS = ["add_incident", "change_incident", "view_incident"]
+# Responders run the runbook's resolution actions too: the runbook recommends them
+# from what a check found, and a responder at 3 a.m. must be able to act on it (P0/P1
+# actions still wait for a second person's approval).
+RESPONDER_PERMISSIONS = ["add_incident", "change_incident", "view_incident", "run_actions"]
 
 
 def _crud(
@@ -163,7 +166,7 @@ def _crud(
 
 # The roles, as groups with documented defaults (README, "Roles"). Seeding creates a
 # missing group with these permissions and leaves an existing one as the admin left it
-# (Responders only ever gains its three). Object permissions per incident (guardian:
+# (Responders only ever gains its four). Object permissions per incident (guardian:
 # view, change, run actions) come on top; restricted incidents stay hidden from every
 # role but to those granted them and holders of `view_restricted_incident`.
 ROLES: dict[str, list[str]] = {
@@ -173,13 +176,10 @@ ROLES: dict[str, list[str]] = {
         "incidents.view_postmortem",
         "incidents.view_actionitem",
     ],
-    # Declares and works incidents, runs diagnostics; no resolution actions.
+    # Declares and works incidents, runs diagnostics and the resolution actions.
     "Responders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
-    # A responder who also runs the runbook's resolution actions on every incident.
-    "Incident commanders": [
-        *(f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS),
-        "incidents.run_actions",
-    ],
+    # Leads the response: what a responder does (commands incidents by assignment).
+    "Incident commanders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
     # Reads everything (not restricted incidents), reports and exports, the audit trail.
     "Managers": [
         "incidents.view_incident",

@@ -25,6 +25,11 @@ urlpatterns = [
     ),
     path("incidents/<int:pk>/flags/", incident.set_flags, name="flags"),
     path("incidents/<int:pk>/told/", incident.whos_told, name="whos_told"),
+    path(
+        "incidents/<int:pk>/regulatory/<slug:flag>/done/",
+        incident.regulatory_done,
+        name="regulatory_done",
+    ),
     path("ack/<str:token>/", acklinks.ack_link, name="ack_link"),
     path(
         "incidents/<int:pk>/evidence/<int:file_pk>/",

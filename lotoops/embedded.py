@@ -205,6 +205,13 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]], grace: float = 10.0)
 
 
 def test(args: list[str]) -> int:
+    # The suite waits on servers and subprocesses more than it computes: several
+    # pytest-xdist workers (one test module each at a time, so a module's servers
+    # start once) keep it short. `-n 0`, `-p no:xdist` or LOTOOPS_TEST_WORKERS=0 turn it off.
+    workers = os.environ.get("LOTOOPS_TEST_WORKERS", "2")
+    chosen = any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith("-n") for a in args)
+    if not chosen and workers != "0":
+        args = ["-n", workers, "--dist", "loadfile", *args]
     os.execv(sys.executable, [sys.executable, "-m", "pytest", *args])
     return 0  # not reached
 

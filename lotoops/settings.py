@@ -268,6 +268,34 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = TIME_ZONE
+# Money at risk on payment and banca incidents (diagnostics/impact.py): every
+# MONEY_AT_RISK_INTERVAL s while such an incident is open, beat runs the runbook
+# step MONEY_AT_RISK_STEP (its params hold the windows: the runbook's hour and a
+# shorter one) and stores a sample. A rise of MONEY_AT_RISK_RISE_FACTOR times within
+# MONEY_AT_RISK_RISE_WINDOW s (from MONEY_AT_RISK_RISE_MIN_PLAYS plays) suggests
+# raising the severity on the page; it never changes it.
+MONEY_AT_RISK_STEP = env_str("MONEY_AT_RISK_STEP", "pay.money_at_risk")
+MONEY_AT_RISK_CATEGORIES = env_list("MONEY_AT_RISK_CATEGORIES", "payment,banca")
+MONEY_AT_RISK_INTERVAL = env_float("MONEY_AT_RISK_INTERVAL", 60.0)
+MONEY_AT_RISK_RISE_FACTOR = env_str("MONEY_AT_RISK_RISE_FACTOR", "2")
+MONEY_AT_RISK_RISE_WINDOW = env_float("MONEY_AT_RISK_RISE_WINDOW", 600.0)
+MONEY_AT_RISK_RISE_MIN_PLAYS = int(env_float("MONEY_AT_RISK_RISE_MIN_PLAYS", 5))
+# Regulatory clocks (incidents/paging/regulatory.py): the flag, what must be done,
+# within how many hours of the flag being set, and how many hours before the
+# deadline Legal/Compliance is reminded. Escalated past the deadline every
+# ESCALATION_INTERVAL, at most ESCALATION_MAX_STEPS times, until recorded as done.
+REGULATORY_CLOCKS = {
+    "data_breach": (
+        env_str("REGULATORY_DATA_BREACH_TEXT", "Notify the data-protection authority"),
+        env_float("REGULATORY_DATA_BREACH_HOURS", 72.0),
+        env_float("REGULATORY_DATA_BREACH_WARN_HOURS", 24.0),
+    ),
+    "regulatory": (
+        env_str("REGULATORY_REGULATORY_TEXT", "Notify the gaming regulator"),
+        env_float("REGULATORY_REGULATORY_HOURS", 72.0),
+        env_float("REGULATORY_REGULATORY_WARN_HOURS", 24.0),
+    ),
+}
 # django_celery_beat's DatabaseScheduler behind a lock: one beat at a time.
 CELERY_BEAT_SCHEDULER = "lotoops.beatlock:LockedDatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
@@ -286,6 +314,10 @@ CELERY_BEAT_SCHEDULE = {
     "stripe-webhook-errors": {
         "task": "alerts.tasks.sweep_stripe_webhook_errors",
         "schedule": env_float("STRIPE_WEBHOOK_SWEEP", 60.0),
+    },
+    "sample-money-at-risk": {
+        "task": "diagnostics.tasks.sample_money_at_risk",
+        "schedule": MONEY_AT_RISK_INTERVAL,
     },
 }
 # A running check whose worker sent no sign of life for its step's timeout plus

@@ -23,6 +23,35 @@ from tests import factories
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+
+def _isolate_parallel_worker() -> None:
+    """Under pytest-xdist, each worker process gets its own scratch databases and its
+    own Redis database (pytest-django already suffixes the test database with the
+    worker id), so two workers never see each other's incidents, cached renderings,
+    wake-ups or probe sessions."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    index = int(worker[2:])
+    probe_db = os.environ.get("LOTOOPS_PROBE_PG_DB", "lotoops_probe_pg")
+    os.environ["LOTOOPS_PROBE_PG_DB"] = f"{probe_db}_{worker}"
+    url = os.environ.get("REDIS_URL", "")
+    if not url or index == 0:
+        return
+    base, _, number = url.rpartition("/")
+    own = f"{base}/{(int(number or 0) + 8 * index) % 16}"
+    os.environ["REDIS_URL"] = own
+    settings.REDIS_URL = own
+    if url == settings.CELERY_BROKER_URL:
+        # Not os.environ's CELERY_BROKER_URL: Celery lets it override its app's broker_url.
+        settings.CELERY_BROKER_URL = own
+    cache = settings.CACHES["default"]
+    if cache.get("LOCATION") == url:
+        cache["LOCATION"] = own
+
+
+_isolate_parallel_worker()
+
 # Tasks sent by the code under test go to a queue of this test session only: on
 # Redis when configured (a real worker started by a test consumes it), else to
 # an in-memory broker. Nothing reaches a queue some other worker reads.

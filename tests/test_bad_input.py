@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from django.apps import apps
 from django.urls import reverse
+from django.utils import timezone
 
 from diagnostics.models import CheckRun, Runbook, RunbookStep
 from incidents import forms as incident_forms
 from incidents.models import ActionItem, Category
-from incidents.paging import acklinks
+from incidents.paging import acklinks, regulatory
 from incidents.postincident.postmortem import SECTIONS, ensure_postmortem
 from tests import factories
 from tests.incidents.helpers import lived
@@ -45,7 +46,12 @@ NO_INPUT = {
 }
 # Free text: a number (or the replacement characters invalid UTF-8 decodes to) is a
 # valid note, reason or status update, so posting one there is a change, rightly.
-FREE_TEXT = {"incidents:note", "incidents:status_update", "incidents:reopen"}
+FREE_TEXT = {
+    "incidents:note",
+    "incidents:status_update",
+    "incidents:reopen",
+    "incidents:regulatory_done",
+}
 # The live timeline streams until SSE_MAX_DURATION; its own tests cover its input.
 STREAMS = {"incidents:stream"}
 
@@ -67,6 +73,7 @@ def world(runbook: None) -> dict[str, Any]:
     root = factories.UserFactory(username="root", is_staff=True, is_superuser=True)
     incident = lived(root, category=Category.DATABASE)
     ensure_postmortem(incident, actor=root)
+    regulatory.start_clocks(incident, ["data_breach"], timezone.now())
     item = ActionItem.objects.create(incident=incident, text="Add an alert")
     book = Runbook.objects.create(key="db", title="Database", section="2", order=2)
     step = RunbookStep.objects.create(
@@ -85,6 +92,7 @@ def world(runbook: None) -> dict[str, Any]:
             "run_pk": run.pk,
             "key": step.key,
             "section": "summary",
+            "flag": "data_breach",
             "token": acklinks.ack_token(notification),
             "checklist_pk": incident.checklist.first().pk,
             # the API's and approvals' names for the same objects

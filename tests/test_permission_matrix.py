@@ -24,13 +24,14 @@ import pytest
 from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.test import Client
+from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
 from diagnostics.models import CheckRun, RunbookStep
 from diagnostics.seed import seed_runbooks
 from incidents import evidence
 from incidents.models import ActionItem, Category
-from incidents.paging import acklinks
+from incidents.paging import acklinks, regulatory
 from incidents.postincident.postmortem import ensure_postmortem
 from tests import factories
 from tests.incidents.helpers import lived
@@ -79,7 +80,7 @@ WHO = {
     "anonymous": Who("anonymous", logged_in=False),
     "noperm": Who("noperm"),
     "viewer": Who("viewer"),
-    "responder": Who("responder", works=True, declares=True),
+    "responder": Who("responder", works=True, declares=True, actions=True),
     "commander": Who("commander", works=True, declares=True, actions=True),
     "manager": Who("manager", audit=True),
     "granted": Who("granted", sees_secret=True, works_secret=True),
@@ -194,6 +195,7 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "incidents:checklist_item": (none, work),
     "incidents:flags": (none, work),
     "incidents:whos_told": (see, none),
+    "incidents:regulatory_done": (none, work),
     "incidents:ack_link": (work, work),
     "incidents:evidence_download": (see, none),
     "incidents:evidence_verify": (none, see),
@@ -372,6 +374,7 @@ def world(runbook: None, settings, tmp_path) -> dict[str, Any]:
     objects: dict[str, dict[str, Any]] = {}
     for name, incident in incidents.items():
         ensure_postmortem(incident, actor=owner)
+        regulatory.start_clocks(incident, ["data_breach"], timezone.now())
         source = tmp_path / f"{name}.log"
         source.write_text("log line\n")
         objects[name] = {
@@ -403,6 +406,7 @@ def world(runbook: None, settings, tmp_path) -> dict[str, Any]:
             "item_id": 0,
             "approval_pk": 987654,  # none exists: a decision on it is 404 for all
             "section": "summary",
+            "flag": "data_breach",
             "object_id": incident.pk,
             "object_pk": incident.pk,
             "user_id": users["viewer"].pk,

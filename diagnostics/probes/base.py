@@ -155,6 +155,16 @@ class Probe:
         raise NotImplementedError(f"{self.name} is not an action")
 
 
+def seconds_words(seconds: float) -> str:
+    """A threshold as a title says it: 5 min, 2 h, 90 s, 0.5 s."""
+    value = float(seconds)
+    if value >= 3600 and value % 3600 == 0:
+        return f"{value / 3600:g} h"
+    if value >= 60 and value % 60 == 0:
+        return f"{value / 60:g} min"
+    return f"{value:g} s"
+
+
 REGISTRY: dict[str, type[Probe]] = {}
 
 

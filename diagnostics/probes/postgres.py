@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,6 +40,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.rows import dict_row
 
+from incidents.rules.money import format_totals
 from incidents.rules.text import format_duration
 
 from .base import (
@@ -53,6 +55,7 @@ from .base import (
     TargetLike,
     TransientProbeError,
     register,
+    seconds_words,
 )
 from .redact import redact
 
@@ -60,6 +63,8 @@ APPLICATION_NAME = "lotoops-probe"
 QUERY_CHARS = 200  # query text kept per row (output and data)
 MAX_CONNECT_TIMEOUT = 30  # seconds: a server that takes longer is retried, not awaited
 TERMINATION_WAIT = 2.0  # seconds to watch terminated backends disappear
+TEXT_WIDTH = 72  # a query shown beneath its row wraps at this many characters
+TEXT_INDENT = "    "
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -249,8 +254,17 @@ class PostgresProbe(Probe):
 
     # --- output ---------------------------------------------------------------------
 
-    def emit_table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Aligned plain-text columns, one emitted line per row."""
+    def emit_table(
+        self,
+        headers: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        text: Sequence[Any] | None = None,
+    ) -> None:
+        """Aligned plain-text columns, one emitted line per row. `text` (one value
+        per row, e.g. its query) goes beneath its row, indented and wrapped at
+        TEXT_WIDTH, so a long statement never widens the table past its box and
+        stays readable whole."""
         cells = [[_cell(v) for v in row] for row in rows]
         widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
 
@@ -259,8 +273,11 @@ class PostgresProbe(Probe):
 
         self.emit(line(headers))
         self.emit(line(["-" * w for w in widths]))
-        for row in cells:
+        for index, row in enumerate(cells):
             self.emit(line(row))
+            if text is not None and text[index] not in (None, ""):
+                for part in _wrap(_cell(text[index])):
+                    self.emit(TEXT_INDENT + part)
 
 
 class PostgresAction(PostgresProbe):
@@ -432,11 +449,9 @@ class ActiveQueries(PostgresProbe):
                 Outcome.OK, f"no active query on {self.target.name}", data={"sessions": []}
             )
         self.emit_table(
-            ["pid", "user", "state", "for", "waiting on", "query"],
-            [
-                (r["pid"], r["user"], r["state"], _human(r["seconds"]), _wait(r), r["query"])
-                for r in rows
-            ],
+            ["pid", "user", "state", "for", "waiting on"],
+            [(r["pid"], r["user"], r["state"], _human(r["seconds"]), _wait(r)) for r in rows],
+            text=[r["query"] for r in rows],
         )
         longest = rows[0]
         return ProbeResult(
@@ -472,13 +487,16 @@ class Locks(PostgresProbe):
             return ProbeResult(
                 Outcome.OK,
                 f"no session waits for a lock on {self.target.name}",
-                data={"waits": [], "blockers": []},
+                data={"waits": [], "blockers": [], "root_blockers": []},
             )
+        graph = {w["pid"]: list(w["blocked_by"]) for w in waits}
+        chains = lock_chains(graph)
         blocker_pids = sorted({pid for w in waits for pid in w["blocked_by"]})
         blockers = _all(
             conn,
-            "SELECT pid, usename AS user, state,"
+            "SELECT pid, usename AS user, state, datname AS database,"
             " extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds,"
+            " extract(epoch FROM now() - state_change)::float8 AS state_seconds,"
             " left(query, %s) AS query"
             " FROM pg_stat_activity WHERE pid = ANY(%s) ORDER BY pid",
             [QUERY_CHARS + 1, blocker_pids],
@@ -488,39 +506,75 @@ class Locks(PostgresProbe):
         waits.sort(key=lambda w: -(w["waiting_seconds"] or 0))
         self.emit("waiting:")
         self.emit_table(
-            ["pid", "user", "waiting", "lock", "blocked by", "query"],
+            ["pid", "user", "waiting", "lock", "blocked by"],
             [
-                (
-                    w["pid"],
-                    w["user"],
-                    _human(w["waiting_seconds"]),
-                    _lock(w),
-                    w["blocked_by"],
-                    w["query"],
-                )
+                (w["pid"], w["user"], _human(w["waiting_seconds"]), _lock(w), w["blocked_by"])
                 for w in waits
             ],
+            text=[w["query"] for w in waits],
         )
         self.emit("blocking:")
+        by_pid = {b["pid"]: b for b in blockers}
         self.emit_table(
-            ["pid", "user", "state", "in transaction for", "query"],
+            ["pid", "user", "state", "in transaction for", "root of"],
             [
-                (b["pid"], b["user"], b["state"], _human(b["transaction_seconds"]), b["query"])
+                (
+                    b["pid"],
+                    b["user"],
+                    b["state"],
+                    _human(b["transaction_seconds"]),
+                    chains.get(b["pid"], []),
+                )
                 for b in blockers
             ],
+            text=[b["query"] for b in blockers],
         )
+        roots = []
+        for pid, blocked in sorted(chains.items(), key=lambda c: (-len(c[1]), c[0])):
+            row = by_pid.get(pid, {})
+            roots.append(
+                {
+                    "pid": pid,
+                    "blocks": blocked,
+                    "user": row.get("user"),
+                    "state": row.get("state"),
+                    "database": row.get("database"),
+                    "transaction_seconds": row.get("transaction_seconds"),
+                    "state_seconds": row.get("state_seconds"),
+                    "query": row.get("query"),
+                }
+            )
+        for root in roots:
+            self.emit(
+                f"root blocker: pid {root['pid']} ({_session_state(root)}) holds up "
+                f"{_plural(len(root['blocks']), 'session')}: pids {_pid_list(root['blocks'])}"
+            )
         waiting_pids = [w["pid"] for w in waits]
         pairs = ", ".join(
             f"{w['pid']} by {', '.join(map(str, w['blocked_by'])) or '?'}" for w in waits
         )
+        summary = (
+            f"{_plural(len(waits), 'session')} waiting for a lock on {self.target.name}: {pairs}"
+        )
+        if roots:
+            summary += (
+                "; root blocker"
+                + ("s" if len(roots) > 1 else "")
+                + ": "
+                + ", ".join(
+                    f"pid {r['pid']} ({r['state'] or '?'}, blocks {_pid_list(r['blocks'])})"
+                    for r in roots
+                )
+            )
         return ProbeResult(
             Outcome.FAILING,
-            f"{_plural(len(waits), 'session')} waiting for a lock on {self.target.name}: {pairs}",
-            data={"waits": waits, "blockers": blockers},
+            summary,
+            data={"waits": waits, "blockers": blockers, "root_blockers": roots},
             evidence={
                 "lock_contention": {
                     "waiting_pids": waiting_pids,
                     "blocking_pids": blocker_pids,
+                    "root_blockers": roots,
                     "waits": [
                         {
                             "pid": w["pid"],
@@ -534,9 +588,33 @@ class Locks(PostgresProbe):
         )
 
 
+def lock_chains(blocked_by: dict[int, list[int]]) -> dict[int, list[int]]:
+    """The root blockers of the lock-wait graph (waiting pid -> the pids it waits on,
+    as pg_blocking_pids says) and, for each, every waiting pid it holds up, directly
+    or through other waiters. A root blocks others and waits on nobody; a cycle
+    (a deadlock PostgreSQL has not broken yet) has no root and is left out.
+    pid 0 stands for a prepared transaction: it is a root, but no session."""
+    roots: dict[int, set[int]] = {}
+    for waiter in blocked_by:
+        seen: set[int] = set()
+        stack = list(blocked_by[waiter])
+        while stack:
+            pid = stack.pop()
+            if pid in seen or pid == waiter:
+                continue
+            seen.add(pid)
+            above = blocked_by.get(pid, [])
+            if above:
+                stack.extend(above)
+            else:
+                roots.setdefault(pid, set()).add(waiter)
+    return {pid: sorted(waiters) for pid, waiters in sorted(roots.items())}
+
+
 @dataclass
 class SlowQueriesParams:
-    min_seconds: int = 300
+    # Seconds a query has been running (state active) before it counts as slow.
+    min_seconds: float = 300
 
     def __post_init__(self) -> None:
         if self.min_seconds < 0:
@@ -545,8 +623,14 @@ class SlowQueriesParams:
 
 @register
 class SlowQueries(PostgresProbe):
-    """db.slow_queries: client sessions (not idle) whose query started over
-    `min_seconds` ago, on the target's database."""
+    """db.slow_queries: queries of client sessions on the target's database that
+    have been *running* (state active) for over `min_seconds`.
+
+    What pg_stat_activity shows for the others, and why they are left out:
+    an idle-in-transaction session's `query` is its last statement, finished long
+    ago (db.idle_in_transaction finds those); a session waiting for a lock is
+    active but stuck behind another (db.locks names the root of its chain); this
+    check's own session is not the problem."""
 
     name = "postgres.slow_queries"
     Params = SlowQueriesParams
@@ -556,39 +640,162 @@ class SlowQueries(PostgresProbe):
         rows = _all(
             conn,
             f"SELECT {ACTIVITY_COLUMNS} FROM pg_stat_activity"  # noqa: S608  (constant)
-            " WHERE state <> 'idle' AND backend_type = 'client backend'"
+            " WHERE state = 'active' AND backend_type = 'client backend'"
+            " AND wait_event_type IS DISTINCT FROM 'Lock'"
             " AND datname = current_database() AND pid <> pg_backend_pid()"
             " AND query_start < now() - %s::float8 * interval '1 second'"
             " ORDER BY query_start, pid",
             [float(params.min_seconds)],
         )
+        left_out = _one(
+            conn,
+            "SELECT count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock')::int"
+            " AS lock_waits, count(*) FILTER (WHERE state LIKE 'idle in transaction%%')::int"
+            " AS idle_in_transaction FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+            " AND coalesce(query_start, state_change) < now() - %s::float8 * interval '1 second'",
+            [float(params.min_seconds)],
+        )
         _shorten_queries(rows)
-        limit = _human(params.min_seconds)
+        limit = seconds_words(params.min_seconds)
+        notes = []
+        if left_out["lock_waits"]:
+            notes.append(
+                f"{_plural(left_out['lock_waits'], 'session')} waiting for a lock "
+                "(not counted: see db.locks)"
+            )
+        if left_out["idle_in_transaction"]:
+            notes.append(
+                f"{_plural(left_out['idle_in_transaction'], 'session')} idle in transaction "
+                "(not counted: see db.idle_in_transaction)"
+            )
+        data = {"queries": rows, "min_seconds": params.min_seconds, **left_out}
         if not rows:
             self.emit(f"no query running longer than {limit}")
+            for note in notes:
+                self.emit(note)
             return ProbeResult(
                 Outcome.OK,
                 f"no query running longer than {limit} on {self.target.name}",
-                data={"queries": [], "min_seconds": params.min_seconds},
+                data=data,
             )
         self.emit_table(
-            ["pid", "user", "state", "running for", "waiting on", "query"],
+            ["pid", "user", "running for", "waiting on"],
+            [(r["pid"], r["user"], _human(r["seconds"]), _wait(r)) for r in rows],
+            text=[r["query"] for r in rows],
+        )
+        for note in notes:
+            self.emit(note)
+        pids = [r["pid"] for r in rows]
+        return ProbeResult(
+            Outcome.FAILING,
+            f"{_plural(len(rows), 'query', 'queries')} running longer than {limit}: "
+            f"pid{'s' if len(pids) > 1 else ''} {_pid_list(pids)}",
+            data=data,
+            evidence={
+                "long_running_queries": {
+                    "pids": pids,
+                    "min_seconds": params.min_seconds,
+                    "queries": [
+                        {"pid": r["pid"], "seconds": r["seconds"], "query": r["query"]}
+                        for r in rows
+                    ],
+                }
+            },
+        )
+
+
+IDLE_IN_TRANSACTION_WHERE = """
+    datname = current_database() AND backend_type = 'client backend'
+    AND state IN ('idle in transaction', 'idle in transaction (aborted)')
+    AND pid <> pg_backend_pid()
+    AND state_change < now() - %s::float8 * interval '1 second'
+"""
+
+
+@dataclass
+class IdleInTransactionParams:
+    # Seconds a session has sat idle inside an open transaction before it counts.
+    min_seconds: float = 300
+
+    def __post_init__(self) -> None:
+        if self.min_seconds < 0:
+            raise ProbeError("parameter min_seconds must be 0 or more")
+
+
+def _idle_in_transaction(conn: Conn, min_seconds: float) -> list[dict[str, Any]]:
+    """Sessions of the target's database idle in an open transaction for over
+    `min_seconds`, longest idle first, with the pids waiting on their locks."""
+    rows = _all(
+        conn,
+        "SELECT pid, usename AS user, application_name, host(client_addr) AS client, state,"  # noqa: S608
+        " extract(epoch FROM now() - state_change)::float8 AS idle_seconds,"
+        " extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds,"
+        " left(query, %s) AS query,"
+        " ARRAY(SELECT w.pid FROM pg_stat_activity w"
+        "       WHERE a.pid = ANY(pg_blocking_pids(w.pid)) ORDER BY w.pid) AS blocking"
+        f" FROM pg_stat_activity a WHERE {IDLE_IN_TRANSACTION_WHERE}"
+        " ORDER BY state_change, pid",
+        [QUERY_CHARS + 1, float(min_seconds)],
+    )
+    _shorten_queries(rows)
+    return rows
+
+
+@register
+class IdleInTransaction(PostgresProbe):
+    """db.idle_in_transaction: sessions idle inside an open transaction for over
+    `min_seconds`: they hold their locks and snapshot (blocking VACUUM) while doing
+    nothing. Their `query` is the last statement they ran, finished already."""
+
+    name = "postgres.idle_in_transaction"
+    Params = IdleInTransactionParams
+
+    def inspect(self, conn: Conn) -> ProbeResult:
+        params: IdleInTransactionParams = self.params
+        rows = _idle_in_transaction(conn, params.min_seconds)
+        limit = seconds_words(params.min_seconds)
+        data = {"sessions": rows, "min_seconds": params.min_seconds}
+        if not rows:
+            self.emit(f"no session idle in transaction for longer than {limit}")
+            return ProbeResult(
+                Outcome.OK,
+                f"no session idle in transaction for longer than {limit} on {self.target.name}",
+                data=data,
+            )
+        self.emit_table(
+            ["pid", "user", "application", "idle for", "in transaction for", "blocking"],
             [
-                (r["pid"], r["user"], r["state"], _human(r["seconds"]), _wait(r), r["query"])
+                (
+                    r["pid"],
+                    r["user"],
+                    r["application_name"],
+                    _human(r["idle_seconds"]),
+                    _human(r["transaction_seconds"]),
+                    r["blocking"],
+                )
                 for r in rows
             ],
+            text=[f"last statement (finished): {r['query']}" for r in rows],
         )
         pids = [r["pid"] for r in rows]
         return ProbeResult(
             Outcome.FAILING,
-            f"{_plural(len(rows), 'long-running query', 'long-running queries')}: "
-            f"pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}",
-            data={"queries": rows, "min_seconds": params.min_seconds},
+            f"{_plural(len(rows), 'session')} idle in transaction for longer than {limit} on "
+            f"{self.target.name}: pid{'s' if len(pids) > 1 else ''} {_pid_list(pids)}",
+            data=data,
             evidence={
-                "long_running_queries": {
+                "idle_in_transaction": {
                     "pids": pids,
-                    "queries": [
-                        {"pid": r["pid"], "seconds": r["seconds"], "query": r["query"]}
+                    "min_seconds": params.min_seconds,
+                    "sessions": [
+                        {
+                            "pid": r["pid"],
+                            "idle_seconds": r["idle_seconds"],
+                            "blocking": r["blocking"],
+                            "query": r["query"],
+                        }
                         for r in rows
                     ],
                 }
@@ -775,6 +982,182 @@ class CountQuery(PostgresProbe):
                 evidence={params.evidence: {"count": count, "threshold": params.threshold}},
             )
         return ProbeResult(Outcome.OK, summary, data=data)
+
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+MONEY_GROUPS_KEPT = 50  # per currency, in the per-banca and per-state tables
+
+
+def _identifier(value: str, what: str, *, dotted: bool = False) -> sql.Composable:
+    parts = value.split(".") if dotted else [value]
+    if not 1 <= len(parts) <= 2 or not all(IDENTIFIER.fullmatch(p) for p in parts):
+        raise ProbeError(f"parameter {what} must be a column or table name, not {value!r}")
+    return sql.Identifier(*parts)
+
+
+@dataclass
+class MoneyAtRiskParams:
+    """Where the platform keeps its plays. Amounts are integer minor units (cents),
+    as Stripe charges them; the Stripe state is the PaymentIntent status the
+    platform recorded for the play."""
+
+    table: str = "plays"
+    status_column: str = "status"
+    pending_value: str = "pending"
+    created_column: str = "created_at"
+    amount_column: str = "amount"
+    currency_column: str = "currency"
+    banca_column: str = "banca"
+    stripe_state_column: str = "stripe_status"
+    user_column: str = "user_id"
+    window_minutes: int = 60
+    short_window_minutes: int = 15
+
+    def __post_init__(self) -> None:
+        _identifier(self.table, "table", dotted=True)
+        for name in ("status", "created", "amount", "currency", "banca", "stripe_state", "user"):
+            _identifier(getattr(self, f"{name}_column"), f"{name}_column")
+        if not 1 <= self.window_minutes <= 7 * 24 * 60:
+            raise ProbeError("parameter window_minutes must be between 1 and 10080 (a week)")
+        if not 1 <= self.short_window_minutes < self.window_minutes:
+            raise ProbeError(
+                "parameter short_window_minutes must be 1 or more and shorter than window_minutes"
+            )
+
+
+@register
+class MoneyAtRisk(PostgresProbe):
+    """The money at risk: plays pending longer than `short_window_minutes` and than
+    `window_minutes` (the runbook's hour), their count, players and amount per
+    currency, per banca and per Stripe state, in one read-only query. Amounts are
+    summed by PostgreSQL and kept as integers: never a float."""
+
+    name = "postgres.money_at_risk"
+    Params = MoneyAtRiskParams
+
+    def inspect(self, conn: Conn) -> ProbeResult:
+        p: MoneyAtRiskParams = self.params
+        col = {
+            name: _identifier(getattr(p, f"{name}_column"), name)
+            for name in ("status", "created", "amount", "currency", "banca", "stripe_state", "user")
+        }
+        is_long = sql.SQL("{created} < now() - %(long)s * interval '1 minute'").format(
+            created=col["created"]
+        )
+        statement = sql.SQL(
+            "SELECT upper({currency}::text) AS currency, {banca}::text AS banca,"
+            " {state}::text AS state, GROUPING(upper({currency}::text), {banca}, {state}) AS grp,"
+            " count(*) FILTER (WHERE {is_long}) AS long_count,"
+            " coalesce(sum({amount}) FILTER (WHERE {is_long}), 0) AS long_amount,"
+            " count(DISTINCT {user}) FILTER (WHERE {is_long}) AS long_users,"
+            " count(*) AS short_count, coalesce(sum({amount}), 0) AS short_amount,"
+            " count(DISTINCT {user}) AS short_users"
+            " FROM {table}"
+            " WHERE {status} = %(pending)s AND {created} < now() - %(short)s * interval '1 minute'"
+            " GROUP BY GROUPING SETS ((upper({currency}::text)),"
+            " (upper({currency}::text), {banca}), (upper({currency}::text), {state}), ())"
+        ).format(
+            currency=col["currency"],
+            banca=col["banca"],
+            state=col["stripe_state"],
+            amount=col["amount"],
+            user=col["user"],
+            status=col["status"],
+            created=col["created"],
+            table=_identifier(p.table, "table", dotted=True),
+            is_long=is_long,
+        )
+        args = {
+            "long": p.window_minutes,
+            "short": p.short_window_minutes,
+            "pending": p.pending_value,
+        }
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            rows = conn.execute(statement, args).fetchall()
+        data = _money_data(rows, p)
+        self._emit_money(data)
+        long_n, short_n = data["plays"]["long"], data["plays"]["short"]
+        summary = (
+            f"{_plural(long_n, 'play')} pending over {p.window_minutes} min "
+            f"({_money_text(data['totals'], 'long')}), {short_n} over "
+            f"{p.short_window_minutes} min ({_money_text(data['totals'], 'short')})"
+        )
+        if long_n:
+            evidence = {"plays_stuck": {"count": long_n, "source": "platform database"}}
+            return ProbeResult(Outcome.FAILING, summary, data=data, evidence=evidence)
+        return ProbeResult(Outcome.WARNING if short_n else Outcome.OK, summary, data=data)
+
+    def _emit_money(self, data: dict[str, Any]) -> None:
+        self.emit_table(
+            ["currency", "plays > long", "amount > long", "plays > short", "amount > short"],
+            [
+                (c, t["long_count"], t["long"], t["short_count"], t["short"])
+                for c, t in sorted(data["totals"].items())
+            ],
+        )
+
+
+def _whole(value: Any, what: str) -> int:
+    """An exact integer from PostgreSQL's sum (numeric for bigint columns)."""
+    number = Decimal(value)
+    if number != number.to_integral_value():
+        raise ProbeError(f"the {what} column must hold whole minor units (cents), found {number}")
+    return int(number)
+
+
+def _money_data(rows: list[dict[str, Any]], p: MoneyAtRiskParams) -> dict[str, Any]:
+    totals: dict[str, dict[str, int]] = {}
+    by_banca: list[dict[str, Any]] = []
+    by_state: list[dict[str, Any]] = []
+    plays = {"long": 0, "short": 0}
+    users = {"long": 0, "short": 0}
+    for row in rows:
+        figures = {
+            "long": _whole(row["long_amount"], "amount"),
+            "short": _whole(row["short_amount"], "amount"),
+            "long_count": int(row["long_count"]),
+            "short_count": int(row["short_count"]),
+        }
+        currency = row["currency"] or "(none)"
+        if row["grp"] == 7:
+            # the grand total: () groups every currency (its amounts are not added up)
+            plays = {"long": figures["long_count"], "short": figures["short_count"]}
+            users = {"long": int(row["long_users"]), "short": int(row["short_users"])}
+            continue
+        if row["grp"] == 3:
+            totals[currency] = figures | {
+                "long_users": int(row["long_users"]),
+                "short_users": int(row["short_users"]),
+            }
+        elif row["grp"] == 1:
+            by_banca.append({"banca": row["banca"] or "(none)", "currency": currency} | figures)
+        elif row["grp"] == 2:
+            by_state.append({"state": row["state"] or "(none)", "currency": currency} | figures)
+    order = lambda r: (r["currency"], -r["short"], str(r.get("banca") or r.get("state")))  # noqa: E731
+    return {
+        "window_minutes": p.window_minutes,
+        "short_window_minutes": p.short_window_minutes,
+        "plays": plays,
+        "users": users,
+        "totals": totals,
+        "by_banca": _kept(sorted(by_banca, key=order)),
+        "by_state": _kept(sorted(by_state, key=order)),
+    }
+
+
+def _kept(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[row["currency"]] = seen.get(row["currency"], 0) + 1
+        if seen[row["currency"]] <= MONEY_GROUPS_KEPT:
+            kept.append(row)
+    return kept
+
+
+def _money_text(totals: dict[str, dict[str, int]], which: str) -> str:
+    return format_totals({c: t[which] for c, t in totals.items()})
 
 
 # Words that make a SELECT write, lock or leave its transaction, and functions that act
@@ -1129,6 +1512,264 @@ class TerminateQuery(PostgresAction):
 
 
 @dataclass
+class TerminateIdleInTransactionParams:
+    # Seconds idle inside an open transaction (as db.idle_in_transaction counts them).
+    min_seconds: float = 300
+
+    def __post_init__(self) -> None:
+        if self.min_seconds < 0:
+            raise ProbeError("parameter min_seconds must be 0 or more")
+
+
+@register
+class TerminateIdleInTransaction(PostgresAction):
+    """db.terminate_idle_in_transaction: terminate the sessions of the target's
+    database that have sat idle in an open transaction for over `min_seconds`
+    (their transactions roll back, their locks go). Each is checked again when it is
+    terminated: one that went back to work since the plan is left alone."""
+
+    name = "postgres.terminate_idle_in_transaction"
+    Params = TerminateIdleInTransactionParams
+
+    @property
+    def _limit(self) -> str:
+        return seconds_words(self.params.min_seconds)
+
+    def describe(self, conn: Conn) -> str:
+        rows = _idle_in_transaction(conn, self.params.min_seconds)
+        if not rows:
+            return (
+                f"terminate nothing: no session of {conn.info.dbname} on {self.target.name} "
+                f"is idle in transaction for longer than {self._limit}"
+            )
+        blocking = sorted({pid for r in rows for pid in r["blocking"]})
+        held_up = f", holding up pids {_pid_list(blocking)}" if blocking else ""
+        return (
+            f"terminate {_plural(len(rows), 'session')} idle in transaction for longer than "
+            f"{self._limit} on {self.target.name} (database {conn.info.dbname}{held_up}), "
+            f"rolling back their transactions: pids {_pid_list(r['pid'] for r in rows)}"
+        )
+
+    def inspect(self, conn: Conn) -> ProbeResult:
+        rows = _idle_in_transaction(conn, self.params.min_seconds)
+        terminated, skipped, refused = _terminate_each(
+            conn, [r["pid"] for r in rows], IDLE_IN_TRANSACTION_WHERE, [self.params.min_seconds]
+        )
+        still = _wait_gone(conn, terminated, min(TERMINATION_WAIT, self.time_left()))
+        by_pid = {r["pid"]: r for r in rows}
+        if terminated:
+            self.emit_table(
+                ["pid", "user", "application", "idle for", "result"],
+                [
+                    (
+                        p,
+                        by_pid[p]["user"],
+                        by_pid[p]["application_name"],
+                        _human(by_pid[p]["idle_seconds"]),
+                        "still exiting" if p in still else "terminated",
+                    )
+                    for p in terminated
+                ],
+                text=[f"last statement: {by_pid[p]['query']}" for p in terminated],
+            )
+        for item in refused:
+            self.emit(f"pid {item['pid']} not terminated: {item['error']}")
+        if skipped:
+            self.emit(f"no longer idle in transaction, left alone: pids {_pid_list(skipped)}")
+        data = {
+            "database": conn.info.dbname,
+            "min_seconds": self.params.min_seconds,
+            "terminated": terminated,
+            "skipped": skipped,
+            "refused": refused,
+            "still_present": still,
+        }
+        if not terminated and not refused:
+            return ProbeResult(
+                Outcome.OK,
+                f"no session idle in transaction for longer than {self._limit} on "
+                f"{self.target.name}",
+                data=data,
+            )
+        summary = (
+            f"terminated {_plural(len(terminated), 'session')} idle in transaction on "
+            f"{self.target.name}" + (f": pids {_pid_list(terminated)}" if terminated else "")
+        )
+        if refused or still:
+            summary += f"; {len(refused)} refused, {len(still)} still present"
+            return ProbeResult(Outcome.WARNING, summary, data=data)
+        return ProbeResult(Outcome.OK, summary, data=data)
+
+
+@dataclass
+class TerminateBlockerParams:
+    pid: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pid is not None and self.pid <= 0:
+            raise ProbeError("parameter pid must be a positive process id")
+
+
+BLOCKER_WHERE = """
+    datname = current_database() AND backend_type = 'client backend'
+    AND pid <> pg_backend_pid() AND cardinality(pg_blocking_pids(pid)) = 0
+    AND EXISTS (SELECT 1 FROM pg_stat_activity w WHERE a.pid = ANY(pg_blocking_pids(w.pid)))
+"""
+
+
+@register
+class TerminateBlocker(PostgresAction):
+    """db.terminate_blocker: terminate the session at the root of a lock chain (it
+    blocks others and waits on nobody), as db.locks found it; its transaction rolls
+    back and the sessions it held up go on. Refused when the pid no longer blocks
+    anyone, waits itself, or is not a client session of the target's database."""
+
+    name = "postgres.terminate_blocker"
+    Params = TerminateBlockerParams
+
+    @classmethod
+    def choices(cls, step_params: dict[str, Any], evidence: dict[str, Any]) -> list[ParamChoice]:
+        """The pid is picked from the root blockers of the latest db.locks result."""
+        found = evidence.get("lock_contention", {})
+        roots = found.get("details", {}).get("root_blockers", [])
+        options = tuple(
+            (
+                int(r["pid"]),
+                f"pid {r['pid']} ({r.get('state') or '?'}, holds up "
+                f"{_pid_list(r.get('blocks', []))}): {str(r.get('query') or '')[:80]}",
+            )
+            for r in roots
+            if int(r.get("pid") or 0) > 0
+        )
+        return [
+            ParamChoice(
+                "pid",
+                "Root blocker",
+                help="From the latest db.locks result",
+                options=options,
+            )
+        ]
+
+    def blocker(self, conn: Conn) -> dict[str, Any]:
+        """The root blocker to terminate, or ProbeError saying why it may not be."""
+        pid = self.params.pid
+        if pid is None:
+            raise ProbeError("give the pid of the root blocker (see db.locks)")
+        row = _first(
+            conn,
+            "SELECT pid, usename AS user, state, backend_type, datname AS database,"
+            " extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds,"
+            " left(query, %s) AS query, pid = pg_backend_pid() AS own,"
+            " datname = current_database() AS here,"
+            " pg_blocking_pids(pid) AS waits_on"
+            " FROM pg_stat_activity a WHERE pid = %s",
+            [QUERY_CHARS + 1, pid],
+        )
+        where = self.target.name
+        if row is None:
+            raise ProbeError(f"pid {pid} is not a backend on {where} (gone already?)")
+        if row["own"]:
+            raise ProbeError(f"pid {pid} is this check's own session: refusing to terminate it")
+        if row["backend_type"] != "client backend":
+            raise ProbeError(f"pid {pid} is a {row['backend_type']}, not a client session")
+        if not row["here"]:
+            raise ProbeError(
+                f"pid {pid} is connected to database {row['database']}, "
+                f"not {conn.info.dbname}: refusing"
+            )
+        if row["waits_on"]:
+            raise ProbeError(
+                f"pid {pid} is not the root of its chain: it waits on pids "
+                f"{_pid_list(row['waits_on'])} (run db.locks again)"
+            )
+        waits = _all(
+            conn,
+            "SELECT pid, pg_blocking_pids(pid) AS blocked_by FROM pg_stat_activity"
+            " WHERE cardinality(pg_blocking_pids(pid)) > 0",
+        )
+        held_up = lock_chains({w["pid"]: list(w["blocked_by"]) for w in waits}).get(pid)
+        if not held_up:
+            raise ProbeError(f"pid {pid} no longer blocks anyone on {where}: nothing to do")
+        row["blocking"] = held_up
+        _shorten_queries([row])
+        return row
+
+    def describe(self, conn: Conn) -> str:
+        row = self.blocker(conn)
+        return (
+            f"terminate pid {row['pid']} on {self.target.name} (user {row['user']}, "
+            f"{_session_state(row)}), the root blocker holding up pids "
+            f"{_pid_list(row['blocking'])}, rolling back its transaction: {row['query']}"
+        )
+
+    def inspect(self, conn: Conn) -> ProbeResult:
+        row = self.blocker(conn)
+        pid = row["pid"]
+        terminated, _, refused = _terminate_each(conn, [pid], BLOCKER_WHERE, [])
+        if refused:
+            raise ProbeError(f"pid {pid} not terminated: {refused[0]['error']}")
+        if not terminated:
+            raise ProbeError(f"pid {pid} stopped blocking or went away before it was terminated")
+        still = _wait_gone(conn, [pid], min(TERMINATION_WAIT, self.time_left()))
+        self.emit_table(
+            ["pid", "user", "state", "held up", "result"],
+            [
+                (
+                    pid,
+                    row["user"],
+                    _session_state(row),
+                    row["blocking"],
+                    "still exiting" if still else "terminated",
+                )
+            ],
+            text=[row["query"]],
+        )
+        data = {**row, "terminated": True, "gone": not still}
+        for key in ("own", "here"):
+            data.pop(key, None)
+        if still:
+            return ProbeResult(
+                Outcome.WARNING,
+                f"signalled pid {pid} on {self.target.name}; it was still exiting after "
+                f"{TERMINATION_WAIT:g} s",
+                data=data,
+            )
+        return ProbeResult(
+            Outcome.OK,
+            f"terminated pid {pid} on {self.target.name}, the root blocker holding up pids "
+            f"{_pid_list(row['blocking'])}",
+            data=data,
+        )
+
+
+def _terminate_each(
+    conn: Conn, pids: list[int], where: str, params: list[Any]
+) -> tuple[list[int], list[int], list[dict[str, Any]]]:
+    """pg_terminate_backend of each pid that still matches `where` (a condition on
+    pg_stat_activity `a`, checked at the moment of terminating): (terminated, no
+    longer matching, refused)."""
+    terminated: list[int] = []
+    skipped: list[int] = []
+    refused: list[dict[str, Any]] = []
+    for pid in pids:
+        query = (
+            "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity a"  # noqa: S608
+            f" WHERE {where} AND pid = %s"
+        )
+        args = [*params, pid]
+        try:
+            done = conn.execute(query, args).fetchone()
+        except errors.InsufficientPrivilege as exc:
+            refused.append({"pid": pid, "error": _one_line(str(exc))})
+            continue
+        if done and done["done"]:
+            terminated.append(pid)
+        else:
+            skipped.append(pid)
+    return terminated, skipped, refused
+
+
+@dataclass
 class VacuumParams:
     # One table ("plays" or "schema.plays"); none: the whole database.
     table: str | None = None
@@ -1303,6 +1944,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, TEXT_WIDTH, break_long_words=True, break_on_hyphens=False) or [""]
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -1342,6 +1987,14 @@ def _wait(row: dict[str, Any]) -> str:
     if not row.get("wait_event"):
         return "-"
     return f"{row['wait_event_type']}: {row['wait_event']}"
+
+
+def _session_state(row: dict[str, Any]) -> str:
+    """ "idle in transaction, in transaction for 2m 05s" (what a blocker is doing)."""
+    state = row.get("state") or "activity hidden: the target's role needs pg_monitor"
+    if row.get("transaction_seconds") is not None:
+        return f"{state}, in transaction for {_human(row['transaction_seconds'])}"
+    return state
 
 
 def _lock(row: dict[str, Any]) -> str:

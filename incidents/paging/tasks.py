@@ -9,7 +9,7 @@ from django.db import transaction
 
 from .. import logcontext
 from ..models import OPEN_STATUSES, Incident, TimelineEvent
-from . import decide, outbox
+from . import decide, outbox, regulatory
 
 
 def _queue(task: Any) -> str | None:
@@ -57,5 +57,10 @@ def deliver_notification(self: Any, notification_id: int) -> str:
 
 @shared_task(ignore_result=True)
 def escalate_due() -> dict[str, int]:
-    """Beat, every ESCALATION_CHECK_INTERVAL: page what is due, resend what was lost."""
-    return {"paged": len(decide.escalate_due()), "requeued": len(outbox.requeue_stale())}
+    """Beat, every ESCALATION_CHECK_INTERVAL: page what is due (the SLA's and the
+    regulatory clocks'), resend what was lost."""
+    return {
+        "paged": len(decide.escalate_due()),
+        "regulatory": len(regulatory.escalate_due()),
+        "requeued": len(outbox.requeue_stale()),
+    }

@@ -17,10 +17,12 @@ from django.utils import timezone
 
 from ..models import (
     EventKind,
+    ImpactSample,
     Incident,
     PostMortem,
     TimelineEvent,
 )
+from ..rules.money import format_money, format_totals
 from ..services import IncidentError
 from ..timeline import actor_name, append_event
 
@@ -183,20 +185,76 @@ def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> P
     resolution = "\n".join(f"- {e.message}" for e in actions + fixes)
     users = incident.affected_users
     author = incident.commander or actor
+    measured = measured_impact(incident)
     return PostMortem(
         incident=incident,
         title=incident.title,
         author=actor_name(author) if author is not None else "",
         summary=summary,
         root_cause=root_cause,
-        impact_users=(
-            f"{users} affected users (estimate)" if users is not None else "Not known yet"
-        ),
-        impact_revenue="To be assessed",
-        impact_data="To be assessed",
+        impact_users=measured[0]
+        + (f"\n{users} affected users (estimate at declaration)" if users is not None else "")
+        if measured
+        else (f"{users} affected users (estimate)" if users is not None else "Not known yet"),
+        impact_revenue=measured[1] if measured else "To be assessed",
+        impact_data=measured[2] if measured else "To be assessed",
         resolution=resolution,
         timeline_event_ids=[e.pk for e in events if default_selected(e)],
     )
+
+
+def _at(value: datetime) -> str:
+    return f"{timezone.localtime(value):%Y-%m-%d %H:%M %Z}"
+
+
+def _per(rows: list[dict[str, Any]], key: str) -> str:
+    parts = [
+        f"{r[key]} {format_money(int(r['long']), r['currency'])} ({r['long_count']})"
+        for r in rows
+        if r.get("long_count")
+    ]
+    return "; ".join(parts[:20]) or "none"
+
+
+def measured_impact(incident: Incident) -> tuple[str, str, str] | None:
+    """The Impact section (users, revenue, data) from the money-at-risk readings of the
+    incident: the peak reading (most plays pending over the runbook's hour) and the
+    last one at or before resolution, with where the numbers came from. None when
+    nothing was measured."""
+    samples = list(
+        ImpactSample.objects.filter(incident=incident, error="").order_by("taken_at", "pk")
+    )
+    if not samples:
+        return None
+    end = incident.resolved_at
+    before_end = [s for s in samples if end is None or s.taken_at <= end] or samples[:1]
+    peak = max(samples, key=lambda s: (s.plays_long, s.plays_short, -s.taken_at.timestamp()))
+    last = before_end[-1]
+    w, short = peak.window_minutes, peak.short_window_minutes
+    at_end = "at resolution" if end is not None else "at the last reading"
+    targets = sorted({s.target_name for s in samples if s.target_name})
+    source = (
+        f"Source: {peak.probe} (runbook step {peak.step_key}) on {', '.join(targets) or '?'}, "
+        f"{len(samples)} readings from {_at(samples[0].taken_at)} to {_at(samples[-1].taken_at)}."
+    )
+    users = (
+        f"{peak.users_long} players with plays pending over {w} min at the peak "
+        f"({_at(peak.taken_at)}; {peak.users_short} over {short} min); "
+        f"{last.users_long} {at_end} ({_at(last.taken_at)}). {source}"
+    )
+    revenue = (
+        f"Money at risk (plays pending over {w} min): peak {format_totals(peak.long_totals())} "
+        f"at {_at(peak.taken_at)}; {format_totals(last.long_totals())} {at_end} "
+        f"({_at(last.taken_at)}). Over {short} min at the peak: "
+        f"{format_totals(peak.short_totals())}. Per banca at the peak: "
+        f"{_per(peak.by_banca, 'banca')}. {source}"
+    )
+    data = (
+        f"{peak.plays_long} plays pending over {w} min at the peak ({_at(peak.taken_at)}), "
+        f"{peak.plays_short} over {short} min; {last.plays_long} {at_end}. Per Stripe state "
+        f"at the peak: {_per(peak.by_state, 'state')}. {source}"
+    )
+    return users, revenue, data
 
 
 def ensure_postmortem(incident: Incident, *, actor: AbstractBaseUser) -> PostMortem:

@@ -22,8 +22,9 @@ from django.utils import timezone
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from ..models import ActionItem, EvidenceFile, Incident, PostMortem
+from ..models import ActionItem, EvidenceFile, Incident, PostMortem, RegulatoryClock
 from ..postincident.postmortem import TimelineLine, draft_for, included_events, timeline_lines
+from ..rules import regulatory as regulatory_rule
 from ..rules.text import format_duration
 from ..timeline import actor_name
 from . import figures as reports
@@ -49,6 +50,7 @@ class IncidentReport:
     timeline: list[TimelineLine]
     action_items: list[ActionItem]
     evidence: list[EvidenceFile] = field(default_factory=list)
+    clocks: list[RegulatoryClock] = field(default_factory=list)
 
 
 def incident_report(incident: Incident) -> IncidentReport:
@@ -61,7 +63,40 @@ def incident_report(incident: Incident) -> IncidentReport:
         events = [e for e in incident.timeline.order_by("id") if e.pk in ids]
     items = list(incident.action_items.select_related("owner").order_by("due_date", "pk"))
     files = list(incident.evidence_files.select_related("created_by").order_by("id"))
-    return IncidentReport(incident, postmortem, timeline_lines(events), items, files)
+    clocks = list(incident.regulatory_clocks.select_related("done_by").order_by("deadline"))
+    return IncidentReport(incident, postmortem, timeline_lines(events), items, files, clocks)
+
+
+def clock_row(clock: RegulatoryClock, now: datetime | None = None) -> list[str]:
+    """Obligation, flag, started, deadline, state (done on time / late, by whom, how)."""
+    snap = regulatory_rule.Clock(
+        clock.flag,
+        clock.started_at,
+        clock.deadline,
+        clock.warn_before,
+        clock.done_at,
+        clock.stopped_at,
+    )
+    verdict = regulatory_rule.verdict(snap, now or timezone.now())
+    stopped = _local(clock.stopped_at or clock.started_at)
+    state = {
+        regulatory_rule.PENDING: "not done yet",
+        regulatory_rule.OVERDUE: "OVERDUE, not done",
+        regulatory_rule.STOPPED: f"stopped {stopped:%Y-%m-%d %H:%M} (flag cleared)",
+    }.get(verdict)
+    if state is None:
+        state = (
+            f"done {'on time' if verdict == regulatory_rule.MET else 'late'} "
+            f"{_local(clock.done_at or clock.deadline):%Y-%m-%d %H:%M} by "
+            f"{actor_name(clock.done_by)}: {clock.done_note}"
+        )
+    return [
+        clock.obligation,
+        clock.flag.replace("_", " "),
+        f"{_local(clock.started_at):%Y-%m-%d %H:%M %Z}",
+        f"{_local(clock.deadline):%Y-%m-%d %H:%M %Z}",
+        state,
+    ]
 
 
 # --- shared wording ---------------------------------------------------------------------
@@ -167,6 +202,14 @@ def incident_markdown(report: IncidentReport) -> str:
         lines.append("- No events chosen.")
     lines += ["", "## Root Cause", _md_text(pm.root_cause), "", "## Impact"]
     lines += [f"- {label}: {_md_inline(value)}" for label, value in impact_lines(pm)]
+    if report.clocks:
+        lines += [
+            "",
+            "## Regulatory Deadlines",
+            "| Obligation | Flag | Started | Deadline | State |",
+        ]
+        lines += ["|------------|------|---------|----------|-------|"]
+        lines += [f"| {' | '.join(_md_cell(v) for v in clock_row(c))} |" for c in report.clocks]
     lines += ["", "## Resolution", _md_text(pm.resolution), "", "## Action Items"]
     lines += ["| Item | Owner | Due Date | Status |", "|------|-------|----------|--------|"]
     for item in report.action_items:
@@ -323,6 +366,11 @@ def incident_pdf(report: IncidentReport) -> bytes:
     pdf.heading("Impact")
     for label, value in impact_lines(pm):
         pdf.para(f"• {label}: {value}")
+    if report.clocks:
+        pdf.heading("Regulatory Deadlines")
+        for clock in report.clocks:
+            obligation, flag, started, deadline, state = clock_row(clock)
+            pdf.para(f"• {obligation} ({flag}): started {started}, deadline {deadline}; {state}")
     pdf.heading("Resolution")
     pdf.para(pm.resolution)
     pdf.heading("Action Items")
@@ -366,6 +414,7 @@ CSV_FIELDS = [
     "time_to_resolve_seconds",
     "sla",
     "open_action_items",
+    "regulatory_deadlines",
 ]
 
 
@@ -390,6 +439,7 @@ def csv_row(row: reports.Row, now: datetime) -> dict[str, Any]:
         "time_to_resolve_seconds": _seconds(reports.ttr(row)),
         "sla": reports.sla_state(row, now),
         "open_action_items": row.open_action_items,
+        "regulatory_deadlines": row.regulatory,
     }
 
 

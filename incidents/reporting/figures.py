@@ -4,7 +4,7 @@ weekly series for the charts. Pure over rows loaded in one query."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from statistics import fmean
 
@@ -14,8 +14,9 @@ from django.utils import timezone
 from ..models import (
     OPEN_ACTION_STATUSES,
     Incident,
+    RegulatoryClock,
 )
-from ..rules import sla
+from ..rules import regulatory, sla
 from ..rules.sla import BREACHED, MET, PENDING
 
 SEVERITY_KEYS = ("P0", "P1", "P2", "P3")
@@ -40,6 +41,8 @@ class Row:
     closed_at: datetime | None = None
     reopened_at: datetime | None = None
     open_action_items: int = 0
+    # "<flag>: deadline <iso>, <state>" per regulatory clock, "; "-joined
+    regulatory: str = ""
 
 
 TIME_FIELDS = (
@@ -74,7 +77,33 @@ def rows_for(incidents: QuerySet[Incident]) -> list[Row]:
             "open_items",
         )
     )
-    return [Row(*v) for v in values]
+    rows = [Row(*v) for v in values]
+    return _with_clocks(rows)
+
+
+def _with_clocks(rows: list[Row]) -> list[Row]:
+    """Each row's regulatory clocks, in one more query."""
+    if not rows:
+        return rows
+    now = timezone.now()
+    found: dict[int, list[str]] = defaultdict(list)
+    for clock in RegulatoryClock.objects.filter(incident_id__in=[r.pk for r in rows]).order_by(
+        "deadline", "flag"
+    ):
+        snap = regulatory.Clock(
+            clock.flag,
+            clock.started_at,
+            clock.deadline,
+            clock.warn_before,
+            clock.done_at,
+            clock.stopped_at,
+        )
+        verdict = regulatory.verdict(snap, now)
+        done = f" {clock.done_at.isoformat()}" if clock.done_at else ""
+        found[clock.incident_id].append(
+            f"{clock.flag}: deadline {clock.deadline.isoformat()}, {verdict}{done}"
+        )
+    return [replace(r, regulatory="; ".join(found[r.pk])) if r.pk in found else r for r in rows]
 
 
 def tta(row: Row) -> timedelta | None:

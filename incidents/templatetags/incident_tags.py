@@ -8,7 +8,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from incidents.models import Incident
+from incidents.models import Incident, RegulatoryClock
+from incidents.rules import regulatory as regulatory_rule
 from incidents.rules import sla as sla_rule
 from incidents.rules.text import format_duration
 
@@ -122,3 +123,45 @@ def select(field: BoundField) -> str:
     return format_html(
         '<select name="{}" id="{}">{}</select>', field.html_name, field.id_for_label, options
     )
+
+
+@register.simple_tag
+def regulatory_clocks(incident: Incident) -> list[dict[str, object]]:
+    """The incident's regulatory clocks as the header shows them beside the SLA clock:
+    the server's seconds left (app.js only counts down from it) and the verdict
+    (rules/regulatory.py)."""
+    now = timezone.now()
+    out: list[dict[str, object]] = []
+    for clock in RegulatoryClock.objects.filter(incident=incident).select_related("done_by"):
+        snap = regulatory_rule.Clock(
+            clock.flag,
+            clock.started_at,
+            clock.deadline,
+            clock.warn_before,
+            clock.done_at,
+            clock.stopped_at,
+        )
+        verdict = regulatory_rule.verdict(snap, now)
+        left = regulatory_rule.seconds_left(snap, now)
+        if verdict == regulatory_rule.PENDING:
+            text = f"{format_duration(timedelta(seconds=left))} left: {clock.obligation}"
+        elif verdict == regulatory_rule.OVERDUE:
+            text = f"{clock.obligation}: overdue by {format_duration(timedelta(seconds=-left))}"
+        elif verdict == regulatory_rule.STOPPED:
+            text = f"{clock.obligation}: stopped (flag cleared)"
+        else:
+            who = clock.done_by.get_username() if clock.done_by else "someone"
+            when = timezone.localtime(clock.done_at).strftime("%Y-%m-%d %H:%M")
+            timing = "on time" if verdict == regulatory_rule.MET else "late"
+            text = f"{clock.obligation}: done {timing} ({who}, {when})"
+        out.append(
+            {
+                "clock": clock,
+                "verdict": verdict,
+                "running": clock.running,
+                "seconds_left": left,
+                "text": text,
+                "deadline": timezone.localtime(clock.deadline).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            }
+        )
+    return out

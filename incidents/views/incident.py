@@ -29,9 +29,11 @@ from ..models import (
     ChecklistItem,
     ChecklistPhase,
     Incident,
+    RegulatoryClock,
     Severity,
     TimelineEvent,
 )
+from ..paging import regulatory
 from .dashboard import on_call_context
 
 log = logging.getLogger(__name__)
@@ -277,4 +279,17 @@ def set_flags(request: HttpRequest, pk: int) -> HttpResponse:
         pk,
         forms.FlagsForm,
         lambda i, d: services.set_incident_flags(i, d["flags"], actor=request.user),
+    )
+
+
+@require_POST
+def regulatory_done(request: HttpRequest, pk: int, flag: str) -> HttpResponse:
+    """Record a regulatory notification as done: its clock and escalation stop."""
+    incident = get_incident_for(request.user, pk, work=True)
+    clock = get_object_or_404(RegulatoryClock, incident=incident, flag=flag)
+    return _act(
+        request,
+        pk,
+        forms.NotifiedForm,
+        lambda i, d: regulatory.record_notified(clock, actor=request.user, note=d["note"]),
     )

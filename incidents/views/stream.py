@@ -31,7 +31,15 @@ from ..models import ChecklistItem, Incident, TimelineEvent
 from .incident import status_panels_context, whos_told_context
 
 # Events that change what the incident header shows (status, SLA, severity, commander).
-HEADER_KINDS = {"declared", "acknowledged", "status", "reopened", "severity", "commander"}
+HEADER_KINDS = {
+    "declared",
+    "acknowledged",
+    "status",
+    "reopened",
+    "severity",
+    "commander",
+    "regulatory",
+}
 
 
 # Events that change the "Who's told" card.

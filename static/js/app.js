@@ -29,7 +29,25 @@
       }
     });
   }
+  // Regulatory clocks (incidents/rules/regulatory.py): the same countdown.
+  function tickRegulatory() {
+    var now = Date.now();
+    document.querySelectorAll(".regclock[data-seconds-left]").forEach(function (el) {
+      if (!el.dataset.renderedAt) el.dataset.renderedAt = String(now);
+      var left = Number(el.dataset.secondsLeft) - (now - Number(el.dataset.renderedAt)) / 1000;
+      var what = el.dataset.obligation || "";
+      if (left >= 0) {
+        el.textContent = fmt(left) + " left: " + what;
+        el.classList.remove("overdue");
+      } else {
+        el.textContent = what + ": overdue by " + fmt(left);
+        el.classList.add("overdue");
+      }
+    });
+  }
   setInterval(tickSla, 1000);
+  setInterval(tickRegulatory, 1000);
+  document.addEventListener("DOMContentLoaded", tickRegulatory);
   document.addEventListener("DOMContentLoaded", tickSla);
 
   document.addEventListener("click", function (e) {
@@ -88,6 +106,7 @@
     var live = document.getElementById("live");
     if (live) live.dataset.lastEventId = String(lastSeen);
     tickSla();
+    tickRegulatory();
   });
   document.addEventListener("htmx:sseOpen", function () {
     document.body.classList.remove("sse-down");

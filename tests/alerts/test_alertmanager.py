@@ -48,6 +48,7 @@ def test_declaring_starts_the_categorys_diagnostics_through_the_engine(am_post, 
     runs = CheckRun.objects.filter(incident=incident)
     assert sorted(runs.values_list("step__key", flat=True)) == [
         "db.active_queries",
+        "db.idle_in_transaction",
         "db.locks",
         "db.slow_queries",
     ]

@@ -95,10 +95,14 @@ def test_every_postgres_probe_is_registered_for_postgres_targets():
         "postgres.replication",
         "postgres.table_sizes",
         "postgres.count_query",
+        "postgres.idle_in_transaction",
+        "postgres.money_at_risk",
     }
     actions = {
         "postgres.kill_idle_connections",
         "postgres.terminate_query",
+        "postgres.terminate_blocker",
+        "postgres.terminate_idle_in_transaction",
         "postgres.vacuum",
     }
     for name in diagnostics | actions:
@@ -121,7 +125,7 @@ def test_the_runbook_steps_build_with_their_params(target):
         probe.build(target, step.get("params", {}), timeout=step.get("timeout_seconds", 30))
         assert probe.action is (step["kind"] == "action"), step["key"]
         built.add(step["probe"])
-    assert len(built) == 12
+    assert len(built) == 16
 
 
 # --- diagnostics --------------------------------------------------------------------------
@@ -240,9 +244,10 @@ def test_a_slow_query_is_found_then_terminated_once(target, sessions):
     assert query["pid"] == sleeper.pid
     assert query["seconds"] >= 1
     assert query["query"] == "SELECT pg_sleep(30)"
-    assert result.summary == f"1 long-running query: pid {sleeper.pid}"
-    assert lines[0].split()[:4] == ["pid", "user", "state", "running"]
-    assert lines[2].startswith(f"{sleeper.pid}  postgres  active")
+    assert result.summary == f"1 query running longer than 1 s: pid {sleeper.pid}"
+    assert lines[0].split()[:4] == ["pid", "user", "running", "for"]
+    assert lines[2].startswith(f"{sleeper.pid}  postgres  ")
+    assert lines[3] == "    SELECT pg_sleep(30)"  # the statement beneath its row
 
     sentence = plan("postgres.terminate_query", target, {"pid": sleeper.pid})
     assert sentence.startswith(f"terminate pid {sleeper.pid} on lotolink-db (user postgres, active")
@@ -577,6 +582,7 @@ def test_a_refused_connection_is_permanent_and_fast():
         (f"postgres://postgres@{pg.HOST}:{pg.PORT}/no_such_db", 'database "no_such_db"'),
         (f"postgres://no_such_role@{pg.HOST}:{pg.PORT}/{pg.DB}", 'role "no_such_role"'),
     ],
+    ids=["database", "role"],  # the scratch database's name differs per xdist worker
 )
 def test_an_unknown_database_or_role_is_permanent(url, message):
     target = Target(name="lotolink-db", kind="postgres", url=url)
@@ -605,7 +611,10 @@ def test_a_server_that_never_answers_is_a_transient_connect_timeout():
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("postgres.slow_queries", {"min_seconds": "abc"}, "min_seconds must be a whole number"),
+        ("postgres.slow_queries", {"min_seconds": "abc"}, "min_seconds must be a number"),
+        ("postgres.idle_in_transaction", {"min_seconds": -1}, "min_seconds must be 0 or more"),
+        ("postgres.terminate_idle_in_transaction", {"min_seconds": "x"}, "must be a number"),
+        ("postgres.terminate_blocker", {"pid": 0}, "positive"),
         ("postgres.slow_queries", {"min_seconds": -1}, "min_seconds must be 0 or more"),
         ("postgres.slow_queries", {"seconds": 5}, "unknown parameter"),
         ("postgres.connection_count", {"exhausted_ratio": 0}, "exhausted_ratio"),
@@ -684,3 +693,119 @@ def test_the_secret_never_shows_in_results_output_or_errors(target, sessions, mo
     assert SECRET not in everything
     assert "•••" in everything  # the sleeping query's text, scrubbed
     assert "pg_sleep(30), '•••' AS leaked" in everything
+
+
+# --- precise findings: lock chains, idle in transaction, titles -------------------------
+
+
+@pytest.mark.parametrize(
+    ("graph", "roots"),
+    [
+        ({}, {}),
+        ({20: [10]}, {10: [20]}),
+        ({20: [10], 30: [20]}, {10: [20, 30]}),  # C waits on B waits on A
+        ({30: [20, 10], 20: [10]}, {10: [20, 30]}),  # a tuple-lock queue names both
+        ({20: [10], 40: [30]}, {10: [20], 30: [40]}),  # two chains
+        ({20: [30], 30: [20]}, {}),  # a deadlock not broken yet: no root
+        ({20: [30], 30: [20], 40: [20]}, {}),
+        ({20: [0]}, {0: [20]}),  # a prepared transaction
+    ],
+)
+def test_lock_chains_name_each_root_blocker_and_whom_it_holds_up(graph, roots):
+    assert postgres.lock_chains(graph) == roots
+
+
+def test_slow_queries_count_only_active_queries_not_idle_transactions_or_lock_waits(
+    target, sessions
+):
+    in_transaction = sessions.open(autocommit=False)
+    in_transaction.execute("SELECT id FROM plays WHERE id = 1 FOR UPDATE")
+    waiter = sessions.background("UPDATE plays SET note = note WHERE id = 1")
+    sleeper = sessions.background("SELECT pg_sleep(30)")
+    pg.wait_until(
+        lambda: (
+            all(((pg.activity(p) or {}).get("seconds") or 0) > 1.05 for p in (waiter.pid,))
+            and ((pg.activity(sleeper.pid) or {}).get("seconds") or 0) > 1.05
+        ),
+        what="the waiter and the sleeper to pass one second",
+    )
+    result, lines = run("postgres.slow_queries", target, {"min_seconds": 1})
+    assert result.evidence["long_running_queries"]["pids"] == [sleeper.pid]
+    assert (result.data["lock_waits"], result.data["idle_in_transaction"]) == (1, 1)
+    assert "1 session waiting for a lock (not counted: see db.locks)" in lines
+    assert "1 session idle in transaction (not counted: see db.idle_in_transaction)" in lines
+
+    result, lines = run("postgres.idle_in_transaction", target, {"min_seconds": 1})
+    (session,) = result.data["sessions"]
+    assert session["pid"] == in_transaction.info.backend_pid
+    assert session["blocking"] == [waiter.pid]
+    assert result.evidence["idle_in_transaction"]["pids"] == [in_transaction.info.backend_pid]
+    assert "    last statement (finished): SELECT id FROM plays WHERE id = 1 FOR UPDATE" in lines
+    result, _ = run("postgres.idle_in_transaction", target, {"min_seconds": 300})
+    assert result.outcome == Outcome.OK and result.evidence == {}
+    in_transaction.rollback()
+    waiter.join()
+
+
+def test_terminate_blocker_refuses_what_is_not_a_root_blocker_here(target, sessions):
+    holder = sessions.open(autocommit=False)
+    holder.execute("SELECT id FROM plays WHERE id = 1 FOR UPDATE")
+    waiter = sessions.background("UPDATE plays SET note = note WHERE id = 1")
+    pg.wait_until(lambda: (pg.activity(waiter.pid) or {}).get("wait_event_type") == "Lock")
+    idle = sessions.idle()
+
+    with pytest.raises(ProbeError, match="give the pid"):
+        plan("postgres.terminate_blocker", target)
+    with pytest.raises(ProbeError, match="no longer blocks anyone"):
+        plan("postgres.terminate_blocker", target, {"pid": idle.info.backend_pid})
+    with pytest.raises(
+        ProbeError, match=f"not the root of its chain: it waits on pids {holder.info.backend_pid}"
+    ):
+        plan("postgres.terminate_blocker", target, {"pid": waiter.pid})
+    with pytest.raises(ProbeError, match="not a backend"):
+        plan("postgres.terminate_blocker", target, {"pid": 2_000_000_000})
+    assert pg.alive(holder.info.backend_pid) and pg.alive(waiter.pid)
+
+    sentence = plan("postgres.terminate_blocker", target, {"pid": holder.info.backend_pid})
+    assert f"the root blocker holding up pids {waiter.pid}" in sentence
+    holder.rollback()  # the chain resolves by itself before anyone confirms
+    waiter.join()
+    with pytest.raises(ProbeError, match="no longer blocks anyone"):
+        run("postgres.terminate_blocker", target, {"pid": holder.info.backend_pid})
+    assert pg.alive(holder.info.backend_pid)
+
+
+def test_a_steps_title_follows_its_threshold():
+    from django.core.exceptions import ValidationError
+
+    from diagnostics.models import RunbookStep
+
+    def title(text: str, probe: str, params: dict) -> str:
+        return RunbookStep(title=text, probe=probe, params=params).display_title
+
+    slow = "Queries running over {min_seconds}"
+    assert (
+        title(slow, "postgres.slow_queries", {"min_seconds": 300}) == "Queries running over 5 min"
+    )
+    assert (
+        title(slow, "postgres.slow_queries", {"min_seconds": 120}) == "Queries running over 2 min"
+    )
+    assert title(slow, "postgres.slow_queries", {"min_seconds": 90}) == "Queries running over 90 s"
+    assert title(slow, "postgres.slow_queries", {}) == "Queries running over 5 min"  # default
+    assert title(slow, "postgres.slow_queries", {"min_seconds": 7200}) == "Queries running over 2 h"
+    idle = "Terminate idle connections older than {idle_minutes}"
+    assert title(idle, "postgres.kill_idle_connections", {"idle_minutes": 30}) == (
+        "Terminate idle connections older than 30 min"
+    )
+    step = RunbookStep(
+        key="db.slow_queries",
+        title="Queries running over {minutes}",
+        kind="diagnostic",
+        probe="postgres.slow_queries",
+        target_kind="postgres",
+    )
+    with pytest.raises(ValidationError, match=r"names \{minutes\}, which postgres.slow_queries"):
+        step.clean()
+    step.title = "Queries running over {min_seconds"
+    with pytest.raises(ValidationError, match="Unbalanced braces"):
+        step.clean()

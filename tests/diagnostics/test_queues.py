@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from diagnostics import queues, services
-from diagnostics.models import CheckRun, RunStatus
+from diagnostics.models import CheckRun, RunStatus, Target
 from incidents.models import Notification
 from tests import factories
 from tests.conftest import TEST_QUEUE, redis_url
@@ -52,8 +52,14 @@ def test_a_page_is_delivered_while_the_checks_queue_holds_500_slow_runs(
         checks = queues.name(queues.CHECKS, TEST_QUEUE)
         broker.delete(checks)  # what earlier tests of this session left behind
         busy = factories.declare(actor=responder, category="database", title="Slow everything")
-        for _ in range(500):
-            services.request_check(busy, diag, actor=responder)
+        # 500 distinct runs (one per target): the same request again would get its
+        # queued run back (a double click queues one run).
+        targets = Target.objects.bulk_create(
+            Target(name=f"lotolink-api-{n}", kind="http", url="http://127.0.0.1:1/health")
+            for n in range(500)
+        )
+        for target in targets:
+            services.request_check(busy, diag, actor=responder, target=target)
         assert broker.llen(checks) == 500
         start_worker(concurrency=1, include="tests.diagnostics.engine_probes", queues=["checks"])
         start_worker(

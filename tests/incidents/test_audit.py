@@ -5,6 +5,7 @@ the roles it relies on, seeded as groups."""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 
 import pytest
@@ -102,7 +103,7 @@ def test_the_roles_are_seeded_as_groups_with_their_defaults(runbook):
     groups = {g.name: g for g in Group.objects.prefetch_related("permissions")}
     assert set(ROLES) <= set(groups)
     perms = {name: {p.codename for p in groups[name].permissions.all()} for name in ROLES}
-    assert "run_actions" in perms["Incident commanders"] - perms["Responders"]
+    assert "run_actions" in perms["Responders"] & perms["Incident commanders"]
     assert "view_auditentry" in perms["Managers"] and "change_incident" not in perms["Managers"]
     assert perms["Viewers"] == {"view_incident", "view_postmortem", "view_actionitem"}
     assert {"change_target", "change_runbookstep", "view_auditentry"} <= perms["Admins"]
@@ -111,6 +112,20 @@ def test_the_roles_are_seeded_as_groups_with_their_defaults(runbook):
     groups["Managers"].permissions.clear()
     assert seed_runbook()["groups"] == 0
     assert not Group.objects.get(name="Managers").permissions.exists()
+
+
+def test_an_existing_responders_group_gains_run_actions_by_migration(runbook):
+    """Databases seeded before Responders ran actions get the permission once."""
+    from django.apps import apps
+    from django.contrib.auth.models import Permission
+
+    migration = importlib.import_module("incidents.migrations.0011_responders_run_actions")
+    group = Group.objects.get(name="Responders")
+    group.permissions.remove(Permission.objects.get(codename="run_actions"))
+    migration.grant(apps, None)
+    assert group.permissions.filter(codename="run_actions").exists()
+    migration.revoke(apps, None)
+    assert not group.permissions.filter(codename="run_actions").exists()
 
 
 def test_admin_changes_to_a_hidden_incidents_rows_stay_out_of_the_trail(

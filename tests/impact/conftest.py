@@ -1,0 +1,1 @@
+from tests.impact.platform_db import platform, platform_db  # noqa: F401  (fixtures)
