@@ -6,6 +6,17 @@ open payment incident's timeline: the first of each minute at once, the rest of 
 minute in one summary when it ends (`alerts.tasks.summarize_stripe_minute`), so a flood
 adds at most two events a minute. Above STRIPE_DECLARE_THRESHOLD failures within
 STRIPE_DECLARE_WINDOW seconds, with no payment incident open, LotoOps declares one.
+
+Webhook endpoint errors: Stripe has no event for "your endpoint failed to take an
+event" (it could not deliver it to the endpoint that failed), so LotoOps asks.
+Every STRIPE_WEBHOOK_SWEEP seconds the beat lists, with the official client and the
+Stripe target's key (the `stripe.webhook_status` probe), the events of the last
+STRIPE_WEBHOOK_SWEEP_MINUTES not delivered to every endpoint (`delivery_success=false`:
+failed or still pending, `pending_webhooks` > 0). Each such event is one failure of
+type `webhook_endpoint.delivery_failed` (LotoOps' name, recorded under the id
+`delivery_failed:<event id>`, so it counts once however many sweeps see it), with
+the same per-minute rate limit and the same declaration threshold as the failed
+payments.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from diagnostics.models import Target, TargetKind
+from diagnostics.probes.base import ProbeError, get_probe
 from incidents.models import OPEN_STATUSES, Category, EventKind, Incident, Severity
 from incidents.services import declare_incident
 from incidents.timeline import append_event
@@ -28,8 +41,13 @@ from .autorun import start_diagnostics
 from .models import StripeEvent, StripeLock, StripeMinute
 
 log = logging.getLogger(__name__)
-FAILURES = ("payment_intent.payment_failed", "charge.failed")
+WEBHOOK_ERROR = "webhook_endpoint.delivery_failed"
+FAILURES = ("payment_intent.payment_failed", "charge.failed", WEBHOOK_ERROR)
+# How a summary names each kind of failure.
+PLURALS = {WEBHOOK_ERROR: "webhook endpoint errors"}
 DECLARE_SEVERITY = "P1"
+MAX_SWEPT = 500  # events one sweep records at most (the rest: the next sweeps)
+SWEEP_TIMEOUT = 15.0  # seconds for one sweep's calls to Stripe
 
 
 class SignatureError(ValueError):
@@ -71,6 +89,22 @@ def verify(body: bytes, signature: str, secret: str) -> dict[str, Any]:
 def _describe(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """What a responder needs (ids, codes, amount), never card or customer details."""
     obj = event["data"]["object"]
+    if event["type"] == WEBHOOK_ERROR:
+        pending = obj.get("pending_webhooks")
+        waiting = f", {pending} endpoint{'s' if pending != 1 else ''} waiting" if pending else ""
+        return (
+            f"Stripe webhook endpoint error: {obj.get('id', '?')} ({obj.get('type', '?')}) "
+            f"not delivered to every endpoint{waiting}",
+            {
+                "source": "stripe",
+                "event": event["id"],
+                "type": WEBHOOK_ERROR,
+                "object": obj.get("id", ""),
+                "event_type": obj.get("type", ""),
+                "pending_webhooks": pending,
+                "code": "",
+            },
+        )
     error = obj.get("last_payment_error") or {}
     code = obj.get("failure_code") or error.get("decline_code") or error.get("code") or ""
     why = obj.get("failure_message") or error.get("message") or ""
@@ -206,7 +240,9 @@ def summarize(row_id: int, *, now: datetime | None = None) -> bool:
         row.save(update_fields=["summarized_at"])
         if row.more == 0:
             return True
-        types = ", ".join(f"{n} {t}" for t, n in sorted(row.types.items(), key=lambda p: -p[1]))
+        types = ", ".join(
+            f"{n} {PLURALS.get(t, t)}" for t, n in sorted(row.types.items(), key=lambda p: -p[1])
+        )
         codes = ", ".join(f"{c} ×{n}" for c, n in sorted(row.codes.items(), key=lambda p: -p[1]))
         append_event(
             row.incident,
@@ -226,3 +262,50 @@ def summarize_due(now: datetime | None = None) -> int:
         summarized_at__isnull=True, minute__lte=now - timedelta(minutes=1)
     ).values_list("pk", flat=True)
     return sum(summarize(pk, now=now) for pk in list(ids))
+
+
+def webhook_errors(
+    rows: list[dict[str, Any]], *, now: datetime | None = None
+) -> list[StripeOutcome]:
+    """Record each event Stripe could not deliver to every endpoint (rows as the
+    `stripe.webhook_status` probe lists them: id, type, pending_webhooks) once, as a
+    failure on the open payment incidents (rate-limited like the others)."""
+    now = now or timezone.now()
+    outcomes = []
+    for row in rows:
+        if not isinstance(row.get("id"), str) or not row["id"]:
+            continue
+        event = {
+            "id": f"delivery_failed:{row['id']}",
+            "type": WEBHOOK_ERROR,
+            "created": int(now.timestamp()),
+            "data": {
+                "object": {
+                    "id": row["id"],
+                    "object": "event",
+                    "type": str(row.get("type") or ""),
+                    "pending_webhooks": row.get("pending_webhooks"),
+                }
+            },
+        }
+        outcomes.append(ingest_event(event, now=now))
+    return outcomes
+
+
+def sweep_webhook_errors(*, now: datetime | None = None) -> int:
+    """Ask Stripe (the first active Stripe target) for the recent events whose webhook
+    delivery failed and record the new ones; how many were new. No target: nothing
+    asked. Stripe unreachable or refusing the key: logged, asked again next sweep."""
+    target = Target.objects.filter(kind=TargetKind.STRIPE, active=True).order_by("name").first()
+    if target is None:
+        return 0
+    probe = get_probe("stripe.webhook_status")
+    assert probe is not None  # registered by DiagnosticsConfig.ready
+    params = {"minutes": settings.STRIPE_WEBHOOK_SWEEP_MINUTES, "max_events": MAX_SWEPT}
+    try:
+        result = probe.build(target, params, timeout=SWEEP_TIMEOUT).run()
+    except ProbeError as exc:
+        log.warning("Stripe webhook sweep of %s failed: %s", target.name, exc)
+        return 0
+    rows = result.data.get("events") or []
+    return sum(not o.duplicate for o in webhook_errors(rows, now=now))

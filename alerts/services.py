@@ -1,11 +1,23 @@
 """Alertmanager deliveries in: declare or join incidents, record resolutions.
 
-One delivery is one transaction. The group's row is created once (unique key)
-and locked, so deliveries of the same group (retries, both members of an HA
-pair) queue behind each other; each firing of an alert is one row under a
+One delivery is one transaction. Each firing of an alert is one row under a
 unique (fingerprint, startsAt) constraint, so it lands once however many
-deliveries carry it. Paging listens to `incident_declared`: one incident, one
-page per person.
+deliveries carry it (retries, both members of an HA pair): of two deliveries
+inserting the same row at once, PostgreSQL makes the second wait for the first's
+commit and then finds the row. Paging listens to `incident_declared`: one
+incident, one page per person.
+
+Two paths:
+
+- **join** (the hot one): every alert of the delivery is firing, the group already
+  has an open incident and each fingerprint appears once. One INSERT ... ON
+  CONFLICT DO NOTHING of every alert (with its incident) says which are new; the
+  delivery record follows; the new alerts' timeline events go last, in one write,
+  so the incident's row lock (the timeline's sequence) is held only from that
+  write to the commit. The group's row is not locked.
+- **declare** (everything else: no open incident yet, resolutions): the group's
+  row is locked, so deliveries that may declare or change its incident queue
+  behind each other and the second finds the first's incident.
 """
 
 from __future__ import annotations
@@ -14,12 +26,12 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from incidents.models import OPEN_STATUSES, EventKind, Incident, Status
 from incidents.services import IncidentError, declare_incident, transition_incident
-from incidents.timeline import append_event
+from incidents.timeline import append_event, append_events
 
 from .alertmanager import AlertIn, PayloadIn
 from .autorun import start_diagnostics
@@ -59,37 +71,144 @@ def ingest(
     routes = routes if routes is not None else route_all(payload)
     now = now or timezone.now()
     outcome = Outcome()
-    with transaction.atomic():
-        group = _locked_group(payload)
+    # No savepoint inside the caller's transaction (views.after_commit): nothing here
+    # carries on after an error, the whole delivery rolls back.
+    with transaction.atomic(savepoint=False):
+        group = _group(payload)
+        if _joins_only(payload, group):
+            made = _join(group, payload, outcome, now)
+            outcome.delivery = _record_delivery(payload, token, group, outcome, now)
+            _append_joined(group.incident, payload, routes, made, outcome)  # type: ignore[arg-type]
+            return outcome
+        group = _lock(group)
+        # Rows claimed in key order (as the join path inserts them: two deliveries
+        # never wait for each other's rows crosswise), then handled in start order.
+        claims = {
+            (a.fingerprint, a.startsAt): _claim(group, a)
+            for a in sorted(payload.alerts, key=lambda a: (a.fingerprint, a.startsAt))
+        }
         pairs = sorted(zip(payload.alerts, routes, strict=True), key=lambda p: p[0].startsAt)
         for alert, route in pairs:
+            claimed = claims[(alert.fingerprint, alert.startsAt)]
             if alert.status == "firing":
-                _fire(group, alert, route, outcome, now)
+                _fire(group, alert, route, claimed, outcome, now)
             else:
-                _resolve(group, alert, route, outcome)
-        outcome.delivery = Delivery.objects.create(
-            token=token,
-            group=group,
-            received_at=now,
-            status=payload.status,
-            alerts=len(payload.alerts),
-            truncated_alerts=payload.truncatedAlerts,
-            new_alerts=outcome.new_alerts,
-            resolved_alerts=outcome.resolved_alerts,
-        ).pk
+                _resolve(group, alert, route, claimed, outcome)
+        outcome.delivery = _record_delivery(payload, token, group, outcome, now)
     return outcome
 
 
-def _locked_group(payload: PayloadIn) -> AlertGroup:
+def _record_delivery(
+    payload: PayloadIn,
+    token: IngestToken | None,
+    group: AlertGroup,
+    outcome: Outcome,
+    now: datetime,
+) -> int:
+    return Delivery.objects.create(
+        token=token,
+        group=group,
+        received_at=now,
+        status=payload.status,
+        alerts=len(payload.alerts),
+        truncated_alerts=payload.truncatedAlerts,
+        new_alerts=outcome.new_alerts,
+        resolved_alerts=outcome.resolved_alerts,
+    ).pk
+
+
+def _group(payload: PayloadIn) -> AlertGroup:
+    """The group's row with its incident (made once: the key is unique), not locked."""
     key_hash = hashlib.sha256(payload.groupKey.encode()).hexdigest()
+    group = AlertGroup.objects.select_related("incident").filter(key_hash=key_hash).first()
+    if group is not None:
+        return group
     group, _ = AlertGroup.objects.get_or_create(
         key_hash=key_hash, defaults={"group_key": payload.groupKey, "receiver": payload.receiver}
     )
+    return group
+
+
+def _lock(group: AlertGroup) -> AlertGroup:
+    """The group's row, locked until the delivery commits, with its current incident."""
     return (
         AlertGroup.objects.select_for_update(of=("self",))
         .select_related("incident")
         .get(pk=group.pk)
     )
+
+
+def _joins_only(payload: PayloadIn, group: AlertGroup) -> bool:
+    """The delivery can only add firing alerts to the group's open incident."""
+    fingerprints = {alert.fingerprint for alert in payload.alerts}
+    return (
+        _open(group.incident) is not None
+        and payload.status == "firing"
+        and all(alert.status == "firing" for alert in payload.alerts)
+        and len(fingerprints) == len(payload.alerts)
+    )
+
+
+def _join(group: AlertGroup, payload: PayloadIn, outcome: Outcome, now: datetime) -> set[str]:
+    """Insert every alert with the group's incident; the fingerprints of the new ones
+    (ours to announce: another delivery's insert of the same row waits for us)."""
+    table = connection.ops.quote_name(Alert._meta.db_table)
+    fields = [
+        Alert._meta.get_field(name)
+        for name in (
+            "fingerprint", "starts_at", "group", "incident", "name", "labels",
+            "annotations", "generator_url", "received_at",
+        )
+    ]  # fmt: skip
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    row = f"({', '.join(['%s'] * len(fields))})"
+    params: list[object] = []
+    # In key order: two deliveries inserting the same rows wait for each other in
+    # one direction only (never a deadlock).
+    for alert in sorted(payload.alerts, key=lambda a: a.fingerprint):
+        values = (
+            alert.fingerprint, alert.startsAt, group.pk, group.incident_id, alert.name[:200],
+            alert.labels, alert.annotations, alert.generatorURL, now,
+        )  # fmt: skip
+        params += [f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True)]
+    key = ", ".join(connection.ops.quote_name(c) for c in ("fingerprint", "starts_at"))
+    # Only quoted column names and placeholders are put in the text; values are params.
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(payload.alerts))} "  # noqa: S608
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING {connection.ops.quote_name('fingerprint')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        made = {fingerprint for (fingerprint,) in cursor.fetchall()}
+    outcome.new_alerts = len(made)
+    outcome.repeated = len(payload.alerts) - len(made)
+    return made
+
+
+def _append_joined(
+    incident: Incident, payload: PayloadIn, routes: list[Route], made: set[str], outcome: Outcome
+) -> None:
+    """One timeline event per new alert, in start order, in one write (the last step
+    before the commit: the incident's lock is held from here only)."""
+    if not made:
+        return
+    pairs = sorted(
+        ((a, r) for a, r in zip(payload.alerts, routes, strict=True) if a.fingerprint in made),
+        key=lambda p: p[0].startsAt,
+    )
+    append_events(
+        incident,
+        [
+            (
+                EventKind.ALERT,
+                f"Alert triggered: {_describe(alert)}",
+                _event_data(alert, route),
+                alert.startsAt,
+            )
+            for alert, route in pairs
+        ],
+    )
+    outcome.incidents.append(incident.pk)
 
 
 def _open(incident: Incident | None) -> Incident | None:
@@ -143,8 +262,15 @@ def _event_data(alert: AlertIn, route: Route) -> dict[str, object]:
     }
 
 
-def _fire(group: AlertGroup, alert: AlertIn, route: Route, outcome: Outcome, now: datetime) -> None:
-    row, made = _claim(group, alert)
+def _fire(
+    group: AlertGroup,
+    alert: AlertIn,
+    route: Route,
+    claimed: tuple[Alert, bool],
+    outcome: Outcome,
+    now: datetime,
+) -> None:
+    row, made = claimed
     if not made:
         outcome.repeated += 1
         return
@@ -173,7 +299,8 @@ def _fire(group: AlertGroup, alert: AlertIn, route: Route, outcome: Outcome, now
         incident,
         EventKind.ALERT,
         f"{'First alert' if first else 'Alert'} triggered: {_describe(alert)}",
-        data=_event_data(alert, route),
+        # The alert that declared the incident: the report's "First alert triggered".
+        data=_event_data(alert, route) | ({"first": True} if first else {}),
         at=alert.startsAt,
     )
     if first:
@@ -196,8 +323,10 @@ def _declare(alert: AlertIn, route: Route, now: datetime) -> Incident:
     )
 
 
-def _resolve(group: AlertGroup, alert: AlertIn, route: Route, outcome: Outcome) -> None:
-    row, made = _claim(group, alert)
+def _resolve(
+    group: AlertGroup, alert: AlertIn, route: Route, claimed: tuple[Alert, bool], outcome: Outcome
+) -> None:
+    row, made = claimed
     if not made and row.resolved_at is not None:
         outcome.repeated += 1
         return

@@ -16,3 +16,9 @@ def summarize_stripe_minute(row_id: int) -> bool:
 @shared_task(ignore_result=True)
 def summarize_stripe_due() -> int:
     return payments.summarize_due()
+
+
+@shared_task(ignore_result=True)
+def sweep_stripe_webhook_errors() -> int:
+    """Stripe's recent events not delivered to every endpoint, onto payment incidents."""
+    return payments.sweep_webhook_errors()

@@ -204,8 +204,8 @@ def main() -> None:
 
         def up() -> bool:
             try:
-                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok or True
-            except requests.ConnectionError:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok or True
+            except requests.RequestException:  # not up yet, or slow on a loaded machine
                 return False
 
         wait(up, timeout=60, every=0.2)

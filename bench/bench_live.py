@@ -2,7 +2,7 @@
 every one of them.
 
     .venv/bin/python bench/bench_live.py [--mode production|embedded|both]
-        [--sizes 10,100,500,1000] [--layouts one,spread] [--notes 8] [--idle 5]
+        [--sizes 10,100,500,1000] [--layouts one,spread] [--notes 8] [--outputs 8] [--idle 5]
         [--database-url postgres://postgres@127.0.0.1:5432/lotoops_bench_live]
         [--redis-url redis://127.0.0.1:6379/6]
 
@@ -14,7 +14,10 @@ streams on one incident, or spread over 50), the script opens N SSE streams
 them idle and measures the web process (CPU over --idle seconds, RSS, threads) and
 the connections it holds (PostgreSQL backends on the bench database, Redis
 clients by name), then POSTs --notes notes through the incident page's form, one
-every 0.5 s, and times each note's arrival at every stream that should get it.
+every 0.5 s, and times each note's arrival at every stream that should get it;
+then appends --outputs lines to a running check's output (each incident has one),
+one every 0.5 s, as a worker does (the row, then a Redis wake-up), and times each
+line's arrival the same way, with the web process's CPU per line.
 Lost = expected arrivals that never came (10 s grace); doubled = arrivals twice.
 Everything listens on 127.0.0.1; every process it starts is stopped in `finally`.
 """
@@ -57,11 +60,18 @@ seed_runbook()
 User = get_user_model()
 user = User.objects.create_superuser("bench", "bench@example.com", {password!r})
 sev = Severity.objects.get(key="P2")
+from diagnostics.models import CheckRun, RunbookStep
+from diagnostics.seed import seed_runbooks
+seed_runbooks()
+step = RunbookStep.objects.filter(kind="diagnostic").order_by("pk").first()
 for n in range({incidents}):
-    services.declare_incident(
+    incident = services.declare_incident(
         title=f"Bench incident {{n}}", category="payment", severity=sev, actor=user
     )
+    CheckRun.objects.create(incident=incident, step=step, status="running", output="started\\n")
 """
+# Output lines are numbered from here, in the notes' pattern.
+OUTPUT_BASE = 1000
 
 
 @dataclass
@@ -80,9 +90,12 @@ class Run:
     open_s: float = 0.0
     post_ms: list[float] = field(default_factory=list)
     cpu_per_note_ms: float = 0.0
+    output_ms: list[float] = field(default_factory=list)
+    output_lost: int = 0
+    cpu_per_output_ms: float = 0.0
 
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
+    def pct(self, q: float, values: list[float] | None = None) -> float:
+        ordered = sorted(self.latencies_ms if values is None else values)
         if not ordered:
             return math.nan
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
@@ -137,8 +150,8 @@ def prepare_postgres(url: str) -> None:
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
-    if name != "lotoops_bench_live" or parts.hostname not in (HOST, "localhost"):
-        sys.exit("the database is dropped and recreated: use lotoops_bench_live on 127.0.0.1")
+    if not name.startswith("lotoops_bench_live") or parts.hostname not in (HOST, "localhost"):
+        sys.exit("the database is dropped and recreated: use lotoops_bench_live… on 127.0.0.1")
     admin = parts._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         conn.execute(
@@ -170,6 +183,7 @@ class Streams:
     def __init__(self, port: int, cookie: str, marker: str) -> None:
         self.port = port
         self.cookie = cookie
+        self.marker = marker
         self.pattern = re.compile(rf"{marker}-(\d+) fan-out".encode())
         # note number -> stream index -> arrival times
         self.arrivals: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -303,9 +317,74 @@ async def one_run(
                     continue
                 run.doubled += len(times) - 1
                 run.latencies_ms.append(1000 * (times[0] - posted[k]))
+        if args.outputs:
+            await output_phase(run, streams, placement, pid, args)
     finally:
         await streams.close()
         await asyncio.sleep(1)
+
+
+def append_output(args: argparse.Namespace, incident_id: int, line: str) -> None:
+    """What a worker does when a check run prints a line: the row (its version bumped),
+    then a wake-up of the incident's streams (Redis; without it, their poll sees it)."""
+    if args.mode_now == "production":
+        import psycopg
+        import redis
+
+        with psycopg.connect(args.database_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                "UPDATE diagnostics_checkrun SET output = output || %s, version = version + 1"
+                " WHERE incident_id = %s",
+                [line + "\n", incident_id],
+            )
+        client = redis.Redis.from_url(args.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.publish(f"{args.prefix}:timeline:{incident_id}", "0")
+        finally:
+            client.close()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(args.sqlite_path, timeout=10) as conn:
+            conn.execute(
+                "UPDATE diagnostics_checkrun SET output = output || ?, version = version + 1"
+                " WHERE incident_id = ?",
+                [line + "\n", incident_id],
+            )
+
+
+async def output_phase(
+    run: Run, streams: Streams, placement: list[int], pid: int, args: argparse.Namespace
+) -> None:
+    """--outputs lines of a running check's output, one every 0.5 s: the time from the
+    write to its arrival at every stream of the incident, and the web process's CPU."""
+    incidents = list(range(1, INCIDENTS + 1))
+    loop = asyncio.get_running_loop()
+    written: dict[int, float] = {}
+    targets: dict[int, int] = {}
+    cpu_before, _, _ = proc_stats(pid)
+    for k in range(OUTPUT_BASE, OUTPUT_BASE + args.outputs):
+        incident = placement[0] if run.layout == "one" else incidents[k % INCIDENTS]
+        targets[k] = incident
+        written[k] = time.monotonic()
+        line = f"{streams.marker}-{k} fan-out"
+        await loop.run_in_executor(None, append_output, args, incident, line)
+        await asyncio.sleep(0.5)
+    expected = {k: [i for i in range(run.n) if placement[i] == t] for k, t in targets.items()}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if all(len(streams.arrivals[k].get(i, [])) >= 1 for k in expected for i in expected[k]):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    run.cpu_per_output_ms = 1000 * (proc_stats(pid)[0] - cpu_before) / args.outputs
+    for k, indexes in expected.items():
+        for i in indexes:
+            times = streams.arrivals[k].get(i, [])
+            if not times:
+                run.output_lost += 1
+                continue
+            run.output_ms.append(1000 * (times[0] - written[k]))
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> list[Run]:
@@ -331,6 +410,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> list[Run]:
         env |= {"DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url}
     else:
         env["DATABASE_URL"] = f"sqlite:///{temp / 'bench.sqlite3'}"
+        args.sqlite_path = str(temp / "bench.sqlite3")
     python = sys.executable
     web = None
     try:
@@ -409,6 +489,9 @@ HEADER = (
     f"{'POST':>6}{'CPU/note':>9}{'lost':>6}{'dbl':>5}{'idle CPU':>9}{'RSS MB':>8}{'thr':>5}"
     f"  {'PG':>3}  Redis"
 )
+OUTPUT_HEADER = (
+    f"{'  run output':<25}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}{'CPU/line':>9}{'lost':>6}"
+)
 
 
 def print_row(run: Run) -> None:
@@ -421,6 +504,13 @@ def print_row(run: Run) -> None:
         f"  {run.redis}",
         flush=True,
     )
+    if run.output_ms or run.output_lost:
+        print(
+            f"{'  run output':<25}{run.pct(0.5, run.output_ms):>8.0f}"
+            f"{run.pct(0.95, run.output_ms):>8.0f}{max(run.output_ms, default=math.nan):>8.0f}"
+            f"{run.cpu_per_output_ms:>7.0f}ms{run.output_lost:>6}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -428,6 +518,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=["production", "embedded", "both"], default="both")
     parser.add_argument("--sizes", default="10,100,500,1000")
     parser.add_argument("--notes", type=int, default=8)
+    parser.add_argument(
+        "--outputs", type=int, default=8, help="lines of a running check's output (0: none)"
+    )
     parser.add_argument("--layouts", default="one,spread", help="one: one incident; spread: 50")
     parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument(
@@ -444,6 +537,8 @@ def main() -> None:
         f" idle CPU of the web process over {args.idle:.0f} s with the streams open"
     )
     print(HEADER)
+    if args.outputs:
+        print(OUTPUT_HEADER)
     for mode in modes:
         run_mode(mode, args)
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

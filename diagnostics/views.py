@@ -25,7 +25,7 @@ from incidents.access import (
 from incidents.forms import ReasonForm
 from incidents.htmx import htmx_error, message_slot, notice
 from incidents.models import ActionItem, EventKind, Incident, Status
-from incidents.panels import LiveUpdates, Message, Panel
+from incidents.panels import LiveItem, Panel
 from incidents.services import IncidentError
 from incidents.views.postmortem import item_response
 
@@ -101,37 +101,33 @@ def runbook_context(
     }
 
 
-class RunUpdates(LiveUpdates):
-    """A stream's live output of check runs: each run whose version changed since
-    this stream last sent it (id-less "run" messages, idempotent swaps)."""
+# A run that finished this recently is still sent to a stream that has not seen its
+# last version (one opened just now); older ones are in the panel the page loaded.
+LIVE_WINDOW = timedelta(seconds=10)
 
-    def __init__(self) -> None:
-        self.run_versions: dict[int, int] = {}
-        self.checked_at = timezone.now() - timedelta(seconds=5)
 
-    def __call__(self, request: HttpRequest, incident_id: int) -> list[Message]:
-        now = timezone.now()
-        runs = CheckRun.objects.filter(incident_id=incident_id).filter(
-            Q(status__in=ACTIVE_RUN_STATUSES) | Q(finished_at__gte=self.checked_at)
+def run_items(incident_id: int) -> list[LiveItem]:
+    """The incident's live check runs (active, or finished within LIVE_WINDOW), drawn:
+    fetched once per change for every open stream of the incident in the process
+    (live.Feed.live_updates), whatever their number. The partial depends on the run
+    alone, never on the viewer, so it is drawn without a request."""
+    since = timezone.now() - LIVE_WINDOW
+    runs = (
+        CheckRun.objects.filter(incident_id=incident_id)
+        .filter(Q(status__in=ACTIVE_RUN_STATUSES) | Q(finished_at__gte=since))
+        .select_related("requested_by")
+        .order_by("pk")
+    )
+    context = {"oob": True, "latest": True, "output_cap": services.OUTPUT_PAGE_CAP}
+    return [
+        (
+            ("run", run.pk),
+            run.version,
+            "run",
+            render_to_string("diagnostics/partials/run.html", context | {"run": run}),
         )
-        self.checked_at = now - timedelta(seconds=1)
-        changed = [
-            r
-            for r in runs.select_related("requested_by")
-            if self.run_versions.get(r.pk) != r.version
-        ]
-        out: list[Message] = []
-        for run in changed:
-            self.run_versions[run.pk] = run.version
-            context = {
-                "run": run,
-                "oob": True,
-                "latest": True,
-                "output_cap": services.OUTPUT_PAGE_CAP,
-            }
-            html = render_to_string("diagnostics/partials/run.html", context, request)
-            out.append((None, "run", html))
-        return out
+        for run in runs
+    ]
 
 
 def run_activity(incident_ids: list[int]) -> dict[int, Hashable]:
@@ -162,7 +158,7 @@ RUNBOOK_PANEL = Panel(
     template="diagnostics/partials/runbook.html",
     context=runbook_context,
     refresh_on=frozenset({"check_run", "check_result", "action"}),
-    live=RunUpdates,
+    live_items=run_items,
     poll=run_activity,
     viewer_key=runbook_viewer_key,
     place="top",

@@ -130,8 +130,20 @@ class Follower(Protocol):
         """Shared HTML made this page's own (its CSRF token)."""
         ...
 
-    def updates(self) -> list[Message]:
-        """This page's id-less live updates (check-run output), since its last call."""
+    def live_items(self) -> list[panels.LiveItem]:
+        """The incident's panels' live items (check-run output): the result is shared
+        with every stream of the incident in this process."""
+        ...
+
+    def pick_updates(self, items: list[panels.LiveItem]) -> list[Message]:
+        """This page's id-less live updates among `items`: those it has not sent yet."""
+        ...
+
+    # Whether the panels have live updates of their own per stream (`own_updates`).
+    has_own_updates: bool
+
+    def own_updates(self) -> list[Message]:
+        """This page's own id-less live updates (those that differ per viewer)."""
         ...
 
     def recheck(self, followers: list[Any]) -> None:
@@ -158,6 +170,7 @@ class Feed:
         self._batches: dict[Hashable, asyncio.Future[Batch]] = {}
         self._texts: dict[Hashable, str] = {}
         self._checks: dict[int, asyncio.Future[None]] = {}
+        self._live: dict[int, asyncio.Future[list[panels.LiveItem]]] = {}
 
     def state(self) -> tuple[int, int]:
         return self.latest, self.panels
@@ -197,6 +210,22 @@ class Feed:
             self._check_future(self.latest)
         # Shielded: a page that closes must not cancel the work the others wait for.
         return await asyncio.shield(future), key
+
+    async def live_updates(self, follower: Follower) -> list[Message]:
+        """The follower's new live updates: the panels' shared live items are fetched
+        once per change of the panels (one query and one rendering for every open stream
+        of the incident in this process), then each stream picks what it has not sent;
+        plus the stream's own updates of panels that differ per viewer."""
+        key = self.panels
+        future = self._live.get(key)
+        if future is None:
+            future = asyncio.ensure_future(db(follower.live_items))
+            self._live = {key: future}  # the latest only: every stream asks for it
+            future.add_done_callback(_forget_failed(self._live, key))
+        out = follower.pick_updates(await asyncio.shield(future))
+        if follower.has_own_updates:
+            out += await db(follower.own_updates)
+        return out
 
     def sse_text(self, key: Hashable, messages: list[Message], follower: Follower) -> str:
         """The SSE text of a shared batch made the page's own, once per personalisation:
@@ -479,7 +508,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
                 after = upto
             if first or feed.panels != panels_seen:
                 panels_seen = feed.panels
-                out += await db(follower.updates)
+                out += await feed.live_updates(follower)
             first = False
             if text or out:
                 yield text + "".join(format_sse(*message) for message in out)

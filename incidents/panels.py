@@ -20,11 +20,33 @@ from .models import Incident
 Message = tuple[int | None, str, str]
 
 
+# One live item of a panel: (what it is, its version, SSE event name, HTML).
+LiveItem = tuple[Hashable, Hashable, str, str]
+
+
 class LiveUpdates:
-    """One open stream's state for a panel's id-less updates (what it already sent)."""
+    """One open stream's state for a panel's own id-less updates (what it already sent),
+    for updates that differ per viewer (`Panel.live`)."""
 
     def __call__(self, request: HttpRequest, incident_id: int) -> list[Message]:
         raise NotImplementedError
+
+
+class SentVersions:
+    """One open stream's side of the panels' shared live items (`Panel.live_items`):
+    the version of each it sent. The items are fetched once per process per change and
+    shared; each stream only picks those it has not sent in that version."""
+
+    def __init__(self) -> None:
+        self.sent: dict[Hashable, Hashable] = {}
+
+    def pick(self, items: list[LiveItem]) -> list[Message]:
+        out: list[Message] = []
+        for key, version, event, html in items:
+            if self.sent.get(key) != version:
+                self.sent[key] = version
+                out.append((None, event, html))
+        return out
 
 
 @dataclass(frozen=True)
@@ -34,8 +56,13 @@ class Panel:
     # (request, incident, expand=...) -> context; its keys join the page's context.
     context: Callable[..., dict[str, Any]]
     refresh_on: frozenset[str] = frozenset()
-    # Made once per open stream; called when the panel's output may have changed.
+    # Made once per open stream; called when the panel's output may have changed (for
+    # updates that differ per viewer: each stream queries and draws its own).
     live: Callable[[], LiveUpdates] | None = None
+    # incident id -> the incident's live items (a check run's output), fetched when the
+    # panel's output may have changed: once per process for every open stream of the
+    # incident, so they must not differ between viewers. Prefer it to `live`.
+    live_items: Callable[[int], list[LiveItem]] | None = None
     # Without Redis, how the process's one poll sees that change: incident ids ->
     # a value per incident that changes when its live output does.
     poll: Callable[[list[int]], dict[int, Hashable]] | None = None
@@ -65,6 +92,15 @@ def page_context(request: HttpRequest, incident: Incident, **options: Any) -> di
     for panel in PANELS.values():
         context |= panel.context(request, incident, **options)
     return context
+
+
+def live_items(incident_id: int) -> list[LiveItem]:
+    """Every panel's live items of the incident (shared by its open streams)."""
+    items: list[LiveItem] = []
+    for panel in PANELS.values():
+        if panel.live_items is not None:
+            items += panel.live_items(incident_id)
+    return items
 
 
 def refreshed_by(kinds: set[str]) -> list[Panel]:

@@ -127,6 +127,8 @@ def declare_incident(
                 "response_deadline": incident.response_deadline.isoformat(),
                 "channel": incident.channel_name,
                 "flags": sorted(flags),
+                # Declared by an alert: the report's first row is the alert's own.
+                **({"alert_fingerprint": alert_fingerprint} if alert_fingerprint else {}),
             },
             at=now,
         )

@@ -54,6 +54,48 @@ def append_event(
     return event
 
 
+def append_events(
+    incident: Incident,
+    events: list[tuple[str, str, dict[str, Any], datetime | None]],
+) -> list[TimelineEvent]:
+    """Add several events (kind, message, data, at) by LotoOps itself in one go: one
+    lock of the incident, one insert, one wake-up of its streams (the last seq covers
+    them all). For a batch such as an alert group's new alerts."""
+    if not events:
+        return []
+    now = timezone.now()
+    # No savepoint: a failure here fails the caller's whole transaction.
+    with transaction.atomic(savepoint=False):
+        first = _next_seq(incident.pk)
+        rows = TimelineEvent.objects.bulk_create(
+            [
+                TimelineEvent(
+                    incident=incident,
+                    seq=first + n,
+                    kind=kind,
+                    message=message,
+                    data=data or {},
+                    created_at=at or now,
+                )
+                for n, (kind, message, data, at) in enumerate(events)
+            ]
+        )
+    incident_id, seq = incident.pk, first + len(events) - 1
+    transaction.on_commit(lambda: live.publish(incident_id, seq))
+    return rows
+
+
+def lock_timeline(incident_id: int) -> None:
+    """Take the lock `append_event` takes (the incident row, NO KEY UPDATE) now.
+
+    The lock order everywhere is: the incident first, then the rows that hang off it
+    (notifications, check runs, alerts). A transaction that changes such a row and
+    then appends to the timeline calls this before touching the row, so it never
+    holds the row while waiting for the incident that a writer holding the incident
+    waits to take the row from (a deadlock PostgreSQL would break by failing one)."""
+    list(Incident.objects.select_for_update(no_key=True).filter(pk=incident_id).values("pk"))
+
+
 def _next_seq(incident_id: int) -> int:
     """The incident's next sequence number, taken under its row lock.
 
@@ -66,6 +108,6 @@ def _next_seq(incident_id: int) -> int:
     writers: our transactions are IMMEDIATE (settings), so the write lock is taken at
     BEGIN and the MAX below is exact there as well. The unique (incident, seq)
     constraint turns any other mistake into an error, never into a skipped event."""
-    list(Incident.objects.select_for_update(no_key=True).filter(pk=incident_id).values("pk"))
+    lock_timeline(incident_id)
     last = TimelineEvent.objects.filter(incident_id=incident_id).aggregate(last=Max("seq"))
     return (last["last"] or 0) + 1

@@ -348,6 +348,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
     "stripe-summaries": {"task": "alerts.tasks.summarize_stripe_due", "schedule": 60.0},
+    "stripe-webhook-errors": {
+        "task": "alerts.tasks.sweep_stripe_webhook_errors",
+        "schedule": env_float("STRIPE_WEBHOOK_SWEEP", 60.0),
+    },
     "sample-money-at-risk": {
         "task": "diagnostics.tasks.sample_money_at_risk",
         "schedule": MONEY_AT_RISK_INTERVAL,
@@ -462,6 +466,10 @@ if LOG_FORMAT not in {"plain", "json"}:
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_DECLARE_THRESHOLD = int(env_float("STRIPE_DECLARE_THRESHOLD", 0))
 STRIPE_DECLARE_WINDOW = env_float("STRIPE_DECLARE_WINDOW", 300.0)
+# Webhook endpoint errors: every STRIPE_WEBHOOK_SWEEP seconds (the beat), the events of
+# the last STRIPE_WEBHOOK_SWEEP_MINUTES that Stripe did not deliver to every endpoint,
+# listed through the Stripe target (alerts/payments.py).
+STRIPE_WEBHOOK_SWEEP_MINUTES = int(env_float("STRIPE_WEBHOOK_SWEEP_MINUTES", 10))
 
 LOGGING = {
     "version": 1,

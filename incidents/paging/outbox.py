@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -28,7 +28,7 @@ from ..models import (
     NotificationStatus,
     Status,
 )
-from ..timeline import append_event
+from ..timeline import append_event, lock_timeline
 from . import channels as notify
 from .acklinks import ack_token
 from .oncall import person_for
@@ -246,6 +246,7 @@ def deliver(notification_id: int, *, now: datetime | None = None) -> tuple[str, 
     if local := channel.not_delivered():
         return _not_delivered(notification, local, sent_at)
     with transaction.atomic():
+        lock_timeline(notification.incident_id)  # the incident before the row
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.SENT, sent_at=sent_at, last_error=""
         )
@@ -283,6 +284,7 @@ def _failed(notification: Notification, error: str, *, permanent: bool) -> tuple
     retry = not permanent and attempts <= len(RETRY_BACKOFF)
     channel = notification.get_channel_display().lower()
     with transaction.atomic():
+        lock_timeline(notification.incident_id)  # the incident before the row
         if retry:
             wait = RETRY_BACKOFF[attempts - 1]
             Notification.objects.filter(pk=notification.pk).update(
@@ -328,18 +330,22 @@ def requeue_stale(now: datetime | None = None) -> list[int]:
     picked up (a lost task, a broker outage) are sent to the broker again."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.NOTIFY_SEND_LEASE)
-    with transaction.atomic():
-        lost = list(
-            Notification.objects.select_for_update(skip_locked=True)
-            .filter(status=NotificationStatus.SENDING, claimed_at__lt=now - lease)
-            .select_related("incident")
-        )
-        for row in lost:
-            Notification.objects.filter(pk=row.pk, status=NotificationStatus.SENDING).update(
+    stale = Q(status=NotificationStatus.SENDING, claimed_at__lt=now - lease)
+    lost: list[Notification] = []
+    candidates = Notification.objects.filter(stale).order_by("incident_id", "pk")
+    for pk, incident_id in list(candidates.values_list("pk", "incident_id")):
+        # One transaction per row, the incident locked before the row (the timeline's
+        # lock order); the conditional update claims it once however many sweeps run.
+        with transaction.atomic():
+            lock_timeline(incident_id)
+            if not Notification.objects.filter(stale, pk=pk).update(
                 status=NotificationStatus.PENDING,
                 due_at=now,
                 last_error="worker lost while sending",
-            )
+            ):
+                continue
+            row = Notification.objects.select_related("incident").get(pk=pk)
+            lost.append(row)
             append_event(
                 row.incident,
                 EventKind.NOTIFICATION,

@@ -85,16 +85,36 @@ def is_postmortem_noise(event: TimelineEvent) -> bool:
     return any(key in event.data for key in ("postmortem", "action_item", "reminder", "milestone"))
 
 
+def is_first_alert(event: TimelineEvent) -> bool:
+    """The alert that declared the incident (alerts.services marks its event)."""
+    return event.kind == EventKind.ALERT and bool(event.data.get("first"))
+
+
+def declared_by_alert(event: TimelineEvent) -> bool:
+    return event.kind == EventKind.DECLARED and bool(event.data.get("alert_fingerprint"))
+
+
 def default_selected(event: TimelineEvent) -> bool:
     if is_postmortem_noise(event):
         return False
+    if is_first_alert(event):
+        return True
     if event.kind == EventKind.CHECK_RESULT:
         return bool(event.data.get("evidence"))
     return event.kind in MILESTONE_KINDS
 
 
 def timeline_label(event: TimelineEvent, milestone_labels: list[str] | None = None) -> str:
-    """The report's wording: the template's milestones, then what the event said."""
+    """The report's wording: the template's milestones, then what the event said.
+
+    "First alert triggered" is the alert's own event (at its start time) when an alert
+    declared the incident, and the declaration is then a row of its own; a person's
+    declaration is where the template's timeline starts otherwise."""
+    message = " ".join(event.message.split())
+    if is_first_alert(event):
+        return message if message.startswith("First alert") else f"First alert triggered: {message}"
+    if declared_by_alert(event):
+        return f"Incident declared: {message}"
     status = event.data.get("status") if event.kind == EventKind.STATUS else None
     prefix = {
         EventKind.DECLARED: "First alert triggered",
@@ -108,7 +128,6 @@ def timeline_label(event: TimelineEvent, milestone_labels: list[str] | None = No
     }.get(status or "")
     if milestone_labels:
         prefix = " / ".join(milestone_labels)
-    message = " ".join(event.message.split())
     return f"{prefix}: {message}" if prefix else message
 
 
@@ -139,7 +158,9 @@ def report_events(postmortem: PostMortem) -> tuple[list[TimelineEvent], Mileston
     """The events the report's timeline shows (the chosen ones, and every event marked
     as a milestone by hand) and the incident's milestones, from one query."""
     everything = list(
-        TimelineEvent.objects.filter(incident_id=postmortem.incident_id).order_by("id")
+        TimelineEvent.objects.filter(incident_id=postmortem.incident_id).order_by(
+            "created_at", "id"
+        )
     )
     found = milestones(everything)
     ids = {int(i) for i in postmortem.timeline_event_ids} | marked_by_hand(found)
@@ -152,7 +173,9 @@ def included_events(postmortem: PostMortem) -> list[TimelineEvent]:
 
 def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> PostMortem:
     """A post-mortem prefilled from what really happened (not saved)."""
-    events = list(incident.timeline.order_by("id"))
+    # In time order: the alert that declared an incident started before the declaration
+    # (its event is written after it, at the alert's start time).
+    events = list(incident.timeline.order_by("created_at", "id"))
     found = milestones(events)
     by_hand = marked_by_hand(found)
     evidence = [e for e in events if e.kind == EventKind.CHECK_RESULT and e.data.get("evidence")]

@@ -56,7 +56,7 @@ def incident_report(incident: Incident) -> IncidentReport:
     if postmortem.pk:
         events, found = report_events(postmortem)
     else:
-        everything = list(incident.timeline.order_by("id"))
+        everything = list(incident.timeline.order_by("created_at", "id"))
         found = milestones(everything)
         ids = set(postmortem.timeline_event_ids)
         events = [e for e in everything if e.pk in ids]

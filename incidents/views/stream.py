@@ -125,8 +125,11 @@ class StreamRenderer:
         # is valid for all of them.
         self.personal = request.META.get("CSRF_COOKIE") or self.csrf_token
         self.key: Viewer | None = None
-        # Each panel's id-less live updates (a check run's output), with their state.
+        # What of the panels' shared live items (a check run's output) this page was sent.
+        self.live_sent = panels.SentVersions()
+        # The panels' own per-stream live updates (those that differ per viewer).
         self.live_updates = [p.live() for p in panels.PANELS.values() if p.live is not None]
+        self.has_own_updates = bool(self.live_updates)
 
     @classmethod
     def open(cls, request: HttpRequest, user: Any, pk: int) -> StreamRenderer:
@@ -159,12 +162,22 @@ class StreamRenderer:
     def personalise(self, html: str) -> str:
         return html.replace(CSRF_PLACEHOLDER, self.csrf_token)
 
-    def updates(self) -> list[live.Message]:
+    def live_items(self) -> list[panels.LiveItem]:
+        return panels.live_items(self.incident_id)
+
+    def pick_updates(self, items: list[panels.LiveItem]) -> list[live.Message]:
+        return self.live_sent.pick(items)
+
+    def own_updates(self) -> list[live.Message]:
         out: list[live.Message] = []
         with self.key.times() if self.key is not None else contextlib.nullcontext():
             for updates in self.live_updates:
                 out += updates(self.request, self.incident_id)
         return out
+
+    def updates(self) -> list[live.Message]:
+        """This page's live updates on its own (not shared: the stream shares them)."""
+        return self.pick_updates(self.live_items()) + self.own_updates()
 
     def recheck(self, followers: list[StreamRenderer]) -> None:
         recheck_viewers(followers)

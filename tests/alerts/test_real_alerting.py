@@ -68,7 +68,7 @@ def test_a_firing_rule_opens_an_incident_and_resolving_it_is_on_the_timeline(ale
     assert first.message == "First alert triggered: PostgresDown: Lotolink's PostgreSQL is down"
     assert first.created_at <= incident.declared_at
     runs = CheckRun.objects.filter(incident=incident)
-    assert runs.count() == 3 and {r.status for r in runs} == {RunStatus.QUEUED}
+    assert runs.count() == 4 and {r.status for r in runs} == {RunStatus.QUEUED}
 
     stack.target.up = True
     resolved = wait_for(
