@@ -775,7 +775,7 @@ def test_terminate_blocker_refuses_what_is_not_a_root_blocker_here(target, sessi
     assert pg.alive(holder.info.backend_pid)
 
 
-def test_a_steps_title_follows_its_threshold():
+def test_a_steps_title_follows_its_threshold(db):
     from django.core.exceptions import ValidationError
 
     from diagnostics.models import RunbookStep
