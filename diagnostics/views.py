@@ -220,7 +220,12 @@ def _panel(
 ) -> HttpResponse:
     """The runbook panel, with `note` drawn in the message slot of the control pressed."""
     context = {"incident": incident, "notice": note} | runbook_context(request, incident)
-    return render(request, "diagnostics/partials/runbook.html", context)
+    response = render(request, "diagnostics/partials/runbook.html", context)
+    if note and note.get("text") and not note.get("slot"):
+        # The control named no slot of its own: the page's flash area says it (out of band).
+        flash = render_to_string("partials/flash_oob.html", {"note": note}, request=request)
+        response.content += flash.encode()
+    return response
 
 
 def _queued(

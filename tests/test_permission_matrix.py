@@ -72,6 +72,7 @@ class Who:
     works_secret: bool = False  # granted change on the restricted incident
     declares: bool = False
     actions: bool = False  # run resolution actions
+    overrides: bool = False  # resolve despite failing recovery checks (with a reason)
     audit: bool = False  # the audit trail
     staff: bool = False
 
@@ -81,7 +82,7 @@ WHO = {
     "noperm": Who("noperm"),
     "viewer": Who("viewer"),
     "responder": Who("responder", works=True, declares=True, actions=True),
-    "commander": Who("commander", works=True, declares=True, actions=True),
+    "commander": Who("commander", works=True, declares=True, actions=True, overrides=True),
     "manager": Who("manager", audit=True),
     "granted": Who("granted", sees_secret=True, works_secret=True),
     "staff": Who("staff", works=True, audit=True, staff=True),
@@ -92,6 +93,7 @@ WHO = {
         works_secret=True,
         declares=True,
         actions=True,
+        overrides=True,
         audit=True,
         staff=True,
     ),
@@ -132,6 +134,11 @@ def work(who: Who, target: str) -> str:
 def actions(who: Who, target: str) -> str:
     answer = work(who, target)
     return answer if answer != OK else (OK if who.actions else REFUSED)
+
+
+def overrides(who: Who, target: str) -> str:
+    answer = work(who, target)
+    return answer if answer != OK else (OK if who.overrides else REFUSED)
 
 
 def declare(who: Who, target: str) -> str:
@@ -223,7 +230,7 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "diagnostics:action_item_verify": (none, work),
     "diagnostics:approve": (none, see_missing),
     "diagnostics:reject": (none, see_missing),
-    "diagnostics:recovery_override": (none, actions),
+    "diagnostics:recovery_override": (none, overrides),
     "metrics": (off, never),
     "alerts:alertmanager": (never, token),
     "alerts:stripe": (never, signed),

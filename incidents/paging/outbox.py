@@ -266,6 +266,7 @@ def _not_delivered(notification: Notification, why: str, at: datetime) -> tuple[
     channel = notification.get_channel_display().lower()
     advice = " (set EMAIL_HOST to send email)" if notification.channel == "email" else ""
     with transaction.atomic():
+        lock_timeline(notification.incident_id)  # the incident before the row
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.NOT_DELIVERED, last_error=f"{why}{advice}"
         )

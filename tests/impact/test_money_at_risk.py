@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from diagnostics import impact
-from diagnostics.models import RunbookStep
+from diagnostics.models import Runbook, RunbookStep
 from diagnostics.probes.base import ProbeError
 from diagnostics.tasks import sample_money_at_risk
 from incidents import services
@@ -211,6 +211,7 @@ def test_the_post_mortem_impact_carries_the_peak_and_the_total_at_resolution(pla
     reset_plays([(5, "pending", 100, "USD", "banca-norte", "processing", 1)])  # fixed
     last = impact.take_sample(incident, now=start + timedelta(minutes=4))
     services.acknowledge_incident(incident, actor=responder)
+    Runbook.objects.update(recovery_checks=[])  # verified recovery: test_recovery.py
     services.transition_incident(incident, Status.RESOLVED, actor=responder)
     pm = PostMortem.objects.get(incident=incident)
     local = lambda at: f"{timezone.localtime(at):%Y-%m-%d %H:%M %Z}"  # noqa: E731
