@@ -56,6 +56,7 @@ class InflightLimit:
         self.in_flight = 0  # requests holding a permit (for /metrics and tests)
         self.refused = 0
         self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         global current
         current = self
 
@@ -63,8 +64,13 @@ class InflightLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._semaphore is None:  # made in the server's event loop
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:
+            # Made in the server's event loop (a new loop, e.g. a restarted server in
+            # the same process, gets its own: an asyncio primitive is bound to one).
             self._semaphore = asyncio.Semaphore(self.limit)
+            self._loop = loop
+            self.in_flight = 0
         semaphore = self._semaphore
         try:
             await asyncio.wait_for(semaphore.acquire(), self.wait)

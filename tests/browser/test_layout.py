@@ -256,10 +256,10 @@ def test_the_answer_lands_even_when_the_stream_redrew_the_runbook_meanwhile(
     step.locator("button.run").click()
     page.wait_for_function("() => document.querySelector('#runbook li.step button.run[disabled]')")
     request_check(incident, RunbookStep.objects.get(key="db.locks"), actor=responder)
-    page.wait_for_function("() => !document.getElementById('runbook').dataset.old", timeout=5000)
+    page.wait_for_function("() => !document.getElementById('runbook').dataset.old", timeout=15000)
     assert held, "Run's request was not sent"
     held[0].continue_()
-    step.locator(".msg-slot .msg").wait_for(timeout=5000)
+    step.locator(".msg-slot .msg").wait_for(timeout=15000)
     assert "Queued 1 run on lotolink-db" in step.locator(".msg-slot").inner_text()
     assert in_view(page, step.locator(".msg-slot"))
 
