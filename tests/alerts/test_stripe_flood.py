@@ -90,11 +90,12 @@ def test_a_flood_from_several_processes_is_one_event_and_one_summary_per_minute(
 
     types: Counter[str] = Counter()
     for row in minutes:
-        in_minute = stripe_lines(incident).filter(
-            created_at__gte=row.minute, created_at__lte=row.minute + timedelta(minutes=1)
-        )
-        firsts = [e for e in in_minute if not e.data.get("summary")]
-        summaries = [e for e in in_minute if e.data.get("summary")]
+        end = row.minute + timedelta(minutes=1)
+        # A minute's failures fall in [minute, end); its summary is dated at its end
+        # (where the next minute's failures begin).
+        in_minute = stripe_lines(incident).filter(created_at__gte=row.minute, created_at__lte=end)
+        firsts = [e for e in in_minute if not e.data.get("summary") and e.created_at < end]
+        summaries = [e for e in in_minute if e.data.get("summary") and e.created_at > row.minute]
         assert len(firsts) == 1, [e.message for e in in_minute]
         types[firsts[0].data["type"]] += 1
         if row.more:
