@@ -1438,18 +1438,7 @@ class TerminateQuery(PostgresAction):
             " FROM pg_stat_activity WHERE pid = %s",
             [QUERY_CHARS + 1, pid],
         )
-        where = self.target.name
-        if row is None:
-            raise ProbeError(f"pid {pid} is not a backend on {where} (finished already?)")
-        if row["own"]:
-            raise ProbeError(f"pid {pid} is this check's own session: refusing to terminate it")
-        if row["backend_type"] != "client backend":
-            raise ProbeError(f"pid {pid} is a {row['backend_type']}, not a client query")
-        if not row["here"]:
-            raise ProbeError(
-                f"pid {pid} is connected to database {row['database']}, "
-                f"not {conn.info.dbname}: refusing"
-            )
+        row = _terminable(conn, row, pid, self.target.name, "finished already?", "query")
         if row["state"] is None:
             raise ProbeError(
                 f"pid {pid} belongs to another role and its activity is hidden: "
@@ -1666,17 +1655,7 @@ class TerminateBlocker(PostgresAction):
             [QUERY_CHARS + 1, pid],
         )
         where = self.target.name
-        if row is None:
-            raise ProbeError(f"pid {pid} is not a backend on {where} (gone already?)")
-        if row["own"]:
-            raise ProbeError(f"pid {pid} is this check's own session: refusing to terminate it")
-        if row["backend_type"] != "client backend":
-            raise ProbeError(f"pid {pid} is a {row['backend_type']}, not a client session")
-        if not row["here"]:
-            raise ProbeError(
-                f"pid {pid} is connected to database {row['database']}, "
-                f"not {conn.info.dbname}: refusing"
-            )
+        row = _terminable(conn, row, pid, where, "gone already?", "session")
         if row["waits_on"]:
             raise ProbeError(
                 f"pid {pid} is not the root of its chain: it waits on pids "
@@ -1909,6 +1888,26 @@ def _number(value: Any) -> int | float:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+def _terminable(
+    conn: Conn, row: dict[str, Any] | None, pid: int, where: str, gone: str, what: str
+) -> dict[str, Any]:
+    """The pg_stat_activity row of a backend an action may terminate (ProbeError when
+    it is gone, is this check's own session, not a client backend, or in another
+    database)."""
+    if row is None:
+        raise ProbeError(f"pid {pid} is not a backend on {where} ({gone})")
+    if row["own"]:
+        raise ProbeError(f"pid {pid} is this check's own session: refusing to terminate it")
+    if row["backend_type"] != "client backend":
+        raise ProbeError(f"pid {pid} is a {row['backend_type']}, not a client {what}")
+    if not row["here"]:
+        raise ProbeError(
+            f"pid {pid} is connected to database {row['database']}, "
+            f"not {conn.info.dbname}: refusing"
+        )
+    return row
 
 
 def _shorten_queries(rows: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from django.utils import timezone
 from fpdf.enums import XPos, YPos
 
 from ..models import ActionItem, EvidenceFile, Incident, PostMortem, RegulatoryClock
+from ..paging.regulatory import snapshot as regulatory_snapshot
 from ..postincident.milestones import KeyTime, key_times, milestones
 from ..postincident.postmortem import TimelineLine, draft_for, report_events, timeline_lines
 from ..rules import regulatory as regulatory_rule
@@ -76,14 +77,7 @@ def incident_report(incident: Incident) -> IncidentReport:
 
 def clock_row(clock: RegulatoryClock, now: datetime | None = None) -> list[str]:
     """Obligation, flag, started, deadline, state (done on time / late, by whom, how)."""
-    snap = regulatory_rule.Clock(
-        clock.flag,
-        clock.started_at,
-        clock.deadline,
-        clock.warn_before,
-        clock.done_at,
-        clock.stopped_at,
-    )
+    snap = regulatory_snapshot(clock)
     verdict = regulatory_rule.verdict(snap, now or timezone.now())
     stopped = _local(clock.stopped_at or clock.started_at)
     state = {

@@ -16,6 +16,7 @@ from ..models import (
     Incident,
     RegulatoryClock,
 )
+from ..paging.regulatory import snapshot as regulatory_snapshot
 from ..rules import regulatory, sla
 from ..rules.sla import BREACHED, MET, PENDING
 
@@ -90,14 +91,7 @@ def _with_clocks(rows: list[Row]) -> list[Row]:
     for clock in RegulatoryClock.objects.filter(incident_id__in=[r.pk for r in rows]).order_by(
         "deadline", "flag"
     ):
-        snap = regulatory.Clock(
-            clock.flag,
-            clock.started_at,
-            clock.deadline,
-            clock.warn_before,
-            clock.done_at,
-            clock.stopped_at,
-        )
+        snap = regulatory_snapshot(clock)
         verdict = regulatory.verdict(snap, now)
         done = f" {clock.done_at.isoformat()}" if clock.done_at else ""
         found[clock.incident_id].append(

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from incidents.models import FLAG_LABELS, Category, Incident, RegulatoryClock, Status
+from incidents.paging.regulatory import snapshot as regulatory_snapshot
 from incidents.rules import regulatory as regulatory_rule
 from incidents.rules import sla as sla_rule
 from incidents.rules.text import format_duration
@@ -150,14 +151,7 @@ def regulatory_clocks(incident: Incident) -> list[dict[str, object]]:
     now = timezone.now()
     out: list[dict[str, object]] = []
     for clock in RegulatoryClock.objects.filter(incident=incident).select_related("done_by"):
-        snap = regulatory_rule.Clock(
-            clock.flag,
-            clock.started_at,
-            clock.deadline,
-            clock.warn_before,
-            clock.done_at,
-            clock.stopped_at,
-        )
+        snap = regulatory_snapshot(clock)
         verdict = regulatory_rule.verdict(snap, now)
         left = regulatory_rule.seconds_left(snap, now)
         if verdict == regulatory_rule.PENDING:
