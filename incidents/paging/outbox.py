@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -245,19 +246,34 @@ def deliver(notification_id: int, *, now: datetime | None = None) -> tuple[str, 
     sent_at = timezone.now()
     if local := channel.not_delivered():
         return _not_delivered(notification, local, sent_at)
+    channel_name = notification.get_channel_display().lower()
+    _settle(
+        notification,
+        f"{_what(notification)} sent by {channel_name}: {detail}",
+        "sent",
+        sent_at,
+        status=NotificationStatus.SENT,
+        sent_at=sent_at,
+        last_error="",
+    )
+    return "sent", None
+
+
+def _settle(
+    notification: Notification, message: str, outcome: str, at: datetime, **fields: Any
+) -> None:
+    """Record how a delivery ended, on its row and on the timeline, in one transaction:
+    the incident locked before the row (the lock order of requeue_stale)."""
     with transaction.atomic():
-        lock_timeline(notification.incident_id)  # the incident before the row
-        Notification.objects.filter(pk=notification.pk).update(
-            status=NotificationStatus.SENT, sent_at=sent_at, last_error=""
-        )
+        lock_timeline(notification.incident_id)
+        Notification.objects.filter(pk=notification.pk).update(**fields)
         append_event(
             notification.incident,
             EventKind.NOTIFICATION,
-            f"{_what(notification)} sent by {notification.get_channel_display().lower()}: {detail}",
-            data={"notification": notification.pk, "status": "sent"},
-            at=sent_at,
+            message,
+            data={"notification": notification.pk, "status": outcome},
+            at=at,
         )
-    return "sent", None
 
 
 def _not_delivered(notification: Notification, why: str, at: datetime) -> tuple[str, int | None]:
@@ -265,18 +281,14 @@ def _not_delivered(notification: Notification, why: str, at: datetime) -> tuple[
     retried: it would only print again), and said plainly on the timeline."""
     channel = notification.get_channel_display().lower()
     advice = " (set EMAIL_HOST to send email)" if notification.channel == "email" else ""
-    with transaction.atomic():
-        lock_timeline(notification.incident_id)  # the incident before the row
-        Notification.objects.filter(pk=notification.pk).update(
-            status=NotificationStatus.NOT_DELIVERED, last_error=f"{why}{advice}"
-        )
-        append_event(
-            notification.incident,
-            EventKind.NOTIFICATION,
-            f"{_what(notification)} by {channel} {why}{advice}",
-            data={"notification": notification.pk, "status": "not_delivered"},
-            at=at,
-        )
+    _settle(
+        notification,
+        f"{_what(notification)} by {channel} {why}{advice}",
+        "not_delivered",
+        at,
+        status=NotificationStatus.NOT_DELIVERED,
+        last_error=f"{why}{advice}",
+    )
     return "not delivered", None
 
 
