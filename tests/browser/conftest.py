@@ -45,9 +45,11 @@ def login(browser, asgi_server):
 
     contexts = []
 
-    def _login(user):
+    def _login(user, *, width: int = 1280, height: int = 900, bypass_csp: bool = False):
         context = browser.new_context(
-            base_url=asgi_server.url, viewport={"width": 1280, "height": 900}
+            base_url=asgi_server.url,
+            viewport={"width": width, "height": height},
+            bypass_csp=bypass_csp,
         )
         contexts.append(context)
         page = context.new_page()

@@ -78,30 +78,15 @@ def scene(responder):
 
 
 @pytest.fixture
-def open_as(browser, asgi_server):
+def open_as(login):
     """A fresh context of the given size, logged in as `user` through the login form."""
-    from tests.factories import PASSWORD
-
-    contexts = []
 
     def _open(user, viewport: str):
         width, height = VIEWPORTS[viewport]
         # bypass_csp: only so that axe-core can be injected (the site allows no inline script).
-        context = browser.new_context(
-            base_url=asgi_server.url, viewport={"width": width, "height": height}, bypass_csp=True
-        )
-        contexts.append(context)
-        page = context.new_page()
-        page.goto("/login/")
-        page.fill("#id_username", user.username)
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{asgi_server.url}/")
-        return page
+        return login(user, width=width, height=height, bypass_csp=True)
 
-    yield _open
-    for context in contexts:
-        context.close()
+    return _open
 
 
 def assert_fits(page, where: str) -> None:
