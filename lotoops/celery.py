@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, worker_ready
+from celery.signals import beat_init, task_postrun, task_prerun, worker_ready
 
 from . import broker
 
@@ -21,6 +21,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(
     ["incidents.paging", "incidents.postincident", "diagnostics", "alerts"], related_name="tasks"
 )
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _connections_back_to_the_pool(task: Any = None, **_: Any) -> None:
+    """A task, like a request, takes a connection from its process's pool and gives it
+    back when done (settings.CELERY_DB_REUSE_MAX keeps Celery from closing the pool):
+    one dead since (a PostgreSQL restart) is replaced at the next checkout."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # run in the caller's process (tests, eager mode): its connection
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @worker_ready.connect

@@ -303,6 +303,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes every database connection before and after each task
+# and, in a prefork pool process, the whole psycopg pool with them: every check run
+# opened a new PostgreSQL connection (a backend forked, ~5 ms of the server's CPU and
+# the client's). Past this many tasks it still does; between them lotoops/celery.py
+# hands the connection back to the process's pool, as a request does (and the pool
+# checks it before the next task uses it). Inherited pools are still closed after fork.
+CELERY_DB_REUSE_MAX = int(env_float("CELERY_DB_REUSE_MAX", 10_000))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = TIME_ZONE
 # Money at risk on payment and banca incidents (diagnostics/impact.py): every

@@ -98,6 +98,13 @@ class Site:
             ).fetchone()
         return row[0]
 
+    def run_attempts(self, run: int) -> int:
+        with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "SELECT attempts FROM diagnostics_checkrun WHERE id = %s", [run]
+            ).fetchone()
+        return row[0]
+
 
 def manage(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
@@ -229,6 +236,9 @@ def test_pages_and_the_worker_recover_from_a_restart_without_a_failed_request(si
             assert response.status_code == 200, (page, response.text[:300])
     run = site.run_check()
     wait_for(lambda: site.run_status(run) == "succeeded", 30, "the worker recovers")
+    # At its first attempt: the worker's pool process kept its pool between tasks, and
+    # the pool replaced the dead connection when the task took one.
+    assert site.run_attempts(run) == 1
 
 
 def test_during_a_restart_and_an_outage_pages_answer_503_never_500(site):
