@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from incidents.models import Severity
 
@@ -21,12 +24,38 @@ class Route:
     mitigate_on_resolve: bool
 
 
+# How long a process keeps the rules it read (two queries a delivery otherwise). A
+# change in the admin clears them in its own process at once (`forget_rules`, on every
+# save and delete of a rule or a severity) and reaches the others within this time.
+RULES_TTL = 1.0
+_rules: tuple[float, list[SeverityRule], list[CategoryRule]] | None = None
+_rules_lock = threading.Lock()
+
+
+def _load_rules() -> tuple[list[SeverityRule], list[CategoryRule]]:
+    global _rules
+    now = time.monotonic()
+    cached = _rules
+    if cached is not None and now - cached[0] < RULES_TTL:
+        return cached[1], cached[2]
+    with _rules_lock:
+        severities = list(SeverityRule.objects.select_related("severity"))
+        categories = list(CategoryRule.objects.all())
+        _rules = (now, severities, categories)
+    return severities, categories
+
+
+def forget_rules(**_: Any) -> None:
+    """Read the rules afresh at the next delivery (a rule or a severity changed)."""
+    global _rules
+    _rules = None
+
+
 class Router:
-    """The rules, loaded once per delivery."""
+    """The rules, as this process last read them (at most RULES_TTL s ago)."""
 
     def __init__(self) -> None:
-        self.severities = list(SeverityRule.objects.select_related("severity"))
-        self.categories = list(CategoryRule.objects.all())
+        self.severities, self.categories = _load_rules()
 
     def route(self, labels: dict[str, str]) -> Route:
         severity = next((r for r in self.severities if labels.get(r.label) == r.value), None)

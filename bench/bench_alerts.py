@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_alerts.py [--singles 600] [--groups 20] [--alerts 20]
 
-Starts, on 127.0.0.1: the ASGI app under uvicorn (2 worker processes, like a
-2-core web container) on a fresh PostgreSQL database, and a real Celery worker
+Starts, on 127.0.0.1: the ASGI app in two uvicorn processes (two replicas of the
+documented web command) on a fresh PostgreSQL database, and a real Celery worker
 (prefork, 4 processes) on Redis. Then, over HTTP, with Alertmanager's payloads and a
 bearer token:
 
@@ -106,13 +106,15 @@ def payload(group: str, alerts: list[dict]) -> str:
     )
 
 
-def send_all(url: str, token: str, bodies: list[str], threads: int = 4) -> float:
-    """Post every body (`threads` at a time); the wall time in seconds."""
+def send_all(url: str | list[str], token: str, bodies: list[str], threads: int = 4) -> float:
+    """Post every body (`threads` at a time, thread n to the n-th of `url`s in turn);
+    the wall time in seconds."""
+    urls = [url] if isinstance(url, str) else url
     pending = list(bodies)
     lock = threading.Lock()
     failures: list[str] = []
 
-    def client() -> None:
+    def client(url: str) -> None:
         session = requests.Session()
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         while True:
@@ -125,7 +127,7 @@ def send_all(url: str, token: str, bodies: list[str], threads: int = 4) -> float
                 failures.append(f"{response.status_code} {response.text[:200]}")
 
     started = time.perf_counter()
-    workers = [threading.Thread(target=client) for _ in range(threads)]
+    workers = [threading.Thread(target=client, args=(urls[n % len(urls)],)) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -170,22 +172,26 @@ def main() -> None:
     Target.objects.create(name="lotolink-db", kind="postgres", url=f"{PG}/{PLATFORM}")
     _, token = tokens.issue("bench")
 
-    port = free_port()
+    # Two web processes, as two replicas of the documented web command (one uvicorn
+    # process each: `--workers N` turns TCP_NODELAY off, ~40 ms per keep-alive answer);
+    # the client threads take turns between them, as a Service's connections would.
+    ports = [free_port(), free_port()]
     processes: list[subprocess.Popen[bytes]] = []
     log = Path(var_dir) / "bench.log"
     try:
         with log.open("wb") as out:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable, "-m", "uvicorn", "lotoops.asgi:application",
-                        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-                        "--no-access-log", "--lifespan", "off", "--log-level", "warning",
-                    ],
-                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )  # fmt: skip
+            for web_port in ports:
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable, "-m", "uvicorn", "lotoops.asgi:application",
+                            "--host", "127.0.0.1", "--port", str(web_port),
+                            "--no-access-log", "--lifespan", "off", "--log-level", "warning",
+                        ],
+                        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )  # fmt: skip
             processes.append(
                 subprocess.Popen(
                     [
@@ -200,11 +206,14 @@ def main() -> None:
                     start_new_session=True,
                 )
             )  # fmt: skip
-        url = f"http://127.0.0.1:{port}/hooks/alertmanager/"
+        urls = [f"http://127.0.0.1:{p}/hooks/alertmanager/" for p in ports]
+        url = urls[0]
 
         def up() -> bool:
             try:
-                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok or True
+                for web_port in ports:
+                    requests.get(f"http://127.0.0.1:{web_port}/healthz", timeout=5)
+                return True
             except requests.RequestException:  # not up yet, or slow on a loaded machine
                 return False
 
@@ -214,13 +223,13 @@ def main() -> None:
         # Warm up, and open the incident the single alerts join.
         send_all(url, token, [payload("joined", [alert("Joined", "warm")])], threads=1)
         singles = [payload("joined", [alert("Joined", f"i-{n}")]) for n in range(args.singles)]
-        single_s = send_all(url, token, singles)
+        single_s = send_all(urls, token, singles)
         big = [
             payload("big", [alert("Big", f"g{g}-{n}") for n in range(100)])
             for g in range(args.groups)
         ]
         send_all(url, token, [payload("big", [alert("Big", "warm")])], threads=1)
-        group_s = send_all(url, token, big)
+        group_s = send_all(urls, token, big)
 
         to_incident: list[float] = []
         to_result: list[float] = []
@@ -255,7 +264,7 @@ def main() -> None:
 
     single_rate = args.singles / single_s
     group_rate = args.groups * 100 / group_s
-    print("\nAlertmanager deliveries over HTTP, uvicorn x 2, PostgreSQL, 4 client threads")
+    print("\nAlertmanager deliveries over HTTP, 2 uvicorn processes, PostgreSQL, 4 client threads")
     print(f"single alerts    {args.singles:>6} deliveries  {single_rate:8.0f} alerts/s")
     print(f"groups of 100    {args.groups:>6} deliveries  {group_rate:8.0f} alerts/s")
     print(f"\nAlert -> incident -> first diagnostic result, {args.alerts} alerts")

@@ -102,6 +102,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_alert_rules() -> None:
+    """Each test reads the alert rules of its own database (a process keeps them 1 s)."""
+    from alerts.routing import forget_rules
+
+    forget_rules()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
     # Django's default hasher takes ~0.5 s per user on purpose; tests need no such cost.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

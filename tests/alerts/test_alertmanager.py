@@ -233,6 +233,20 @@ def test_an_alert_no_rule_maps_refuses_the_whole_delivery(am_post):
     assert nothing_written()
 
 
+def test_a_rule_added_in_the_admin_maps_the_next_delivery_at_once(am_post, admin_client):
+    """The rules are kept per process for a second; a save clears them."""
+    unknown = alert("Mystery", severity="critical", service="toaster")
+    assert am_post(payload(unknown)).status_code == 422  # the rules are now cached
+
+    CategoryRule.objects.create(
+        matchers={"service": "toaster"}, category=Category.BANCA, may_declare=True
+    )
+
+    response = am_post(payload(unknown))
+    assert response.status_code == 200, response.content
+    assert Incident.objects.get().category == Category.BANCA
+
+
 def test_a_10_mb_payload_is_refused_unread(am_post):
     huge = payload(*[alert("A", instance=f"db-{i}") for i in range(1)])
     huge["commonAnnotations"] = {"padding": "x" * (10 * 1024 * 1024)}
