@@ -54,6 +54,37 @@ Message = tuple[int | None, str, str]
 Batch = tuple[list[Message], int]
 
 
+# The dashboard's feed (incident ids start at 1): woken by the events that change the
+# list of open incidents, with the event's id (not a per-incident seq). Its pages then
+# fetch their list, each with its viewer's own access rules.
+DASHBOARD = 0
+DASHBOARD_KINDS = frozenset(
+    {
+        "declared",
+        "acknowledged",
+        "status",
+        "reopened",
+        "severity",
+        "commander",
+        "regulatory",
+        "escalation",
+        "notification",
+    }
+)
+
+
+def dashboard_latest() -> int:
+    """The id of the last committed event that changed the dashboard (0: none): a
+    backward walk of the primary key to the first such event."""
+    found = (
+        TimelineEvent.objects.filter(kind__in=DASHBOARD_KINDS)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    return found or 0
+
+
 def channel_prefix() -> str:
     return f"{settings.SSE_CHANNEL_PREFIX}:timeline:"
 
@@ -419,9 +450,13 @@ class Hub:
                 streams = [s for feed in list(self.feeds.values()) for s in feed.streams]
                 if not streams:
                     continue
-                followers = [s.follower for s in streams]
+                # Each kind of follower (incident pages, dashboards) checks its own.
+                kinds: dict[type, list[Any]] = {}
+                for stream in streams:
+                    kinds.setdefault(type(stream.follower), []).append(stream.follower)
                 try:
-                    await db(followers[0].recheck, followers)
+                    for followers in kinds.values():
+                        await db(followers[0].recheck, followers)
                 except Exception:  # a database hiccup: try again next round
                     log.exception("SSE access re-check failed")
                     continue
@@ -436,6 +471,8 @@ class Hub:
 
 
 def _poll_state(ids: list[int]) -> tuple[dict[int, int], dict[int, Hashable]]:
+    dashboard = DASHBOARD in ids
+    ids = [incident_id for incident_id in ids if incident_id != DASHBOARD]
     latest = dict(
         TimelineEvent.objects.filter(incident_id__in=ids)
         .values("incident_id")
@@ -448,6 +485,8 @@ def _poll_state(ids: list[int]) -> tuple[dict[int, int], dict[int, Hashable]]:
             found = panel.poll(ids)
             for incident_id in ids:
                 tokens[incident_id].append(found.get(incident_id))
+    if dashboard:
+        latest[DASHBOARD] = dashboard_latest()
     return latest, {incident_id: tuple(t) for incident_id, t in tokens.items()}
 
 
@@ -482,6 +521,10 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
         yield "retry: 1000\n\n"
         last_write = started = time.monotonic()
         first, panels_seen, asked = True, -1, 0
+        # A follower may ask for a pause between its messages (the dashboard's: one
+        # list fetch a second per page, however many incidents change at once).
+        gap = getattr(follower, "min_interval", 0.0)
+        sent_at = 0.0
         while True:
             if stream.ended or follower.key is None:
                 ended = stream.ended or "access gone"
@@ -512,7 +555,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
             first = False
             if text or out:
                 yield text + "".join(format_sse(*message) for message in out)
-                last_write = time.monotonic()
+                last_write = sent_at = time.monotonic()
             elif time.monotonic() - last_write >= settings.SSE_KEEPALIVE:
                 yield ": keep-alive\n\n"
                 last_write = time.monotonic()
@@ -521,6 +564,8 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
             left = settings.SSE_MAX_DURATION - (time.monotonic() - started)
             keepalive = settings.SSE_KEEPALIVE - (time.monotonic() - last_write)
             await feed.wait(seen, max(0.0, min(left, keepalive)))
+            if gap and (pause := gap - (time.monotonic() - sent_at)) > 0:
+                await asyncio.sleep(min(pause, max(0.0, left)))
     except (asyncio.CancelledError, GeneratorExit):
         ended = "client gone"
         raise

@@ -51,6 +51,9 @@ def append_event(
         )
     incident_id, seq = event.incident_id, event.seq
     transaction.on_commit(lambda: live.publish(incident_id, seq))
+    if kind in live.DASHBOARD_KINDS:
+        event_id = event.pk
+        transaction.on_commit(lambda: live.publish(live.DASHBOARD, event_id))
     return event
 
 
@@ -82,6 +85,9 @@ def append_events(
         )
     incident_id, seq = incident.pk, first + len(events) - 1
     transaction.on_commit(lambda: live.publish(incident_id, seq))
+    if changed := [row.pk for row in rows if row.kind in live.DASHBOARD_KINDS]:
+        event_id = max(changed)
+        transaction.on_commit(lambda: live.publish(live.DASHBOARD, event_id))
     return rows
 
 

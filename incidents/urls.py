@@ -16,6 +16,7 @@ app_name = "incidents"
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
+    path("dashboard/stream/", stream.dashboard_stream, name="dashboard_stream"),
     path("incidents/declare/", dashboard.declare, name="declare"),
     path("incidents/channel-name/", dashboard.channel_preview, name="channel_preview"),
     path("incidents/<int:pk>/", incident.detail, name="detail"),

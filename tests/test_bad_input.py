@@ -54,7 +54,7 @@ FREE_TEXT = {
     "diagnostics:recovery_override",  # a reason: resolves the incident (by override)
 }
 # The live timeline streams until SSE_MAX_DURATION; its own tests cover its input.
-STREAMS = {"incidents:stream"}
+STREAMS = {"incidents:stream", "incidents:dashboard_stream"}
 
 
 def field_names() -> set[str]:

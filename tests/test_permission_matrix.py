@@ -187,6 +187,7 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "login": (public, public),
     "logout": (none, to_login),
     "incidents:dashboard": (user, none),
+    "incidents:dashboard_stream": (user, none),
     "incidents:declare": (declare, declare),
     "incidents:channel_preview": (user, none),
     "incidents:detail": (see, none),
@@ -258,8 +259,9 @@ RULES: dict[str, tuple[Rule, Rule]] = {
 # The live stream does its database work on pooled connections of its own (it holds
 # none while it waits), which a test inside one transaction cannot share: its rule is
 # asserted against a live server with committed data in tests/incidents/test_stream.py
-# (login, 404 for who may not see it) and test_stream_scale.py (access revoked, logout).
-LIVE_SERVER_ONLY = {"incidents:stream"}
+# (login, 404 for who may not see it) and test_stream_scale.py (access revoked, logout);
+# the dashboard's in tests/incidents/test_dashboard_live.py (login, logout).
+LIVE_SERVER_ONLY = {"incidents:stream", "incidents:dashboard_stream"}
 
 # Routes whose ids name an object inside the incident: with the other incident's
 # object they must answer 404 (IDOR), whoever asks.

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from .. import forms, services
+from .. import forms, live, services
 from ..access import visible_condition, visible_incidents
 from ..models import (
     OPEN_ACTION_STATUSES,
@@ -73,6 +73,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         return render(request, "incidents/dashboard.html#incident-list", context)
     context["followups"] = overdue_followups(request.user)
+    # Where the page's live stream starts: a change committed from here on redraws it.
+    context["dashboard_after"] = live.dashboard_latest()
     return render(request, "incidents/dashboard.html", context)
 
 

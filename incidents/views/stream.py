@@ -79,6 +79,70 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
+@require_GET
+async def dashboard_stream(request: HttpRequest) -> HttpResponse:
+    """The dashboard's wake-ups (SSE): "changed", with the id of the last event that
+    changed the list of open incidents, after the id the page was drawn at; the page
+    then fetches its list (every viewer's own, restricted incidents and all)."""
+    user = await request.auser()
+    await sync_to_async(connections.close_all)()  # as `stream`: no connection held
+    try:
+        after = max(
+            int(request.headers.get("Last-Event-ID") or 0), int(request.GET.get("after") or 0)
+        )
+    except ValueError:
+        return HttpResponseBadRequest("Last-Event-ID and after must be event ids")
+    response = StreamingHttpResponse(
+        live.timeline_stream(live.DASHBOARD, after, DashboardFollower(request, user)),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+class DashboardFollower:
+    """An open dashboard's side of its stream (`live.Follower`): no HTML of its own, a
+    "changed" message when the list may have changed; every dashboard of the process
+    shares the one query that says so."""
+
+    personal = ""
+    has_own_updates = False
+    # At most one "changed" a second per page, whatever the number of incidents that
+    # change at once (each "changed" is a list fetch).
+    min_interval = 1.0
+
+    def __init__(self, request: HttpRequest, user: Any) -> None:
+        self.request = request
+        self.user_id = user.pk
+        session = getattr(request, "session", None)
+        self.session_key = session.session_key if session is not None else None
+        self.key: Hashable | None = "dashboard"
+
+    def render_events(self, after: int) -> live.Batch:
+        latest = live.dashboard_latest()
+        if latest <= after:
+            return [], after
+        return [(latest, "changed", "")], latest
+
+    def personalise(self, html: str) -> str:
+        return html
+
+    def live_items(self) -> list[panels.LiveItem]:
+        return []
+
+    def pick_updates(self, items: list[panels.LiveItem]) -> list[live.Message]:
+        return []
+
+    def own_updates(self) -> list[live.Message]:
+        return []
+
+    def recheck(self, followers: list[DashboardFollower]) -> None:
+        users = signed_in(followers)
+        for follower in followers:
+            follower.key = "dashboard" if users.get(id(follower)) is not None else None
+
+
 @dataclass(frozen=True)
 class Viewer:
     """A viewer class: what a viewer may do on the incident, which is all that changes
@@ -214,27 +278,13 @@ def recheck_viewers(renderers: list[StreamRenderer]) -> None:
     session still exists for that user (not logged out, expired, or invalidated by a
     password change), the user is active, and may still see the incident. One pass
     for all the streams of the process: each session, user and incident read once."""
-    engine = import_module(settings.SESSION_ENGINE)
-    sessions = {
-        key: engine.SessionStore(key).load() if key else {}
-        for key in {r.session_key for r in renderers}
-    }
-    users = get_user_model().objects.in_bulk({r.user_id for r in renderers})
+    users = signed_in(renderers)
     incidents = Incident.objects.in_bulk({r.incident_id for r in renderers})
     classes: dict[tuple[int, int], Viewer | None] = {}
     for renderer in renderers:
-        session = sessions.get(renderer.session_key) or {}
-        user = users.get(renderer.user_id)
+        user = users.get(id(renderer))
         incident = incidents.get(renderer.incident_id)
-        if (
-            user is None
-            or incident is None
-            or not user.is_active
-            or session.get(SESSION_KEY) != str(user.pk)
-            or not constant_time_compare(
-                session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
-            )
-        ):
+        if user is None or incident is None:
             renderer.key = None
             continue
         pair = (user.pk, incident.pk)
@@ -243,6 +293,32 @@ def recheck_viewers(renderers: list[StreamRenderer]) -> None:
         renderer.key = classes[pair]
         # Panels read permissions from the request's user: the fresh one, not its cache.
         renderer.request.user = user
+
+
+def signed_in(followers: list[Any]) -> dict[int, Any]:
+    """Each follower's user (by `id(follower)`) if its session still exists for that
+    user (not logged out, expired, or invalidated by a password change) and the user
+    is active; each session and user read once."""
+    engine = import_module(settings.SESSION_ENGINE)
+    sessions = {
+        key: engine.SessionStore(key).load() if key else {}
+        for key in {f.session_key for f in followers}
+    }
+    users = get_user_model().objects.in_bulk({f.user_id for f in followers})
+    out: dict[int, Any] = {}
+    for follower in followers:
+        session = sessions.get(follower.session_key) or {}
+        user = users.get(follower.user_id)
+        if (
+            user is not None
+            and user.is_active
+            and session.get(SESSION_KEY) == str(user.pk)
+            and constant_time_compare(
+                session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+            )
+        ):
+            out[id(follower)] = user
+    return out
 
 
 def _checklist_items(events: list[TimelineEvent]) -> dict[int, ChecklistItem]:

@@ -1,0 +1,136 @@
+"""The dashboard's live stream, against the real ASGI app under uvicorn: an incident
+declared or changed anywhere says "changed" to every open dashboard within a second
+of its commit (Redis or polling), notes and check output do not, a burst of changes
+is one message a second, and a logged-out session's stream ends."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from incidents import live, services
+from tests import factories
+from tests.incidents.live_helpers import session_cookie, sse_events
+from tests.incidents.test_stream import in_thread, take, wake_mode  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def open_dashboard(server, cookies, **kwargs):
+    url = f"{server.url}/dashboard/stream/"
+    return httpx.stream("GET", url, cookies=cookies, timeout=httpx.Timeout(10.0), **kwargs)
+
+
+def test_a_declaration_elsewhere_reaches_an_open_dashboard_within_a_second(
+    asgi_server,
+    wake_mode,  # noqa: F811
+    responder,
+    other_responder,
+):
+    factories.declare(actor=responder, title="Already open")
+    after = live.dashboard_latest()
+    committed: list[float] = []
+
+    def declare() -> None:
+        incident = factories.declare(actor=other_responder, title="Banca oeste down")
+        committed.append(time.monotonic())
+        declared.append(incident)
+
+    declared: list = []
+    with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+        in_thread(declare, delay=0.5)
+        event = next(events)
+        received = time.monotonic()
+    assert event["event"] == "changed"
+    assert int(event["id"]) == declared[0].timeline.get(kind="declared").pk
+    assert received - committed[0] < 1.0
+
+
+def test_what_was_missed_before_connecting_is_said_at_once(asgi_server, responder):
+    after = live.dashboard_latest()
+    incident = factories.declare(actor=responder, title="Declared while the page loaded")
+    with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
+        (event,) = take(sse_events(r), 1)
+    assert event["event"] == "changed"
+    assert int(event["id"]) == incident.timeline.get(kind="declared").pk
+
+
+def test_notes_do_not_wake_the_dashboard_a_status_change_does(
+    asgi_server,
+    wake_mode,  # noqa: F811
+    responder,
+):
+    incident = factories.declare(actor=responder)
+    after = live.dashboard_latest()
+    seen: list[dict[str, str]] = []
+    with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
+        events = sse_events(r)
+        in_thread(lambda: services.add_note(incident, "Looking at the pool", actor=responder), 0.2)
+        in_thread(lambda: services.acknowledge_incident(incident, actor=responder), 1.5)
+        seen.append(next(events))
+    acknowledged = incident.timeline.get(kind="acknowledged")
+    assert int(seen[0]["id"]) == acknowledged.pk  # not the note's, which came first
+
+
+def test_a_burst_of_changes_is_one_message_a_second(asgi_server, responder):
+    after = live.dashboard_latest()
+    with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
+        events = sse_events(r)
+
+        def burst() -> None:
+            for n in range(12):
+                incident = factories.declare(actor=responder, title=f"Storm {n}")
+                services.acknowledge_incident(incident, actor=responder)
+
+        writer = in_thread(burst)
+        got = [next(events)]
+        started = time.monotonic()
+        writer.join()
+        last = live.dashboard_latest()
+        while int(got[-1]["id"]) < last:
+            got.append(next(events))
+        spent = time.monotonic() - started
+    # 24 changes, a handful of messages at least a second apart, the last one current.
+    assert len(got) <= spent + 2
+    assert int(got[-1]["id"]) == last
+
+
+def test_a_stream_ends_when_its_session_is_logged_out(asgi_server, responder, settings):
+    settings.SSE_ACCESS_RECHECK = 0.2
+    from django.contrib.sessions.models import Session
+
+    cookies = session_cookie(responder)
+    with open_dashboard(
+        asgi_server, cookies, params={"after": live.dashboard_latest()}
+    ) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("retry:")
+        Session.objects.filter(session_key=cookies["sessionid"]).delete()
+        started = time.monotonic()
+        rest = list(lines)  # the server ends the stream
+    assert time.monotonic() - started < 5
+    assert not [line for line in rest if line.startswith("event:")]
+
+
+def test_without_a_session_there_is_no_stream(asgi_server):
+    response = httpx.get(f"{asgi_server.url}/dashboard/stream/", timeout=5)
+    assert response.status_code == 302 and "/login/" in response.headers["location"]
+
+
+def test_a_bad_after_is_a_400(asgi_server, responder):
+    with open_dashboard(asgi_server, session_cookie(responder), params={"after": "x"}) as r:
+        assert r.status_code == 400
+
+
+def test_the_dashboard_page_starts_its_stream_where_it_was_drawn(client, responder):
+    incident = factories.declare(actor=responder)
+    services.acknowledge_incident(incident, actor=responder)
+    client.force_login(responder)
+    html = client.get("/").content.decode()
+    assert f'sse-connect="/dashboard/stream/?after={live.dashboard_latest()}"' in html
+    assert 'hx-trigger="every 20s, sse:changed"' in html
