@@ -137,6 +137,54 @@ def send_all(url: str | list[str], token: str, bodies: list[str], threads: int =
     return time.perf_counter() - started
 
 
+class OpenDashboard:
+    """A logged-in dashboard page, as the browser keeps it: its live stream open (on the
+    other web process than the alerts' deliveries), and on each "changed" the list
+    fetched as htmx does. `shows(id)` is when the list first held the incident."""
+
+    def __init__(self, base: str, cookies: dict[str, str]) -> None:
+        self.base, self.cookies = base, cookies
+        self.lists: list[tuple[float, str]] = []
+        self.changed = threading.Condition()
+        self.stream = requests.get(
+            f"{base}/dashboard/stream/", cookies=cookies, stream=True, timeout=(5, 60)
+        )
+        self.stream.raise_for_status()
+        self.session = requests.Session()
+        self.session.cookies.update(cookies)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.stream.iter_lines():
+                if line == b"event: changed":
+                    html = self.session.get(
+                        f"{self.base}/", headers={"HX-Request": "true"}, timeout=10
+                    ).text
+                    with self.changed:
+                        self.lists.append((time.perf_counter(), html))
+                        self.changed.notify_all()
+        except (requests.RequestException, AttributeError):  # closed
+            pass
+
+    def shows(self, incident_id: int, timeout: float) -> float:
+        link = f'href="/incidents/{incident_id}/"'
+        deadline = time.perf_counter() + timeout
+        with self.changed:
+            while True:
+                for at, html in self.lists:
+                    if link in html:
+                        return at
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise RuntimeError(f"incident {incident_id} never reached the dashboard")
+                self.changed.wait(left)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--singles", type=int, default=600)
@@ -171,6 +219,14 @@ def main() -> None:
     call_command("seed_alerts", verbosity=0)
     Target.objects.create(name="lotolink-db", kind="postgres", url=f"{PG}/{PLATFORM}")
     _, token = tokens.issue("bench")
+    # A responder with a dashboard open: its session, made here, valid for the web processes.
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    viewer = get_user_model().objects.create_superuser("bench-viewer", password="x" * 20)
+    browser = Client()
+    browser.force_login(viewer)
+    cookies = {"sessionid": browser.cookies["sessionid"].value}
 
     # Two web processes, as two replicas of the documented web command (one uvicorn
     # process each: `--workers N` turns TCP_NODELAY off, ~40 ms per keep-alive answer);
@@ -232,22 +288,30 @@ def main() -> None:
         group_s = send_all(urls, token, big)
 
         to_incident: list[float] = []
+        to_page: list[float] = []
         to_result: list[float] = []
         session = requests.Session()
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        for n in range(args.alerts + 2):
-            body = payload(f"latency-{n}", [alert(f"DbDown{n}", "db-1")])
-            sent = time.perf_counter()
-            response = session.post(url, data=body, headers=headers, timeout=30)
-            answered = time.perf_counter()
-            (incident_id,) = response.json()["declared"]
-            assert Incident.objects.filter(pk=incident_id).exists()
-            runs = CheckRun.objects.filter(incident_id=incident_id, finished_at__isnull=False)
-            wait(runs.exists)
-            finished = time.perf_counter()
-            if n >= 2:  # warm-up
-                to_incident.append((answered - sent) * 1000)
-                to_result.append((finished - sent) * 1000)
+        dashboard = OpenDashboard(f"http://127.0.0.1:{ports[1]}", cookies)
+        try:
+            for n in range(args.alerts + 2):
+                time.sleep(1.0)  # alerts of separate incidents, a second apart
+                body = payload(f"latency-{n}", [alert(f"DbDown{n}", "db-1")])
+                sent = time.perf_counter()
+                response = session.post(url, data=body, headers=headers, timeout=30)
+                answered = time.perf_counter()
+                (incident_id,) = response.json()["declared"]
+                assert Incident.objects.filter(pk=incident_id).exists()
+                shown = dashboard.shows(incident_id, timeout=10)
+                runs = CheckRun.objects.filter(incident_id=incident_id, finished_at__isnull=False)
+                wait(runs.exists)
+                finished = time.perf_counter()
+                if n >= 2:  # warm-up
+                    to_incident.append((answered - sent) * 1000)
+                    to_page.append((shown - sent) * 1000)
+                    to_result.append((finished - sent) * 1000)
+        finally:
+            dashboard.close()
     finally:
         for process in processes:
             process.terminate()
@@ -271,6 +335,7 @@ def main() -> None:
     print(f"{'measure':<30}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for name, values in (
         ("alert -> incident committed", to_incident),
+        ("alert -> on an open dashboard", to_page),
         ("alert -> first result", to_result),
     ):
         print(f"{name:<30}{pct(values, 0.5):>10.1f}{pct(values, 0.95):>10.1f}{max(values):>10.1f}")

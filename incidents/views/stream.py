@@ -108,9 +108,9 @@ class DashboardFollower:
 
     personal = ""
     has_own_updates = False
-    # At most one "changed" a second per page, whatever the number of incidents that
+    # At most two "changed" a second per page, whatever the number of incidents that
     # change at once (each "changed" is a list fetch).
-    min_interval = 1.0
+    min_interval = 0.5
 
     def __init__(self, request: HttpRequest, user: Any) -> None:
         self.request = request

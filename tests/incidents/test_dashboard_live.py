@@ -1,7 +1,7 @@
 """The dashboard's live stream, against the real ASGI app under uvicorn: an incident
 declared or changed anywhere says "changed" to every open dashboard within a second
 of its commit (Redis or polling), notes and check output do not, a burst of changes
-is one message a second, and a logged-out session's stream ends."""
+is at most two messages a second, and a logged-out session's stream ends."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_notes_do_not_wake_the_dashboard_a_status_change_does(
     assert int(seen[0]["id"]) == acknowledged.pk  # not the note's, which came first
 
 
-def test_a_burst_of_changes_is_one_message_a_second(asgi_server, responder):
+def test_a_burst_of_changes_is_at_most_two_messages_a_second(asgi_server, responder):
     after = live.dashboard_latest()
     with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
         events = sse_events(r)
@@ -95,8 +95,8 @@ def test_a_burst_of_changes_is_one_message_a_second(asgi_server, responder):
         while int(got[-1]["id"]) < last:
             got.append(next(events))
         spent = time.monotonic() - started
-    # 24 changes, a handful of messages at least a second apart, the last one current.
-    assert len(got) <= spent + 2
+    # 24 changes, a handful of messages at least half a second apart, the last current.
+    assert len(got) <= 2 * spent + 2
     assert int(got[-1]["id"]) == last
 
 
