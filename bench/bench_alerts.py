@@ -14,9 +14,10 @@ bearer token:
 - **alert -> incident -> first result**: `--alerts` times, a new alert (its own group,
   `service=postgres`) declares a P0 database incident whose automatic diagnostics
   (the database procedure: active queries, locks, slow queries) run against a scratch
-  PostgreSQL database; from sending the alert to the 200 (the incident committed:
-  any page loaded from then on shows it) and to its first diagnostic result in the
-  database (the incident page's stream sends it within one Redis wake-up).
+  PostgreSQL database, a second apart; from sending the alert to the 200 (the
+  incident committed), to the first list of an open dashboard that shows it (its live
+  stream, then the list fetched as htmx does), and to the first diagnostic result on
+  the incident's page (its live stream, opened once the dashboard shows the incident).
 
 Everything it starts is stopped, and its databases dropped, in `finally` blocks.
 """
@@ -135,6 +136,19 @@ def send_all(url: str | list[str], token: str, bodies: list[str], threads: int =
     if failures:
         raise RuntimeError(f"{len(failures)} deliveries failed, e.g. {failures[0]}")
     return time.perf_counter() - started
+
+
+def first_result_on_page(base: str, cookies: dict[str, str], incident_id: int) -> float:
+    """When the incident page's live stream (opened now, from its first event) delivers
+    the first diagnostic result."""
+    with requests.get(
+        f"{base}/incidents/{incident_id}/stream/", cookies=cookies, stream=True, timeout=(5, 30)
+    ) as stream:
+        stream.raise_for_status()
+        for line in stream.iter_lines():
+            if line.startswith(b"data: ") and b"kind-check_result" in line:
+                return time.perf_counter()
+    raise RuntimeError(f"incident {incident_id}: no diagnostic result on its page")
 
 
 class OpenDashboard:
@@ -303,9 +317,12 @@ def main() -> None:
                 (incident_id,) = response.json()["declared"]
                 assert Incident.objects.filter(pk=incident_id).exists()
                 shown = dashboard.shows(incident_id, timeout=10)
+                # The responder opens the incident: its page's stream, until a result.
+                finished = first_result_on_page(
+                    f"http://127.0.0.1:{ports[1]}", cookies, incident_id
+                )
                 runs = CheckRun.objects.filter(incident_id=incident_id, finished_at__isnull=False)
-                wait(runs.exists)
-                finished = time.perf_counter()
+                assert runs.exists()
                 if n >= 2:  # warm-up
                     to_incident.append((answered - sent) * 1000)
                     to_page.append((shown - sent) * 1000)
@@ -332,13 +349,13 @@ def main() -> None:
     print(f"single alerts    {args.singles:>6} deliveries  {single_rate:8.0f} alerts/s")
     print(f"groups of 100    {args.groups:>6} deliveries  {group_rate:8.0f} alerts/s")
     print(f"\nAlert -> incident -> first diagnostic result, {args.alerts} alerts")
-    print(f"{'measure':<30}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for name, values in (
         ("alert -> incident committed", to_incident),
         ("alert -> on an open dashboard", to_page),
-        ("alert -> first result", to_result),
+        ("alert -> first result on its page", to_result),
     ):
-        print(f"{name:<30}{pct(values, 0.5):>10.1f}{pct(values, 0.95):>10.1f}{max(values):>10.1f}")
+        print(f"{name:<34}{pct(values, 0.5):>10.1f}{pct(values, 0.95):>10.1f}{max(values):>10.1f}")
 
 
 if __name__ == "__main__":
