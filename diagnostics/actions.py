@@ -45,7 +45,8 @@ def review(incident: Incident, step: RunbookStep, target: Target, chosen: dict[s
     if step.kind != StepKind.ACTION:
         raise services.CheckError(f"{step.key} is a diagnostic, not an action.")
     params = {**step.params, **chosen}
-    plan = services.plan_action(step, target, params)
+    plan, bound = services.plan_action_bound(step, target, params)
+    params |= bound  # the rows the plan names: the run acts on those only
     token = signing.dumps(
         {
             "target": target.pk,

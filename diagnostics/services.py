@@ -380,12 +380,21 @@ def run_all_diagnostics(
 
 def plan_action(step: RunbookStep, target: Target, params: dict[str, Any]) -> str:
     """The exact sentence of what the action will do (may read the platform)."""
+    return plan_action_bound(step, target, params)[0]
+
+
+def plan_action_bound(
+    step: RunbookStep, target: Target, params: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The plan's sentence and the parameters it binds (the exact rows it names: the
+    run acts on those only)."""
     probe = _probe_for(step)
     if step.kind != StepKind.ACTION:
         raise CheckError(f"{step.key} is a diagnostic, not an action.")
     _refuse_secrets([target])
     try:
-        return probe.build(target, params, timeout=min(step.timeout_seconds, 15)).plan()
+        built = probe.build(target, params, timeout=min(step.timeout_seconds, 15))
+        return built.plan(), dict(built.bound)
     except ProbeError as exc:
         raise CheckError(str(exc)) from None
 

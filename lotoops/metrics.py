@@ -56,7 +56,8 @@ class LotoOpsCollector(Collector):
         workers.add_metric([], WorkerHeartbeat.objects.filter(seen_at__gte=recent).count())
         yield workers
         streams = GaugeMetricFamily(
-            "lotoops_live_streams", "Live streams (incident pages, dashboards) open in this web process"
+            "lotoops_live_streams",
+            "Live streams (incident pages, dashboards) open in this web process",
         )
         streams.add_metric([], sum(live.active_streams.values()))
         yield streams

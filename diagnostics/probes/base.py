@@ -129,6 +129,10 @@ class Probe:
         self.params = params
         self.timeout = timeout
         self.emit: Emit = emit or (lambda line: None)
+        # What an action's plan bound (the exact rows it names, e.g. the pids to
+        # terminate): `plan()` fills it, the review adds it to the confirmed params, so
+        # the run does what was reviewed and nothing that turned up since.
+        self.bound: dict[str, Any] = {}
 
     @classmethod
     def build(

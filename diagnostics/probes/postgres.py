@@ -1280,6 +1280,8 @@ IDLE_WHERE = """
 class KillIdleParams:
     # Minutes idle; fractions allowed (0.5 = 30 s).
     idle_minutes: float = 30
+    # The pids the reviewed plan named (set by the review): only those, if still idle.
+    pids: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.idle_minutes < 0:
@@ -1314,7 +1316,8 @@ class KillIdleConnections(PostgresAction):
         return f"idle for more than {self.params.idle_minutes:g} min"
 
     def describe(self, conn: Conn) -> str:
-        rows = self._idle(conn)
+        rows = _named(self._idle(conn), self.params.pids)
+        self.bound = {"pids": [r["pid"] for r in rows]}
         database = conn.info.dbname
         if not rows:
             return (
@@ -1327,9 +1330,11 @@ class KillIdleConnections(PostgresAction):
         )
 
     def inspect(self, conn: Conn) -> ProbeResult:
-        rows = self._idle(conn)
+        found = self._idle(conn)
+        rows = _named(found, self.params.pids)
         terminated: list[int] = []
-        skipped: list[int] = []
+        # Named by the plan but no longer idle (or gone): left alone.
+        skipped = _not_found(found, self.params.pids)
         refused: list[dict[str, Any]] = []
         for row in rows:
             try:
@@ -1504,6 +1509,8 @@ class TerminateQuery(PostgresAction):
 class TerminateIdleInTransactionParams:
     # Seconds idle inside an open transaction (as db.idle_in_transaction counts them).
     min_seconds: float = 300
+    # The pids the reviewed plan named (set by the review): only those, if still idle.
+    pids: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.min_seconds < 0:
@@ -1525,7 +1532,8 @@ class TerminateIdleInTransaction(PostgresAction):
         return seconds_words(self.params.min_seconds)
 
     def describe(self, conn: Conn) -> str:
-        rows = _idle_in_transaction(conn, self.params.min_seconds)
+        rows = _named(_idle_in_transaction(conn, self.params.min_seconds), self.params.pids)
+        self.bound = {"pids": [r["pid"] for r in rows]}
         if not rows:
             return (
                 f"terminate nothing: no session of {conn.info.dbname} on {self.target.name} "
@@ -1540,10 +1548,12 @@ class TerminateIdleInTransaction(PostgresAction):
         )
 
     def inspect(self, conn: Conn) -> ProbeResult:
-        rows = _idle_in_transaction(conn, self.params.min_seconds)
+        found = _idle_in_transaction(conn, self.params.min_seconds)
+        rows = _named(found, self.params.pids)
         terminated, skipped, refused = _terminate_each(
             conn, [r["pid"] for r in rows], IDLE_IN_TRANSACTION_WHERE, [self.params.min_seconds]
         )
+        skipped += _not_found(found, self.params.pids)
         still = _wait_gone(conn, terminated, min(TERMINATION_WAIT, self.time_left()))
         by_pid = {r["pid"]: r for r in rows}
         if terminated:
@@ -1719,6 +1729,20 @@ class TerminateBlocker(PostgresAction):
             f"{_pid_list(row['blocking'])}",
             data=data,
         )
+
+
+def _named(rows: list[dict[str, Any]], pids: list[int] | None) -> list[dict[str, Any]]:
+    """The rows a reviewed plan named (all of them when run without one)."""
+    if pids is None:
+        return rows
+    wanted = set(pids)
+    return [r for r in rows if r["pid"] in wanted]
+
+
+def _not_found(rows: list[dict[str, Any]], pids: list[int] | None) -> list[int]:
+    """The pids a reviewed plan named that no longer match."""
+    present = {r["pid"] for r in rows}
+    return sorted(p for p in pids or [] if p not in present)
 
 
 def _terminate_each(

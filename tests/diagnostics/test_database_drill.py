@@ -208,6 +208,8 @@ def test_the_database_drill(client, rf, drill_incident, responder, sessions):
     plan, run = act(client, incident, "db.terminate_idle_in_transaction")
     assert plan.endswith(f"pids {', '.join(map(str, sorted(idle)))}")
     assert run.outcome == "ok" and sorted(run.result["terminated"]) == sorted(idle)
+    # The confirmed run carried the plan's pids: it could terminate no other session.
+    assert sorted(run.params["pids"]) == sorted(idle)
     plan, run = act(client, incident, "db.terminate_query", pid=sleeper.pid)
     assert plan.startswith(f"terminate pid {sleeper.pid} on lotolink-db")
     assert run.outcome == "ok"

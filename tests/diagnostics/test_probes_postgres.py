@@ -320,6 +320,55 @@ def test_kill_idle_connections_terminates_only_idle_sessions_of_the_target_datab
     assert lines[0].split()[:3] == ["pid", "user", "application"]
 
 
+def test_kill_idle_connections_terminates_only_the_pids_its_plan_named(target, sessions):
+    """A connection that went idle after the review is not in the confirmed plan: the
+    run leaves it alone; a named one that is gone is reported as left alone."""
+    reviewed = [sessions.idle(app="pg-probe-test-idle") for _ in range(3)]
+    time.sleep(0.4)
+    params = {"idle_minutes": 0.005}  # 0.3 s
+    probe, _ = build("postgres.kill_idle_connections", target, params)
+    sentence = probe.plan()
+    named = [c.info.backend_pid for c in reviewed]
+    assert probe.bound == {"pids": named}
+    assert sentence.endswith(f"pids {', '.join(map(str, named))}")
+
+    later = sessions.idle(app="pg-probe-test-idle").info.backend_pid  # idle since the review
+    reviewed[2].close()  # gone since the review
+    time.sleep(0.4)
+
+    result, lines = run("postgres.kill_idle_connections", target, {**params, **probe.bound})
+
+    assert sorted(result.data["terminated"]) == sorted(named[:2])
+    assert result.data["skipped"] == [named[2]]
+    assert f"no longer idle, left alone: pids {named[2]}" in lines
+    assert pg.alive(later)
+
+
+def test_terminate_idle_in_transaction_terminates_only_the_pids_its_plan_named(target, sessions):
+    reviewed = sessions.open(autocommit=False)
+    reviewed.execute("SELECT 1")
+    time.sleep(0.3)
+    params = {"min_seconds": 0.2}
+    probe, _ = build("postgres.terminate_idle_in_transaction", target, params)
+    probe.plan()
+    assert probe.bound == {"pids": [reviewed.info.backend_pid]}
+
+    later = sessions.open(autocommit=False)  # idle in transaction since the review
+    later.execute("SELECT 1")
+    time.sleep(0.3)
+
+    result, _ = run("postgres.terminate_idle_in_transaction", target, {**params, **probe.bound})
+
+    assert result.data["terminated"] == [reviewed.info.backend_pid]
+    assert pg.alive(later.info.backend_pid)
+    later.rollback()
+
+
+def test_a_plans_pids_are_checked_as_pids(target):
+    with pytest.raises(ProbeError, match="must be a whole number"):
+        build("postgres.terminate_idle_in_transaction", target, {"pids": ["1; DROP"]})
+
+
 def test_kill_idle_connections_defaults_to_thirty_minutes(target, sessions):
     fresh = sessions.idle().info.backend_pid
     sentence = plan("postgres.kill_idle_connections", target)
