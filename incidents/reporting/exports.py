@@ -19,7 +19,15 @@ from typing import Any
 from django.utils import timezone
 from fpdf.enums import XPos, YPos
 
-from ..models import ActionItem, EvidenceFile, Incident, PostMortem, RegulatoryClock
+from ..models import (
+    ActionItem,
+    Category,
+    EvidenceFile,
+    Incident,
+    PostMortem,
+    RegulatoryClock,
+    Status,
+)
 from ..paging.regulatory import snapshot as regulatory_snapshot
 from ..postincident.milestones import KeyTime, key_times, milestones
 from ..postincident.postmortem import TimelineLine, draft_for, report_events, timeline_lines
@@ -333,6 +341,14 @@ CSV_FIELDS = [
 ]
 
 
+def _label(choices: Any, key: str) -> str:
+    """A choice's label for people (the PDF); the CSV keeps the stable keys."""
+    try:
+        return str(choices(key).label)
+    except ValueError:
+        return key
+
+
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value else ""
 
@@ -454,7 +470,7 @@ def period_pdf(report: PeriodReport) -> bytes:
          "Mitigated", "Resolved", "Closed", "TTA", "TTR", "SLA"],
         [6, 3, 14, 38, 13, 11, 12, 13, 11, 11, 11, 8, 8, 8],
         [
-            [str(r.pk), r.severity, r.category.replace("_", " "), r.title, r.status,
+            [str(r.pk), r.severity, _label(Category, r.category), r.title, _label(Status, r.status),
              _short(r.declared_at), _short(r.acknowledged_at), _short(r.investigating_at),
              _short(r.mitigated_at), _short(r.resolved_at), _short(r.closed_at),
              duration_text(reports.tta(r)), duration_text(reports.ttr(r)),

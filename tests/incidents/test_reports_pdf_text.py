@@ -156,6 +156,10 @@ def test_the_period_pdf_keeps_every_character_and_its_legend_clear_of_the_plot(
     # Headers fit their columns whole (a header split mid-word reads as two words).
     for header in ("Acknowledged", "Compliance", "Breached", "Pending"):
         assert f" {header} " in text, header
+    # People's words, not stored keys: the category's label (wrapped in its column) and
+    # the status's.
+    assert "Payment" in text.split() and "processing" in text.split()
+    assert "resolved" not in text.split()
     assert_laid_out(response.content)
     pdf = pdfplumber.open(io.BytesIO(response.content))
     pages = pdf_words(response.content)
