@@ -150,3 +150,27 @@ def test_a_database_incident_takes_no_reading(
     services.acknowledge_incident(incident, actor=responder)
     resolve(incident, responder, django_capture_on_commit_callbacks)
     assert not ImpactSample.objects.exists()
+
+
+def test_a_commanders_override_takes_the_reading_at_resolution_too(
+    platform, responder, eager, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Group
+
+    from diagnostics.recovery import override_resolution, recovery_checks_for
+
+    commander = factories.UserFactory(username="carla")
+    commander.groups.add(Group.objects.get(name="Incident commanders"))
+    incident = factories.declare(actor=responder, category="payment")
+    assert recovery_checks_for(incident)  # resolving would verify recovery first
+    impact.take_sample(incident, now=timezone.now() - timedelta(minutes=3))
+    add_plays(STUCK)  # one more stuck since that reading
+    services.acknowledge_incident(incident, actor=responder)
+    with django_capture_on_commit_callbacks(execute=True):
+        override_resolution(incident, actor=commander, reason="Finance confirms the plays by phone")
+    incident.refresh_from_db()
+    assert incident.status == Status.RESOLVED
+    reading = ImpactSample.objects.get(incident=incident, for_resolution=incident.resolved_at)
+    assert reading.plays_long == 6
+    pm = PostMortem.objects.get(incident=incident)
+    assert f"; 6 at resolution (read {local(reading.taken_at)})." in pm.impact_data
