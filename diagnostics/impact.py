@@ -7,7 +7,14 @@ the sampler runs the probe of the runbook step MONEY_AT_RISK_STEP (seeded:
 params hold the windows and the table's column names, editable in admin) directly,
 not as a check run, so the timeline is not flooded with a result a minute. Each
 reading is an ImpactSample (one per incident and interval, however many beats),
-then the incident's live streams are woken (a panel update, no timeline event)."""
+then the incident's live streams are woken (a panel update, no timeline event).
+
+When such an incident is resolved (verified recovery, an override, any path through
+`transition_incident`), one more reading is taken at that moment: queued on commit
+(never under the incident's lock), taken by a worker within the probe's timeout,
+stored as the reading for that resolution; the post-mortem's Impact section then
+says what was at risk at resolution (and, when that reading failed, that its
+figure is the last reading before resolution, with its time)."""
 
 from __future__ import annotations
 
@@ -20,14 +27,17 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from incidents import live
+from incidents import signals as incident_signals
 from incidents.access import can_work
-from incidents.models import OPEN_STATUSES, ImpactSample, Incident, Severity
+from incidents.models import OPEN_STATUSES, ImpactSample, Incident, Severity, Status
 from incidents.panels import LiveUpdates, Message, Panel
+from incidents.postincident.postmortem import redraw_impact
 from incidents.rules import money
 
 from .models import RunbookStep
@@ -37,6 +47,8 @@ from .services import default_target
 log = logging.getLogger(__name__)
 
 CHART_WIDTH, CHART_HEIGHT = 300, 80
+# A reading taken later than this after the resolution is not "at resolution".
+AT_RESOLUTION_WITHIN = 60.0
 
 
 def applies(incident: Incident) -> bool:
@@ -47,13 +59,21 @@ def _slot(now: datetime) -> int:
     return int(now.timestamp() // max(1.0, settings.MONEY_AT_RISK_INTERVAL))
 
 
-def take_sample(incident: Incident, *, now: datetime | None = None) -> ImpactSample | None:
+def take_sample(
+    incident: Incident, *, now: datetime | None = None, resolution: datetime | None = None
+) -> ImpactSample | None:
     """Read the money at risk of one incident and store it (None when this interval
-    already has its sample). A probe that fails is stored as a sample with its error,
-    so the card says why the numbers are missing."""
+    already has its sample, or, with `resolution`, that resolution its reading). A
+    probe that fails is stored as a sample with its error, so the card says why the
+    numbers are missing."""
     now = now or timezone.now()
     slot = _slot(now)
-    if ImpactSample.objects.filter(incident=incident, slot=slot).exists():
+    taken = ImpactSample.objects.filter(incident=incident)
+    if resolution is not None:
+        taken = taken.filter(for_resolution=resolution)
+    else:
+        taken = taken.filter(slot=slot, for_resolution__isnull=True)
+    if taken.exists():
         return None
     step = RunbookStep.objects.filter(key=settings.MONEY_AT_RISK_STEP).first()
     fields: dict[str, Any] = {"probe": "", "step_key": settings.MONEY_AT_RISK_STEP}
@@ -78,7 +98,7 @@ def take_sample(incident: Incident, *, now: datetime | None = None) -> ImpactSam
     try:
         with transaction.atomic():
             sample = ImpactSample.objects.create(
-                incident=incident, taken_at=now, slot=slot, **fields
+                incident=incident, taken_at=now, slot=slot, for_resolution=resolution, **fields
             )
     except IntegrityError:  # another beat stored this interval's sample meanwhile
         return None
@@ -111,6 +131,82 @@ def sample_open_incidents(now: datetime | None = None) -> int:
         if take_sample(incident, now=now) is not None:
             taken += 1
     return taken
+
+
+# --- the reading at resolution ---------------------------------------------------------
+
+
+@receiver(incident_signals.incident_resolved, sender=Incident, dispatch_uid="money-at-resolution")
+def read_at_resolution(incident: Incident, now: datetime, **_: Any) -> None:
+    """In the resolving transaction (the incident is locked): queue the reading for
+    after the commit. The probe never runs under the lock, nor in the transaction."""
+    if not applies(incident):
+        return
+    incident_id = incident.pk
+
+    def send() -> None:
+        # The task module imports this one.
+        from .tasks import sample_money_at_resolution
+
+        try:
+            sample_money_at_resolution.apply_async((incident_id, now.isoformat()))
+        except Exception as exc:  # no broker: the post-mortem says the reading is missing
+            log.warning("could not queue the reading at resolution: %s", type(exc).__name__)
+
+    transaction.on_commit(send)
+
+
+def sample_at_resolution(
+    incident_id: int, resolved_at: datetime, *, now: datetime | None = None
+) -> ImpactSample | None:
+    """The reading for the resolution at `resolved_at` (a worker's task). None when
+    the incident has been reopened since (or resolved again: that resolution queued
+    its own), or this resolution has its reading already. A worker that picks the
+    task up more than AT_RESOLUTION_WITHIN s after the resolution does not read:
+    what it would find is not the figure at resolution, and the sample says so."""
+    now = now or timezone.now()
+    incident = Incident.objects.filter(pk=incident_id).first()
+    if (
+        incident is None
+        or incident.resolved_at != resolved_at
+        or incident.status not in (Status.RESOLVED, Status.CLOSED)
+    ):
+        return None
+    late = (now - resolved_at).total_seconds()
+    if late > AT_RESOLUTION_WITHIN:
+        sample = _store_missing(
+            incident,
+            now,
+            resolved_at,
+            f"Not read: a worker took the reading at resolution up {late:.0f} s after the "
+            f"resolution (more than {AT_RESOLUTION_WITHIN:.0f} s).",
+        )
+    else:
+        sample = take_sample(incident, now=now, resolution=resolved_at)
+    if sample is not None:
+        redraw_impact(incident, sample)
+    return sample
+
+
+def _store_missing(
+    incident: Incident, now: datetime, resolution: datetime, why: str
+) -> ImpactSample | None:
+    try:
+        with transaction.atomic():
+            sample = ImpactSample.objects.create(
+                incident=incident,
+                taken_at=now,
+                slot=_slot(now),
+                for_resolution=resolution,
+                probe="",
+                step_key=settings.MONEY_AT_RISK_STEP,
+                error=why,
+            )
+    except IntegrityError:
+        return None
+    incident_id = incident.pk
+    transaction.on_commit(lambda: live.publish(incident_id, 0))
+    return sample
 
 
 # --- the card ------------------------------------------------------------------------------

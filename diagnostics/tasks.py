@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -227,6 +228,16 @@ def sample_money_at_risk() -> int:
     """Beat, every MONEY_AT_RISK_INTERVAL: one money-at-risk sample per open payment or
     banca incident (one per interval however often it runs)."""
     return impact.sample_open_incidents()
+
+
+@shared_task(ignore_result=True)
+def sample_money_at_resolution(incident_id: int, resolved_at: str) -> str:
+    """Queued when a payment or banca incident is resolved (on commit): one reading
+    of the money at risk at that moment, for the post-mortem's Impact section."""
+    sample = impact.sample_at_resolution(incident_id, datetime.fromisoformat(resolved_at))
+    if sample is None:
+        return "not taken: reopened, resolved again, or read already"
+    return f"failed: {sample.error}" if sample.error else "taken"
 
 
 @shared_task(ignore_result=True)

@@ -802,13 +802,17 @@ class ImpactSample(models.Model):
     longer than the runbook's hour (`long`) and than a shorter window (`short`), with
     their amounts in integer minor units per currency, per banca and per Stripe
     state, and where the numbers came from (probe, step, target, when). Taken by a
-    beat task while the incident is open; the trend and the post-mortem's Impact
+    beat task while the incident is open, and once more when it is resolved (by a
+    worker, after the resolution commits); the trend and the post-mortem's Impact
     section read them."""
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="impact_samples")
     taken_at = models.DateTimeField(default=timezone.now)
     # taken_at // the sampling interval: two beats in one interval store one sample.
     slot = models.BigIntegerField()
+    # The reading taken when the incident was resolved: that resolution's resolved_at
+    # (one per resolution; a periodic reading has none).
+    for_resolution = models.DateTimeField(null=True, blank=True)
     probe = models.CharField(max_length=60)
     step_key = models.CharField(max_length=60, blank=True)
     target_name = models.CharField(max_length=80, blank=True)
@@ -829,7 +833,14 @@ class ImpactSample(models.Model):
     class Meta:
         ordering = ["incident", "taken_at", "pk"]
         constraints = [
-            models.UniqueConstraint(fields=["incident", "slot"], name="impact_sample_slot")
+            models.UniqueConstraint(
+                fields=["incident", "slot"],
+                condition=models.Q(for_resolution__isnull=True),
+                name="impact_sample_slot",
+            ),
+            models.UniqueConstraint(
+                fields=["incident", "for_resolution"], name="impact_sample_resolution"
+            ),
         ]
         indexes = [models.Index(fields=["incident", "taken_at"], name="impact_incident_taken")]
 

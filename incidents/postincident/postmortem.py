@@ -24,7 +24,7 @@ from ..models import (
 )
 from ..rules.money import format_money, format_totals
 from ..services import IncidentError
-from ..timeline import actor_name, append_event
+from ..timeline import actor_name, append_event, lock_timeline
 from .milestones import Milestones, milestones
 
 # Sections of the report template that are written (the others come from the incident).
@@ -208,21 +208,17 @@ def draft_for(incident: Incident, *, actor: AbstractBaseUser | None = None) -> P
             if e.pk in by_hand and e.pk in found.events["mitigation"] and e not in actions + fixes
         ]
     )
-    users = incident.affected_users
     author = incident.commander or actor
-    measured = measured_impact(incident)
+    impact_users, impact_revenue, impact_data = draft_impact(incident)
     return PostMortem(
         incident=incident,
         title=incident.title,
         author=actor_name(author) if author is not None else "",
         summary=summary,
         root_cause=root_cause,
-        impact_users=measured[0]
-        + (f"\n{users} affected users (estimate at declaration)" if users is not None else "")
-        if measured
-        else (f"{users} affected users (estimate)" if users is not None else "Not known yet"),
-        impact_revenue=measured[1] if measured else "To be assessed",
-        impact_data=measured[2] if measured else "To be assessed",
+        impact_users=impact_users,
+        impact_revenue=impact_revenue,
+        impact_data=impact_data,
         resolution=resolution,
         timeline_event_ids=[e.pk for e in events if default_selected(e) or e.pk in by_hand],
     )
@@ -241,22 +237,53 @@ def _per(rows: list[dict[str, Any]], key: str) -> str:
     return "; ".join(parts[:20]) or "none"
 
 
-def measured_impact(incident: Incident) -> tuple[str, str, str] | None:
+def draft_impact(incident: Incident, *, without: int | None = None) -> tuple[str, str, str]:
+    """The draft's Impact section (users, revenue, data): measured when the incident
+    has money-at-risk readings (all but the sample `without`), else the estimate."""
+    users = incident.affected_users
+    measured = measured_impact(incident, without=without)
+    if measured is None:
+        estimate = f"{users} affected users (estimate)" if users is not None else "Not known yet"
+        return estimate, "To be assessed", "To be assessed"
+    estimate = f"\n{users} affected users (estimate at declaration)" if users is not None else ""
+    return measured[0] + estimate, measured[1], measured[2]
+
+
+def measured_impact(
+    incident: Incident, *, without: int | None = None
+) -> tuple[str, str, str] | None:
     """The Impact section (users, revenue, data) from the money-at-risk readings of the
-    incident: the peak reading (most plays pending over the runbook's hour) and the
-    last one at or before resolution, with where the numbers came from. None when
-    nothing was measured."""
-    samples = list(
-        ImpactSample.objects.filter(incident=incident, error="").order_by("taken_at", "pk")
-    )
+    incident up to its resolution: the peak reading (most plays pending over the
+    runbook's hour) and the reading at resolution (taken by a worker when the incident
+    was resolved), with where the numbers came from. Without a good reading at
+    resolution, the figure is the last reading before it, said so with its time (and
+    why the reading at resolution is missing). None when nothing was measured."""
+    end = incident.resolved_at
+    rows = ImpactSample.objects.filter(incident=incident).order_by("taken_at", "pk")
+    if without is not None:
+        rows = rows.exclude(pk=without)
+    everything = list(rows)
+    at_resolution = None
+    if end is not None:  # what was read after the resolution is not this incident's impact
+        at_resolution = next((s for s in everything if s.for_resolution == end), None)
+        everything = [s for s in everything if s.taken_at <= end or s is at_resolution]
+    samples = [s for s in everything if s.ok]
     if not samples:
         return None
-    end = incident.resolved_at
-    before_end = [s for s in samples if end is None or s.taken_at <= end] or samples[:1]
     peak = max(samples, key=lambda s: (s.plays_long, s.plays_short, -s.taken_at.timestamp()))
-    last = before_end[-1]
+    last = samples[-1]
     w, short = peak.window_minutes, peak.short_window_minutes
-    at_end = "at resolution" if end is not None else "at the last reading"
+    if end is None:
+        at_end = f"at the last reading ({_at(last.taken_at)})"
+    elif at_resolution is not None and at_resolution.ok:
+        at_end = f"at resolution (read {_at(last.taken_at)})"
+    else:
+        why = (
+            f"the reading at resolution failed: {at_resolution.error[:200]}"
+            if at_resolution is not None
+            else "no reading was taken at resolution"
+        )
+        at_end = f"at the last reading before resolution ({_at(last.taken_at)}; {why})"
     targets = sorted({s.target_name for s in samples if s.target_name})
     source = (
         f"Source: {peak.probe} (runbook step {peak.step_key}) on {', '.join(targets) or '?'}, "
@@ -265,12 +292,12 @@ def measured_impact(incident: Incident) -> tuple[str, str, str] | None:
     users = (
         f"{peak.users_long} players with plays pending over {w} min at the peak "
         f"({_at(peak.taken_at)}; {peak.users_short} over {short} min); "
-        f"{last.users_long} {at_end} ({_at(last.taken_at)}). {source}"
+        f"{last.users_long} {at_end}. {source}"
     )
     revenue = (
         f"Money at risk (plays pending over {w} min): peak {format_totals(peak.long_totals())} "
-        f"at {_at(peak.taken_at)}; {format_totals(last.long_totals())} {at_end} "
-        f"({_at(last.taken_at)}). Over {short} min at the peak: "
+        f"at {_at(peak.taken_at)}; {format_totals(last.long_totals())} {at_end}. "
+        f"Over {short} min at the peak: "
         f"{format_totals(peak.short_totals())}. Per banca at the peak: "
         f"{_per(peak.by_banca, 'banca')}. {source}"
     )
@@ -280,6 +307,49 @@ def measured_impact(incident: Incident) -> tuple[str, str, str] | None:
         f"at the peak: {_per(peak.by_state, 'state')}. {source}"
     )
     return users, revenue, data
+
+
+def redraw_impact(incident: Incident, sample: ImpactSample) -> bool:
+    """The reading at resolution (`sample`) landed after the draft was written, in the
+    resolving transaction: redraw the draft's Impact section with it, unless someone
+    edited that section since (their text stays as they wrote it). A timeline note
+    says so; the version moves, so an editor who loaded the old text is told."""
+    with transaction.atomic():
+        lock_timeline(incident.pk)
+        fresh = Incident.objects.select_related("severity").get(pk=incident.pk)
+        if fresh.resolved_at is None or fresh.resolved_at != sample.for_resolution:
+            return False
+        postmortem = PostMortem.objects.select_for_update().filter(incident=fresh).first()
+        if postmortem is None:
+            return False
+        drawn = (postmortem.impact_users, postmortem.impact_revenue, postmortem.impact_data)
+        after = draft_impact(fresh)
+        if drawn != draft_impact(fresh, without=sample.pk) or drawn == after:
+            return False
+        postmortem.impact_users, postmortem.impact_revenue, postmortem.impact_data = after
+        postmortem.version += 1
+        postmortem.updated_at = timezone.now()
+        postmortem.updated_by = None
+        postmortem.save(
+            update_fields=[
+                "impact_users",
+                "impact_revenue",
+                "impact_data",
+                "version",
+                "updated_at",
+                "updated_by",
+            ]
+        )
+        reading = (
+            "the reading at resolution" if sample.ok else "why the reading at resolution failed"
+        )
+        append_event(
+            fresh,
+            EventKind.NOTE,
+            f"LotoOps redrew the post-mortem's impact with {reading}",
+            data={"postmortem": ["impact"], "version": postmortem.version, "sample": sample.pk},
+        )
+    return True
 
 
 def ensure_postmortem(incident: Incident, *, actor: AbstractBaseUser) -> PostMortem:

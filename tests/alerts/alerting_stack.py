@@ -41,15 +41,19 @@ START_TIMEOUT = 30.0
 
 
 class LocalTarget:
-    """What Prometheus scrapes: `lotolink_db_up` 1 or 0, as the test sets it."""
+    """What Prometheus scrapes: `lotolink_db_up` 1 or 0, as the test sets it, and any
+    other gauge the test puts in `metrics` (name -> value)."""
 
     def __init__(self) -> None:
         self.up = True
+        self.metrics: dict[str, float] = {}
         target = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = f"lotolink_db_up {1 if target.up else 0}\n".encode()
+                lines = [f"lotolink_db_up {1 if target.up else 0}"]
+                lines += [f"{name} {value}" for name, value in dict(target.metrics).items()]
+                body = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -146,8 +150,9 @@ def _alertmanager_config(webhook_url: str, token: str) -> dict:
     }
 
 
-def start_stack(webhook_url: str, tokens: list[str]) -> Stack:
-    """One Alertmanager per token (two: an HA pair), and a Prometheus sending to all."""
+def start_stack(webhook_url: str, tokens: list[str], rules: list[dict] | None = None) -> Stack:
+    """One Alertmanager per token (two: an HA pair), and a Prometheus sending to all,
+    evaluating `rules` (default: RULE)."""
     stack = Stack(
         target=LocalTarget(),
         prometheus_url="",
@@ -155,14 +160,14 @@ def start_stack(webhook_url: str, tokens: list[str]) -> Stack:
         workdir=Path(tempfile.mkdtemp(prefix="lotoops-alerting-")),
     )
     try:
-        _start_into(stack, webhook_url, tokens)
+        _start_into(stack, webhook_url, tokens, rules or [RULE])
     except BaseException:
         stack.stop()
         raise
     return stack
 
 
-def _start_into(stack: Stack, webhook_url: str, tokens: list[str]) -> None:
+def _start_into(stack: Stack, webhook_url: str, tokens: list[str], rules: list[dict]) -> None:
     cluster_ports = [free_port() for _ in tokens]
     for index, token in enumerate(tokens):
         port = free_port()
@@ -193,11 +198,11 @@ def _start_into(stack: Stack, webhook_url: str, tokens: list[str]) -> None:
     for url in stack.alertmanager_urls:
         _wait_ready(stack, url)
 
-    rules = stack.workdir / "rules.yml"
-    rules.write_text(json.dumps({"groups": [{"name": "lotolink", "rules": [RULE]}]}))
+    rule_file = stack.workdir / "rules.yml"
+    rule_file.write_text(json.dumps({"groups": [{"name": "lotolink", "rules": rules}]}))
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
+        "rule_files": [str(rule_file)],
         "alerting": {
             "alertmanagers": [
                 {

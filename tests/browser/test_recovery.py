@@ -17,6 +17,7 @@ from tests.diagnostics.test_probes_rabbitmq import SECRET_ENV as AMQP_ENV
 from tests.diagnostics.test_probes_stripe import API_KEY, KEY_ENV
 from tests.diagnostics.test_recovery import (  # noqa: F401  (fixtures)
     fix_the_plays,
+    payment_peers,
     platform,
     plays,
     queues,

@@ -108,9 +108,12 @@ def queues() -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def platform(plays, queues, stripe_peer_server, monkeypatch) -> StripePeer:  # noqa: F811
+def payment_peers(queues, stripe_peer_server, monkeypatch) -> StripePeer:  # noqa: F811
     """The seeded runbook (payments names pay.pending_plays, pay.webhook_status and
-    pay.queues as its recovery checks) pointed at the local peers."""
+    pay.queues as its recovery checks) pointed at the local Stripe and RabbitMQ; the
+    platform's database target is the caller's (`platform` below: the scratch plays;
+    the browser walk: the money-at-risk platform database, which serves both
+    pay.pending_plays and pay.money_at_risk)."""
     stripe_peer_server.flush()
     monkeypatch.setenv(KEY_ENV, API_KEY)
     monkeypatch.setenv(AMQP_ENV, "guest")
@@ -118,7 +121,6 @@ def platform(plays, queues, stripe_peer_server, monkeypatch) -> StripePeer:  # n
     RunbookStep.objects.filter(key="pay.queues").update(
         params={"queues": queues, "warning_depth": 100}
     )
-    Target.objects.create(name="lotolink-db", kind="postgres", url=pg.DB_URL)
     Target.objects.create(
         name="stripe", kind="stripe", url=stripe_peer_server.url, secret_env=KEY_ENV
     )
@@ -129,6 +131,13 @@ def platform(plays, queues, stripe_peer_server, monkeypatch) -> StripePeer:  # n
         secret_env=AMQP_ENV,
     )
     return stripe_peer_server
+
+
+@pytest.fixture
+def platform(plays, payment_peers) -> StripePeer:
+    """The local peers and the scratch plays (pg_helpers: 3 stuck over an hour)."""
+    Target.objects.create(name="lotolink-db", kind="postgres", url=pg.DB_URL)
+    return payment_peers
 
 
 @pytest.fixture

@@ -78,6 +78,12 @@ def add_plays(plays: list[tuple[Any, ...]], conn: psycopg.Connection[Any] | None
             conn.close()
 
 
+def fix_plays() -> int:
+    """The platform pays every pending play (what a fix of the incident does)."""
+    with psycopg.connect(PLATFORM_URL, autocommit=True) as conn:
+        return conn.execute("UPDATE plays SET status = 'paid' WHERE status = 'pending'").rowcount
+
+
 @pytest.fixture(scope="session")
 def platform_db() -> str:
     """The platform database with plays in known states (created once per session)."""

@@ -200,7 +200,9 @@ def test_no_rise_when_the_doubling_took_longer_than_the_window(platform, respond
     assert rise is not None and (rise.metric, rise.before, rise.now) == ("USD", 70, 150)
 
 
-def test_the_post_mortem_impact_carries_the_peak_and_the_total_at_resolution(platform, responder):
+def test_the_post_mortem_impact_carries_the_peak_and_the_last_reading_before_resolution(
+    platform, responder
+):
     incident = factories.declare(actor=responder, category="payment")
     start = timezone.now() - timedelta(minutes=10)  # readings before the resolution
     impact.take_sample(incident, now=start)
@@ -215,11 +217,15 @@ def test_the_post_mortem_impact_carries_the_peak_and_the_total_at_resolution(pla
     services.transition_incident(incident, Status.RESOLVED, actor=responder)
     pm = PostMortem.objects.get(incident=incident)
     local = lambda at: f"{timezone.localtime(at):%Y-%m-%d %H:%M %Z}"  # noqa: E731
+    # No worker took a reading at resolution (the test's transaction never commits):
+    # the last reading, six minutes older, is not called the figure at resolution.
     assert pm.impact_revenue.startswith(
         "Money at risk (plays pending over 60 min): peak "
         "5,000.00 DOP + 12.34 EUR + 700 JPY + 40.00 USD "
-        f"at {local(peak.taken_at)}; nothing at resolution ({local(last.taken_at)})."
+        f"at {local(peak.taken_at)}; nothing at the last reading before resolution "
+        f"({local(last.taken_at)}; no reading was taken at resolution)."
     )
+    assert "at resolution (read" not in pm.impact_revenue
     assert "banca-oeste 4.50 USD (1)" in pm.impact_revenue
     assert pm.impact_users.startswith("5 players with plays pending over 60 min at the peak")
     assert "120 affected users (estimate at declaration)" in pm.impact_users
