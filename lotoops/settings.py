@@ -82,9 +82,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # WhiteNoise's fork with ASGI support: files are sent by an async iterator (WhiteNoise's
-    # sync one made Django warn and read each file in a thread under uvicorn).
-    "servestatic.middleware.ServeStaticMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -216,10 +214,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "staticfiles")
-# ServeStatic serves static files from the app itself (the embedded default has no
+# WhiteNoise serves static files from the app itself (the embedded default has no
 # proxy); finders let tests and a fresh checkout work before collectstatic.
-SERVESTATIC_USE_FINDERS = True
-# ServeStatic warns on every start while the folder does not exist yet.
+WHITENOISE_USE_FINDERS = True
+# WhiteNoise warns on every start while the folder does not exist yet.
 with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
