@@ -58,19 +58,14 @@ Batch = tuple[list[Message], int]
 # list of open incidents, with the event's id (not a per-incident seq). Its pages then
 # fetch their list, each with its viewer's own access rules.
 DASHBOARD = 0
-DASHBOARD_KINDS = frozenset(
-    {
-        "declared",
-        "acknowledged",
-        "status",
-        "reopened",
-        "severity",
-        "commander",
-        "regulatory",
-        "escalation",
-        "notification",
-    }
+# Events that change what the incident header shows (status, SLA, severity, commander),
+# and those that change its "Who's told" card: the open pages redraw them out of band.
+HEADER_KINDS = frozenset(
+    {"declared", "acknowledged", "status", "reopened", "severity", "commander", "regulatory"}
 )
+TOLD_KINDS = frozenset({"escalation", "notification", "acknowledged"})
+# The dashboard's list shows the header's facts and who could be reached.
+DASHBOARD_KINDS = HEADER_KINDS | TOLD_KINDS
 
 
 def dashboard_latest() -> int:

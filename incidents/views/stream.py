@@ -33,21 +33,6 @@ from ..access import can_run_actions, can_view, can_work, get_incident_for
 from ..models import ChecklistItem, Incident, TimelineEvent, UserProfile
 from .incident import CSRF_PLACEHOLDER, status_panels_context, whos_told_context
 
-# Events that change what the incident header shows (status, SLA, severity, commander).
-HEADER_KINDS = {
-    "declared",
-    "acknowledged",
-    "status",
-    "reopened",
-    "severity",
-    "commander",
-    "regulatory",
-}
-
-
-# Events that change the "Who's told" card.
-TOLD_KINDS = {"escalation", "notification", "acknowledged"}
-
 
 @require_GET
 async def stream(request: HttpRequest, pk: int) -> HttpResponse:
@@ -257,14 +242,14 @@ class StreamRenderer:
         for index, event in enumerate(events):
             context: dict[str, Any] = {"event": event, "incident": incident} | shared
             if index == len(events) - 1:
-                if kinds & HEADER_KINDS:
+                if kinds & live.HEADER_KINDS:
                     context |= {"oob_header": True, "oob_status_panels": True}
                     context |= status_panels_context(incident)
                 if refreshed := panels.refreshed_by(kinds):
                     context["oob_panels"] = refreshed
                     for panel in refreshed:
                         context |= panel.context(self.request, incident) | shared
-                if kinds & TOLD_KINDS:
+                if kinds & live.TOLD_KINDS:
                     context |= {"oob_told": True} | whos_told_context(incident)
             if event.kind == "checklist" and (item := items.get(event.data.get("item"))):
                 context["oob_item"] = item
