@@ -93,6 +93,10 @@ class DashboardFollower:
 
     personal = ""
     has_own_updates = False
+    # "changed" says nothing about any incident: the periodic re-check (every
+    # SSE_ACCESS_RECHECK s) ends the streams of sessions that ended; no re-check of
+    # every open dashboard before each message.
+    check_each_event = False
     # At most two "changed" a second per page, whatever the number of incidents that
     # change at once (each "changed" is a list fetch).
     min_interval = 0.5
@@ -284,11 +288,7 @@ def signed_in(followers: list[Any]) -> dict[int, Any]:
     """Each follower's user (by `id(follower)`) if its session still exists for that
     user (not logged out, expired, or invalidated by a password change) and the user
     is active; each session and user read once."""
-    engine = import_module(settings.SESSION_ENGINE)
-    sessions = {
-        key: engine.SessionStore(key).load() if key else {}
-        for key in {f.session_key for f in followers}
-    }
+    sessions = _sessions({f.session_key for f in followers})
     users = get_user_model().objects.in_bulk({f.user_id for f in followers})
     out: dict[int, Any] = {}
     for follower in followers:
@@ -304,6 +304,21 @@ def signed_in(followers: list[Any]) -> dict[int, Any]:
         ):
             out[id(follower)] = user
     return out
+
+
+def _sessions(keys: set[str | None]) -> dict[str | None, dict[str, Any]]:
+    """The data of each live session among `keys` (absent: ended or expired). With
+    database sessions, one query for all of them (hundreds of pages, one per viewer,
+    are re-checked every few seconds); otherwise one load per session."""
+    engine = import_module(settings.SESSION_ENGINE)
+    wanted = [key for key in keys if key]
+    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
+        from django.contrib.sessions.models import Session
+
+        store = engine.SessionStore()
+        rows = Session.objects.filter(session_key__in=wanted, expire_date__gt=timezone.now())
+        return {row.session_key: store.decode(row.session_data) for row in rows}
+    return {key: engine.SessionStore(key).load() for key in wanted}
 
 
 def _checklist_items(events: list[TimelineEvent]) -> dict[int, ChecklistItem]:

@@ -23,6 +23,17 @@ def open_dashboard(server, cookies, **kwargs):
     return httpx.stream("GET", url, cookies=cookies, timeout=httpx.Timeout(10.0), **kwargs)
 
 
+def wait_until_watching(mode: str) -> None:
+    """Until the server's hub watches (with Redis: subscribed): what commits from then
+    on must arrive within the second; before, the stream catches up by its first poll."""
+    deadline = time.monotonic() + 10
+    while not any(
+        hub.mode == mode and live.DASHBOARD in hub.feeds for hub in list(live.Hub._hubs.values())
+    ):
+        assert time.monotonic() < deadline, f"the hub never started watching ({mode})"
+        time.sleep(0.02)
+
+
 def test_a_declaration_elsewhere_reaches_an_open_dashboard_within_a_second(
     asgi_server,
     wake_mode,  # noqa: F811
@@ -43,7 +54,8 @@ def test_a_declaration_elsewhere_reaches_an_open_dashboard_within_a_second(
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         events = sse_events(r)
-        in_thread(declare, delay=0.5)
+        wait_until_watching(wake_mode)
+        in_thread(declare, delay=0.2)
         event = next(events)
         received = time.monotonic()
     assert event["event"] == "changed"
@@ -70,6 +82,7 @@ def test_notes_do_not_wake_the_dashboard_a_status_change_does(
     seen: list[dict[str, str]] = []
     with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
         events = sse_events(r)
+        wait_until_watching(wake_mode)
         in_thread(lambda: services.add_note(incident, "Looking at the pool", actor=responder), 0.2)
         in_thread(lambda: services.acknowledge_incident(incident, actor=responder), 1.5)
         seen.append(next(events))
@@ -134,3 +147,31 @@ def test_the_dashboard_page_starts_its_stream_where_it_was_drawn(client, respond
     html = client.get("/").content.decode()
     assert f'sse-connect="/dashboard/stream/?after={live.dashboard_latest()}"' in html
     assert 'hx-trigger="every 20s, sse:changed"' in html
+
+
+def test_the_access_recheck_reads_every_session_in_one_query(
+    responder, django_assert_max_num_queries
+):
+    """Hundreds of open pages, one per viewer, are re-checked every few seconds: all
+    their sessions in one query and their users in one more, not one per page."""
+    from types import SimpleNamespace
+
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    from incidents.views.stream import signed_in
+
+    followers = []
+    for n in range(30):
+        user = factories.UserFactory(username=f"viewer{n}")
+        browser = Client()
+        browser.force_login(user)
+        followers.append(SimpleNamespace(session_key=browser.session.session_key, user_id=user.pk))
+    Session.objects.filter(session_key=followers[0].session_key).delete()  # logged out
+    followers.append(SimpleNamespace(session_key=None, user_id=responder.pk))  # no session
+
+    with django_assert_max_num_queries(2):
+        users = signed_in(followers)
+
+    assert id(followers[0]) not in users and id(followers[-1]) not in users
+    assert [users[id(f)].pk for f in followers[1:-1]] == [f.user_id for f in followers[1:-1]]
