@@ -517,9 +517,9 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
         yield "retry: 1000\n\n"
         last_write = started = time.monotonic()
         first, panels_seen, asked = True, -1, 0
-        # A follower may ask for a pause between its messages (the dashboard's: one
-        # list fetch a second per page, however many incidents change at once).
-        gap = getattr(follower, "min_interval", 0.0)
+        # A follower may ask for a pause between its messages and a random one before
+        # each (the dashboard's: each message is a list fetch).
+        spread = getattr(follower, "spread", None)
         sent_at = 0.0
         while True:
             if stream.ended or follower.key is None:
@@ -551,6 +551,8 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
                 out += await feed.live_updates(follower)
             first = False
             if text or out:
+                if spread is not None and (pause := spread()) > 0:
+                    await asyncio.sleep(pause)
                 yield text + "".join(format_sse(*message) for message in out)
                 last_write = sent_at = time.monotonic()
             elif time.monotonic() - last_write >= settings.SSE_KEEPALIVE:
@@ -561,6 +563,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
             left = settings.SSE_MAX_DURATION - (time.monotonic() - started)
             keepalive = settings.SSE_KEEPALIVE - (time.monotonic() - last_write)
             await feed.wait(seen, max(0.0, min(left, keepalive)))
+            gap = getattr(follower, "min_interval", 0.0)
             if gap and (pause := gap - (time.monotonic() - sent_at)) > 0:
                 await asyncio.sleep(min(pause, max(0.0, left)))
     except (asyncio.CancelledError, GeneratorExit):

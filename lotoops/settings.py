@@ -414,6 +414,12 @@ SSE_ACCESS_RECHECK = env_float("SSE_ACCESS_RECHECK", 3.0)
 # Prefix of the Redis channels (and client names) of the live timeline: Redis pub/sub
 # channels are shared by every database number of a server.
 SSE_CHANNEL_PREFIX = env_str("SSE_CHANNEL_PREFIX", "lotoops")
+# Open dashboards redraw their list when an incident changes: at most this many list
+# fetches a second from the dashboards open on one web process (with more dashboards
+# open, each waits longer between redraws, spread at random, up to the list's own
+# 20 s poll), so an alert storm with a hundred dashboards open cannot crowd out the
+# incident pages.
+DASHBOARD_LIVE_FETCHES = env_float("DASHBOARD_LIVE_FETCHES", 10.0)
 TIMELINE_PAGE_SIZE = 50
 
 

@@ -4,6 +4,7 @@ last message (events, out-of-band panels, check-run output), per viewer class.""
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Hashable
 from dataclasses import dataclass
 from importlib import import_module
@@ -97,9 +98,21 @@ class DashboardFollower:
     # SSE_ACCESS_RECHECK s) ends the streams of sessions that ended; no re-check of
     # every open dashboard before each message.
     check_each_event = False
-    # At most two "changed" a second per page, whatever the number of incidents that
-    # change at once (each "changed" is a list fetch).
-    min_interval = 0.5
+    # Each "changed" is a list fetch: at most two a second per page, whatever the
+    # number of incidents that change at once; and with many dashboards open in this
+    # process, fewer, spread at random, to DASHBOARD_LIVE_FETCHES a second in all.
+    FASTEST, SLOWEST = 0.5, 20.0
+
+    @property
+    def min_interval(self) -> float:
+        open_here = live.active_streams[live.DASHBOARD]
+        share = open_here / max(settings.DASHBOARD_LIVE_FETCHES, 0.1)
+        return min(self.SLOWEST, max(self.FASTEST, share))
+
+    def spread(self) -> float:
+        """A random pause before a "changed": the dashboards woken by one change do not
+        all fetch their list in the same instant."""
+        return random.uniform(0.0, self.min_interval - self.FASTEST)
 
     def __init__(self, request: HttpRequest, user: Any) -> None:
         self.request = request

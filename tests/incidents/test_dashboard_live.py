@@ -175,3 +175,55 @@ def test_the_access_recheck_reads_every_session_in_one_query(
 
     assert id(followers[0]) not in users and id(followers[-1]) not in users
     assert [users[id(f)].pk for f in followers[1:-1]] == [f.user_id for f in followers[1:-1]]
+
+
+def test_many_open_dashboards_redraw_less_often_and_not_all_at_once(settings):
+    from incidents.views.stream import DashboardFollower
+
+    settings.DASHBOARD_LIVE_FETCHES = 10
+    follower = DashboardFollower.__new__(DashboardFollower)
+    before = live.active_streams[live.DASHBOARD]
+    try:
+        for open_here, interval in ((1, 0.5), (5, 0.5), (40, 4.0), (100, 10.0), (1000, 20.0)):
+            live.active_streams[live.DASHBOARD] = open_here
+            assert follower.min_interval == interval
+            pauses = [follower.spread() for _ in range(200)]
+            assert min(pauses) >= 0 and max(pauses) <= interval - 0.5
+    finally:
+        live.active_streams[live.DASHBOARD] = before
+
+
+def test_a_change_reaches_many_open_dashboards_spread_over_their_interval(
+    asgi_server, responder, settings
+):
+    """12 dashboards open, 4 list fetches a second allowed: each waits up to 2.5 s at
+    random before its "changed", so their fetches do not land in one instant."""
+    import threading
+
+    settings.DASHBOARD_LIVE_FETCHES = 4  # 12 open: one "changed" per 3 s each
+    after = live.dashboard_latest()
+    cookies = session_cookie(responder)
+    arrived: list[float] = []
+    lock = threading.Lock()
+
+    def watch() -> None:
+        with open_dashboard(asgi_server, cookies, params={"after": after}) as r:
+            next(sse_events(r))
+            with lock:
+                arrived.append(time.monotonic())
+
+    watchers = [threading.Thread(target=watch) for _ in range(12)]
+    for watcher in watchers:
+        watcher.start()
+    deadline = time.monotonic() + 10
+    while live.active_streams[live.DASHBOARD] < 12:
+        assert time.monotonic() < deadline, "the 12 dashboards did not open"
+        time.sleep(0.05)
+    wait_until_watching("redis" if settings.REDIS_URL else "poll")
+    factories.declare(actor=responder, title="Seen by twelve")
+    declared = time.monotonic()
+    for watcher in watchers:
+        watcher.join(timeout=15)
+    assert len(arrived) == 12
+    assert max(arrived) - declared < 4.0  # within the 2.5 s spread, plus the wake-up
+    assert max(arrived) - min(arrived) > 0.3  # spread, not all in one instant
