@@ -5,6 +5,7 @@ can be worked with the keyboard alone."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -123,8 +124,16 @@ def axe_violations(page) -> list[str]:
     return list(result)
 
 
-def in_view(page, locator) -> bool:
-    """In the viewport and not under the incident's sticky header."""
+def in_view(page, locator, within: float = 2.0) -> bool:
+    """In the viewport and not under the incident's sticky header, within `within` s:
+    the page reveals a message when htmx settles it, a moment after it is drawn."""
+    deadline = time.monotonic() + within
+    while not _in_view_now(page, locator) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _in_view_now(page, locator)
+
+
+def _in_view_now(page, locator) -> bool:
     box = locator.bounding_box()
     top, height = page.evaluate(
         "() => { const h = document.getElementById('incident-header');"
