@@ -55,9 +55,10 @@ def test_a_declaration_elsewhere_reaches_an_open_dashboard_within_a_second(
         assert r.headers["content-type"].startswith("text/event-stream")
         events = sse_events(r)
         wait_until_watching(wake_mode)
-        in_thread(declare, delay=0.2)
+        writer = in_thread(declare, delay=0.2)
         event = next(events)
         received = time.monotonic()
+    writer.join()  # the event can arrive before declare() has returned
     assert event["event"] == "changed"
     assert int(event["id"]) == declared[0].timeline.get(kind="declared").pk
     assert received - committed[0] < 1.0
