@@ -32,45 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_alerts import PG, database, free_port, pct, wait  # noqa: E402
+from bench_alerts import PG, OpenDashboard, database, free_port, pct, wait  # noqa: E402
 
 DB = "lotoops_bench_dashboards"
 REDIS = "redis://127.0.0.1:6379/10"
-
-
-class Dashboard(threading.Thread):
-    """One open dashboard: its stream, and a list fetch on each "changed"."""
-
-    def __init__(self, base: str, cookies: dict[str, str], fetches: list[float]) -> None:
-        super().__init__(daemon=True)
-        self.base, self.cookies, self.fetches = base, cookies, fetches
-        self.session = requests.Session()
-        self.session.cookies.update(cookies)
-        self.seen: dict[str, float] = {}  # incident link -> when its list showed it
-        self.stream: requests.Response | None = None
-        self.opened = threading.Event()
-
-    def run(self) -> None:
-        try:
-            self.stream = self.session.get(
-                f"{self.base}/dashboard/stream/", stream=True, timeout=(10, 120)
-            )
-            self.opened.set()
-            for line in self.stream.iter_lines():
-                if line == b"event: changed":
-                    html = self.session.get(
-                        f"{self.base}/", headers={"HX-Request": "true"}, timeout=30
-                    ).text
-                    now = time.perf_counter()
-                    self.fetches.append(now)
-                    for part in html.split('href="/incidents/')[1:]:
-                        self.seen.setdefault(part.split("/", 1)[0], now)
-        except (requests.RequestException, AttributeError, ValueError):
-            pass  # closed at the end
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
 
 
 # One for every run: the secret key made there signs the sessions of all of them.
@@ -120,15 +85,10 @@ def run_once(budget: float, args: argparse.Namespace) -> dict[str, object]:
         ],
         cwd=ROOT, env=env, start_new_session=True,
     )  # fmt: skip
-    dashboards: list[Dashboard] = []
+    dashboards: list[OpenDashboard] = []
     try:
         wait(lambda: _up(base), timeout=60, every=0.2)
-        fetches: list[float] = []
-        dashboards = [Dashboard(base, cookies, fetches) for _ in range(args.dashboards)]
-        for dashboard in dashboards:
-            dashboard.start()
-        for dashboard in dashboards:
-            dashboard.opened.wait(30)
+        dashboards = [OpenDashboard(base, cookies) for _ in range(args.dashboards)]
         time.sleep(2)
 
         page = requests.Session()
@@ -146,27 +106,33 @@ def run_once(budget: float, args: argparse.Namespace) -> dict[str, object]:
 
         reader = threading.Thread(target=responder)
         reader.start()
-        declared: dict[str, float] = {}
+        declared: dict[int, float] = {}
         started = time.perf_counter()
         n = 0
         while time.perf_counter() - started < args.seconds:
             incident = declare_incident(
                 title=f"Storm {n}", category="banca", severity=p2, actor=user
             )
-            declared[str(incident.pk)] = time.perf_counter()
+            declared[incident.pk] = time.perf_counter()
             n += 1
             time.sleep(max(0.0, started + n * args.every - time.perf_counter()))
         storm_s = time.perf_counter() - started
         time.sleep(3)  # the last changes reach the dashboards
         storm_over.set()
         reader.join()
-        in_storm = [t for t in fetches if started <= t <= started + storm_s]
+        fetched = [at for d in dashboards for at, _ in list(d.lists)]
+        in_storm = [t for t in fetched if started <= t <= started + storm_s]
         first, last = [], []
         for pk, at in declared.items():
-            shown = [d.seen[pk] - at for d in dashboards if pk in d.seen]
-            if shown:
-                first.append(min(shown) * 1000)
-                last.append(max(shown) * 1000)
+            link = f'href="/incidents/{pk}/"'
+            shown = [
+                next((when for when, html in list(d.lists) if link in html), None)
+                for d in dashboards
+            ]
+            delays = [(when - at) * 1000 for when in shown if when is not None]
+            if delays:
+                first.append(min(delays))
+                last.append(max(delays))
         return {
             "latencies": latencies,
             "statuses": statuses,

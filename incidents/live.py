@@ -167,6 +167,16 @@ class Follower(Protocol):
 
     # Whether the panels have live updates of their own per stream (`own_updates`).
     has_own_updates: bool
+    # Whether its access is re-checked before each message it is sent (what it is sent
+    # says something about the incident), besides the periodic re-check of every stream.
+    check_each_event: bool
+    # Seconds at least between two of its messages (0: none).
+    min_interval: float
+
+    def spread(self) -> float:
+        """A pause (s) before each of its messages: 0, or at random, so the streams woken
+        by one change do not all act in the same instant."""
+        ...
 
     def own_updates(self) -> list[Message]:
         """This page's own id-less live updates (those that differ per viewer)."""
@@ -233,7 +243,7 @@ class Feed:
             future.add_done_callback(_forget_failed(self._batches, key))
             _trim(self._batches)
             # The access re-check the new events need runs alongside their rendering.
-            if getattr(follower, "check_each_event", True):
+            if follower.check_each_event:
                 self._check_future(self.latest)
         # Shielded: a page that closes must not cancel the work the others wait for.
         return await asyncio.shield(future), key
@@ -517,10 +527,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
         yield "retry: 1000\n\n"
         last_write = started = time.monotonic()
         first, panels_seen, asked = True, -1, 0
-        # A follower may ask for a pause between its messages and a random one before
-        # each (the dashboard's: each message is a list fetch).
-        spread = getattr(follower, "spread", None)
-        sent_at = 0.0
+        sent_at = 0.0  # a follower may ask for pauses between and before its messages
         while True:
             if stream.ended or follower.key is None:
                 ended = stream.ended or "access gone"
@@ -540,7 +547,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
                 if batch:
                     # On every event: nobody whose access went receives it (checked
                     # after the wake-up that announced it).
-                    if getattr(follower, "check_each_event", True):
+                    if follower.check_each_event:
                         await feed.check_access(asked)
                     if stream.ended:
                         continue
@@ -551,7 +558,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
                 out += await feed.live_updates(follower)
             first = False
             if text or out:
-                if spread is not None and (pause := spread()) > 0:
+                if (pause := follower.spread()) > 0:
                     await asyncio.sleep(pause)
                 yield text + "".join(format_sse(*message) for message in out)
                 last_write = sent_at = time.monotonic()
@@ -563,8 +570,7 @@ async def timeline_stream(incident_id: int, after: int, follower: Follower) -> A
             left = settings.SSE_MAX_DURATION - (time.monotonic() - started)
             keepalive = settings.SSE_KEEPALIVE - (time.monotonic() - last_write)
             await feed.wait(seen, max(0.0, min(left, keepalive)))
-            gap = getattr(follower, "min_interval", 0.0)
-            if gap and (pause := gap - (time.monotonic() - sent_at)) > 0:
+            if (pause := follower.min_interval - (time.monotonic() - sent_at)) > 0:
                 await asyncio.sleep(min(pause, max(0.0, left)))
     except (asyncio.CancelledError, GeneratorExit):
         ended = "client gone"

@@ -179,6 +179,10 @@ class StreamRenderer:
     where an event changed them) for its viewer class, and its own live output of
     check runs (id-less "run" messages)."""
 
+    # Each event says something about the incident: its viewer is re-checked first.
+    check_each_event = True
+    min_interval = 0.0
+
     def __init__(self, request: HttpRequest, incident_id: int, user: Any = None) -> None:
         self.request = request
         self.incident_id = incident_id
@@ -196,6 +200,9 @@ class StreamRenderer:
         # The panels' own per-stream live updates (those that differ per viewer).
         self.live_updates = [p.live() for p in panels.PANELS.values() if p.live is not None]
         self.has_own_updates = bool(self.live_updates)
+
+    def spread(self) -> float:
+        return 0.0
 
     @classmethod
     def open(cls, request: HttpRequest, user: Any, pk: int) -> StreamRenderer:
