@@ -3,7 +3,10 @@ PDF and look at its first page."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from incidents import services
 from incidents.models import PostMortem
@@ -42,7 +45,7 @@ def test_resolve_complete_the_post_mortem_and_export_its_pdf(login, responder, t
     edit_section(ana, "lessons_learned", "lessons_learned", "Rotate secrets with a checklist")
     ana.fill("#id_text", "Automate secret rotation")
     ana.select_option("#id_owner", label="ana")
-    ana.fill("#id_due_date", "2026-12-01")
+    ana.fill("#id_due_date", (timezone.localdate() + timedelta(days=14)).isoformat())
     ana.click("#add-action-item")
     ana.wait_for_selector("#action-items >> text=Automate secret rotation")
     assert ana.evaluate("() => window.__notReloaded") is True  # all of it in place
