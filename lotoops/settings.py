@@ -284,6 +284,12 @@ if CELERY_BROKER_URL.startswith(("filesystem://", "lotoopsfs://")):
         "control_folder": str(_broker_dir / "control"),
         "polling_interval": 0.1,
     }
+    # Made here, not only by `cli.py run`: a fresh clone's first process (a test run, a
+    # worker started by hand) finds the queue where the broker and /healthz expect it.
+    for _folder in ("queue", "control"):
+        # A read-only checkout: /healthz says "queue folder missing".
+        with contextlib.suppress(OSError):
+            (_broker_dir / _folder).mkdir(mode=0o700, parents=True, exist_ok=True)
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
 # Queues by class (diagnostics/queues.py): paging never waits behind checks.

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -99,6 +100,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _missing("this test needs PostgreSQL: set DATABASE_URL=postgres://…")
     if item.get_closest_marker("redis") and not redis_available():
         _missing("this test needs Redis: set REDIS_URL=redis://… to a running server")
+    if item.get_closest_marker("cjk_font") and not Path(settings.PDF_CJK_FONT).is_file():
+        _missing(
+            f"this test needs the PDF exports' CJK font {settings.PDF_CJK_FONT}: "
+            "apt-get install -y fonts-noto-cjk"
+        )
 
 
 @pytest.fixture(autouse=True)

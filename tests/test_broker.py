@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 PRODUCERS, PER_PRODUCER, CONSUMERS = 4, 2_500, 2
 QUEUE = "stress"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def options(folder: Path) -> dict[str, object]:
@@ -144,3 +147,29 @@ def test_a_reader_never_sees_a_message_being_written(tmp_path, monkeypatch):
     assert race("lotoopsfs://", tmp_path / "ours") == (["whole"], [])
     # The same race on kombu's own transport: the reader opens the empty file.
     assert race("filesystem://", tmp_path / "kombus")[1] == ["JSONDecodeError"]
+
+
+def test_a_fresh_clones_first_process_finds_the_queue_folder(tmp_path):
+    """No `cli.py run` before: a test run or a worker started by hand on a fresh clone
+    finds the embedded broker's folders, so /healthz does not call the broker down."""
+    var = tmp_path / "var"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    }
+    env |= {"LOTOOPS_VAR_DIR": str(var), "DJANGO_SETTINGS_MODULE": "lotoops.settings"}
+    code = (
+        "import django; django.setup(); from lotoops.health import check_broker; "
+        "print(check_broker()['status'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "ok", result.stdout + result.stderr
+    assert (var / "broker" / "queue").is_dir()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.cjk_font
 def test_the_production_compose_settings_pass_check_deploy():
     env = compose_environment()
     assert env["SECURE_COOKIES"] == "true" and env["BEHIND_TLS_PROXY"] == "true"

@@ -58,6 +58,7 @@ def test_an_unknown_command_prints_the_usage():
     assert "usage: python3 lotoops/cli.py COMMAND" in result.stderr
 
 
+@pytest.mark.cjk_font
 def test_django_system_checks_are_clean():
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--fail-level", "WARNING"],

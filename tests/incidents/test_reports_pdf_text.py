@@ -104,6 +104,7 @@ def worldwide(responder, other_responder):
     return incident
 
 
+@pytest.mark.cjk_font
 def test_the_incident_pdf_keeps_chinese_accents_emoji_and_the_whole_long_item(
     client, responder, worldwide
 ):
@@ -142,6 +143,7 @@ def test_the_long_action_item_wraps_inside_its_column(responder, worldwide):
         pytest.fail("no action-item table found")
 
 
+@pytest.mark.cjk_font
 def test_the_period_pdf_keeps_every_character_and_its_legend_clear_of_the_plot(
     client, responder, worldwide
 ):
@@ -206,6 +208,7 @@ def test_the_csv_starts_with_a_bom_so_excel_reads_utf8(client, responder, worldw
     assert "Pagos: 支付回调失败 🔥 en el Banco Popular" in response.content.decode("utf-8-sig")
 
 
+@pytest.mark.cjk_font
 def test_a_missing_cjk_font_is_a_start_up_warning_and_a_visible_code_point(settings, tmp_path):
     from incidents.apps import pdf_cjk_font
 
