@@ -235,3 +235,26 @@ def test_an_empty_worker_heartbeat_form_is_not_a_500(client, world):
     response = client.post("/admin/diagnostics/workerheartbeat/add/", {})
     assert response.status_code == 403  # workers write heartbeats, nobody adds one by hand
     assert snapshot() == before
+
+
+DECLARE = {"title": "Outage", "category": "outage", "severity": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("impacted_services", "lotolink-backend, st\x00ripe", "Null characters are not allowed"),
+        ("impacted_services", "s" * 101, "at most 100 characters"),
+        ("impacted_services", ", ".join(f"s{i}" for i in range(51)), "at most 50 services"),
+        ("summary", "x" * 10_001, "at most 10000 characters"),
+    ],
+    ids=["nul-service", "service-101", "services-51", "summary-10001"],
+)
+def test_the_declare_form_keeps_the_apis_limits(client, world, field, value, says):
+    """The same limits as POST /api/v1/incidents (incidents.rules.inbound)."""
+    client.force_login(world["root"])
+    before = snapshot()
+    response = client.post(reverse("incidents:declare"), DECLARE | {field: value})
+    assert response.status_code == 422
+    assert says in response.content.decode()
+    assert snapshot() == before

@@ -186,17 +186,16 @@ BAD_EVENTS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_EVENTS))
-def test_a_signed_stripe_event_we_cannot_store_is_refused_with_400(
-    stripe_raw, responder, name
-):
+def test_a_signed_stripe_event_we_cannot_store_is_refused_with_400(stripe_raw, responder, name):
     factories.declare(actor=responder, category="payment")
     before = rows()
 
     response = stripe_raw(BAD_EVENTS[name]())
 
     assert response.status_code == 400, response.content
-    assert "cannot be stored" in response.json()["error"] or "not a Stripe event" in (
-        response.json()["error"]
+    assert (
+        "cannot be stored" in response.json()["error"]
+        or "not a Stripe event" in (response.json()["error"])
     )
     assert rows() == before
 
