@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from diagnostics.models import CheckRun, Runbook, RunbookStep
 from incidents import forms as incident_forms
-from incidents.models import ActionItem, Category
+from incidents.models import ActionItem, Category, Severity
 from incidents.paging import acklinks, regulatory
 from incidents.postincident.postmortem import SECTIONS, ensure_postmortem
 from tests import factories
@@ -237,7 +237,13 @@ def test_an_empty_worker_heartbeat_form_is_not_a_500(client, world):
     assert snapshot() == before
 
 
-DECLARE = {"title": "Outage", "category": "outage", "severity": 1}
+def declare_data() -> dict[str, Any]:
+    """A declaration the form accepts (checked below), to spoil one field at a time."""
+    return {
+        "title": "Outage",
+        "category": "database",
+        "severity": Severity.objects.get(key="P2").pk,
+    }
 
 
 @pytest.mark.parametrize(
@@ -254,7 +260,8 @@ def test_the_declare_form_keeps_the_apis_limits(client, world, field, value, say
     """The same limits as POST /api/v1/incidents (incidents.rules.inbound)."""
     client.force_login(world["root"])
     before = snapshot()
-    response = client.post(reverse("incidents:declare"), DECLARE | {field: value})
+    response = client.post(reverse("incidents:declare"), declare_data() | {field: value})
     assert response.status_code == 422
     assert says in response.content.decode()
     assert snapshot() == before
+    assert incident_forms.DeclareForm(declare_data()).is_valid()
