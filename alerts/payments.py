@@ -30,10 +30,12 @@ import stripe
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from diagnostics.models import Target, TargetKind
 from diagnostics.probes.base import ProbeError, get_probe
 from incidents.models import OPEN_STATUSES, Category, EventKind, Incident, Severity
+from incidents.rules import inbound
 from incidents.services import declare_incident
 from incidents.timeline import append_event
 
@@ -52,6 +54,41 @@ SWEEP_TIMEOUT = 15.0  # seconds for one sweep's calls to Stripe
 
 class SignatureError(ValueError):
     """Not signed by our endpoint's secret, or signed too long ago; nothing written."""
+
+
+class EventError(ValueError):
+    """Signed, but not an event we can store (a NUL, a wrong type, a time outside the
+    window); nothing written."""
+
+
+# The fields LotoOps reads, with the types Stripe documents; anything else is ignored.
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class PaymentError(_Strict):
+    code: StrictStr | None = Field(default=None, max_length=200)
+    decline_code: StrictStr | None = Field(default=None, max_length=200)
+    message: StrictStr | None = None
+
+
+class FailedObject(_Strict):
+    """A failed PaymentIntent or Charge, or (LotoOps' own) an undelivered event."""
+
+    id: StrictStr = Field(default="?", max_length=255)
+    type: StrictStr | None = Field(default=None, max_length=100)
+    amount: StrictInt | None = Field(default=None, ge=-inbound.INT64_MAX, le=inbound.INT64_MAX)
+    currency: StrictStr | None = Field(default=None, max_length=10)
+    failure_code: StrictStr | None = Field(default=None, max_length=200)
+    failure_message: StrictStr | None = None
+    last_payment_error: PaymentError | None = None
+    pending_webhooks: StrictInt | None = Field(default=None, ge=0, le=inbound.INT32_MAX)
+
+
+class EventIn(_Strict):
+    id: StrictStr = Field(min_length=1, max_length=100)  # StripeEvent.event_id
+    type: StrictStr = Field(min_length=1, max_length=100)  # StripeEvent.type
+    created: StrictInt = Field(ge=0, le=inbound.INT64_MAX)
 
 
 @dataclass
@@ -83,12 +120,33 @@ def verify(body: bytes, signature: str, secret: str) -> dict[str, Any]:
         isinstance(obj, dict)
     ):
         raise SignatureError("The body is not a Stripe event (no id, type or data.object).")
+    check_event(data)
     return data
+
+
+def check_event(data: dict[str, Any], *, now: datetime | None = None) -> None:
+    """EventError unless every text can be stored (keys included), the fields we read
+    have Stripe's types and lengths, and `created` lies inside the window."""
+    problem = inbound.find_unstorable(data)
+    if problem:
+        raise EventError(f"The event cannot be stored: {problem}.")
+    try:
+        head = EventIn.model_validate(data)
+        if head.type in FAILURES:
+            FailedObject.model_validate(data["data"]["object"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise EventError(f"The event cannot be stored: {where}: {err['msg']}.") from None
+    try:
+        inbound.check_instant(datetime.fromtimestamp(head.created, tz=UTC), now or timezone.now())
+    except (inbound.Unstorable, OverflowError, OSError, ValueError) as exc:
+        raise EventError(f"The event cannot be stored: created: {exc}.") from None
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """What a responder needs (ids, codes, amount), never card or customer details."""
-    obj = event["data"]["object"]
+    obj = FailedObject.model_validate(event["data"]["object"]).model_dump(exclude_unset=True)
     if event["type"] == WEBHOOK_ERROR:
         pending = obj.get("pending_webhooks")
         waiting = f", {pending} endpoint{'s' if pending != 1 else ''} waiting" if pending else ""

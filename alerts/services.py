@@ -30,6 +30,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from incidents.models import OPEN_STATUSES, EventKind, Incident, Status
+from incidents.rules import inbound
 from incidents.services import IncidentError, declare_incident, transition_incident
 from incidents.timeline import append_event, append_events
 
@@ -310,13 +311,15 @@ def _fire(
 
 
 def _declare(alert: AlertIn, route: Route, now: datetime) -> Incident:
-    services = [v for k in ("service", "job") if (v := alert.labels.get(k))]
+    # Within the limits a declaration from the pages or the API has (the alert's own
+    # labels and annotations are kept whole on its row).
+    services = [v[: inbound.MAX_SERVICE] for k in ("service", "job") if (v := alert.labels.get(k))]
     return declare_incident(
-        title=(alert.annotations.get("summary") or alert.name)[:200],
+        title=(alert.annotations.get("summary", "").strip() or alert.name)[: inbound.MAX_TITLE],
         category=route.category,
         severity=route.severity,
         actor=None,
-        summary=alert.annotations.get("description", ""),
+        summary=alert.annotations.get("description", "")[: inbound.MAX_SUMMARY],
         impacted_services=services,
         alert_fingerprint=alert.fingerprint,
         now=now,

@@ -1,6 +1,7 @@
 """The webhook endpoints. Each answers 2xx only once its transaction has committed,
 never 5xx after committing (a retry would then be right to come, and is harmless),
-and 4xx with nothing written for what a retry cannot fix."""
+and 4xx with nothing written for what a retry cannot fix (a payload we cannot store
+for a reason of its own: 400). 503 only when the database could not take it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, DataError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -81,6 +82,11 @@ def alertmanager_webhook(request: HttpRequest) -> JsonResponse:
         return refuse(422, str(exc))
     try:
         _, outcome = after_commit(lambda: services.ingest(payload, token=token, routes=routes))
+    except DataError:
+        # A value the checks in alertmanager.parse missed: the payload's own fault,
+        # rolled back whole; a retry would fail the same way.
+        log.exception("alert delivery refused by the database")
+        return refuse(400, "The delivery holds a value that cannot be stored.")
     except DatabaseError:
         log.exception("alert delivery not stored")
         return refuse(503, "The delivery could not be stored; send it again.")
@@ -103,10 +109,13 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         event = payments.verify(
             body, request.headers.get("Stripe-Signature", ""), settings.STRIPE_WEBHOOK_SECRET
         )
-    except payments.SignatureError as exc:
+    except (payments.SignatureError, payments.EventError) as exc:
         return refuse(400, str(exc))
     try:
         _, outcome = after_commit(lambda: payments.ingest_event(event))
+    except DataError:
+        log.exception("Stripe event refused by the database")
+        return refuse(400, "The event holds a value that cannot be stored.")
     except DatabaseError:
         log.exception("Stripe event not stored")
         return refuse(503, "The event could not be stored; send it again.")

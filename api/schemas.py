@@ -1,5 +1,6 @@
-"""What the API reads and writes. Text is refused with a NUL character (PostgreSQL
-cannot store it): a 422 instead of a server error."""
+"""What the API reads and writes. Text is refused with a NUL character or a lone
+surrogate (PostgreSQL cannot store them), anywhere, usernames included: a 422 instead
+of a server error. Lengths and ranges are the pages' own (incidents.rules.inbound)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from incidents.models import (
     Status,
     TimelineEvent,
 )
+from incidents.rules import inbound
 
 CategoryName = Literal[tuple(Category.values)]  # type: ignore[valid-type]
 StatusName = Literal[tuple(Status.values)]  # type: ignore[valid-type]
@@ -32,17 +34,8 @@ RunStatusName = Literal[tuple(RunStatus.values)]  # type: ignore[valid-type]
 MAX_ID = 2**53
 
 
-def _storable(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("text may not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode") from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_storable)]
+# The limits the pages' forms share (incidents.rules.inbound).
+Text = Annotated[str, AfterValidator(inbound.check_text)]
 
 
 def _name(user: AbstractBaseUser | None) -> str | None:
@@ -109,27 +102,28 @@ class IncidentPage(Schema):
 
 
 class DeclareIn(Schema):
-    title: Annotated[Text, Field(min_length=1, max_length=200)]
+    title: Annotated[Text, Field(min_length=1, max_length=inbound.MAX_TITLE)]
     category: CategoryName
     severity: Annotated[str, Field(description="P0, P1, P2 or P3", pattern=r"^P[0-9]$")]
-    summary: Annotated[Text, Field(max_length=10_000)] = ""
+    summary: Annotated[Text, Field(max_length=inbound.MAX_SUMMARY)] = ""
     impacted_services: Annotated[
-        list[Annotated[Text, Field(max_length=100)]], Field(max_length=50)
+        list[Annotated[Text, Field(max_length=inbound.MAX_SERVICE)]],
+        Field(max_length=inbound.MAX_SERVICES),
     ] = []
-    affected_users: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
+    affected_users: Annotated[int, Field(ge=0, le=inbound.INT32_MAX)] | None = None
     flags: list[FlagName] = []
 
 
 class TransitionIn(Schema):
     status: StatusName
-    note: Annotated[Text, Field(max_length=10_000)] = ""
+    note: Annotated[Text, Field(max_length=inbound.MAX_REASON)] = ""
     # Only with status "resolved", and only for incident commanders
     # (incidents.override_recovery): resolve without verified recovery, for this reason.
-    override_reason: Annotated[Text, Field(max_length=1000)] = ""
+    override_reason: Annotated[Text, Field(max_length=inbound.MAX_REASON)] = ""
 
 
 class TextIn(Schema):
-    text: Annotated[Text, Field(min_length=1, max_length=10_000)]
+    text: Annotated[Text, Field(min_length=1, max_length=inbound.MAX_TEXT)]
 
 
 class EventOut(Schema):
@@ -243,12 +237,16 @@ class ActionItemOut(Schema):
 
 
 class ActionItemIn(Schema):
-    text: Annotated[Text, Field(min_length=1, max_length=300)]
-    owner: Annotated[str, Field(max_length=150, description="Username")] | None = None
+    text: Annotated[Text, Field(min_length=1, max_length=inbound.MAX_ACTION_ITEM)]
+    owner: (
+        Annotated[Text, Field(max_length=inbound.MAX_USERNAME, description="Username")] | None
+    ) = None
     due_date: date | None = None
 
 
 class ActionItemUpdateIn(Schema):
     status: ActionItemStatusName
-    owner: Annotated[str, Field(max_length=150, description="Username")] | None = None
+    owner: (
+        Annotated[Text, Field(max_length=inbound.MAX_USERNAME, description="Username")] | None
+    ) = None
     due_date: date | None = None

@@ -1,6 +1,7 @@
 """Forms for every action on the incident page: each validates, none saves.
 
-The services do the saving (and refuse what the incident's state forbids).
+The services do the saving (and refuse what the incident's state forbids). Lengths
+and ranges are the API's (incidents.rules.inbound); Django's CharField refuses NUL.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .models import (
     Severity,
     Status,
 )
+from .rules import inbound
 
 FLAG_CHOICES = list(FLAG_LABELS.items())
 
@@ -50,24 +52,49 @@ class ChoiceListField(forms.MultipleChoiceField):
 
 
 class ServicesField(forms.CharField):
-    """Comma-separated service names, as a list."""
+    """Comma-separated service names, as a list: at most MAX_SERVICES names of at most
+    MAX_SERVICE characters each (the API's limits), no NUL."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", inbound.MAX_SERVICES * (inbound.MAX_SERVICE + 2))
+        super().__init__(**kwargs)
 
     def to_python(self, value: Any) -> list[str]:
         text = super().to_python(value) or ""
         return [part.strip() for part in text.split(",") if part.strip()]
 
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        if len(value) > inbound.MAX_SERVICES:
+            raise forms.ValidationError(f"Name at most {inbound.MAX_SERVICES} services.")
+        for name in value:
+            if len(name) > inbound.MAX_SERVICE:
+                raise forms.ValidationError(
+                    f"A service's name has at most {inbound.MAX_SERVICE} characters "
+                    f"({name[:20]}… has {len(name)})."
+                )
+
+    def run_validators(self, value: Any) -> None:
+        # Each name, not the list's repr (which would hide a NUL as "\\x00").
+        for name in value or []:
+            super().run_validators(name)
+
 
 class DeclareForm(forms.Form):
-    title = forms.CharField(max_length=200, help_text="Brief description: it names the channel")
+    title = forms.CharField(
+        max_length=inbound.MAX_TITLE, help_text="Brief description: it names the channel"
+    )
     category = forms.ChoiceField(choices=Category.choices)
     severity = forms.ModelChoiceField(queryset=Severity.objects.all(), empty_label="Choose…")
-    summary = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    summary = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=inbound.MAX_SUMMARY
+    )
     impacted_services = ServicesField(
-        required=False, max_length=500, help_text="Comma-separated, e.g. lotolink-backend, stripe"
+        required=False, help_text="Comma-separated, e.g. lotolink-backend, stripe"
     )
     # The column's range (PostgreSQL integer): a larger number is refused, not a 500.
     affected_users = forms.IntegerField(
-        min_value=0, max_value=2_147_483_647, required=False, help_text="Estimate"
+        min_value=0, max_value=inbound.INT32_MAX, required=False, help_text="Estimate"
     )
     flags = forms.MultipleChoiceField(
         choices=FLAG_CHOICES,
@@ -85,16 +112,16 @@ class DeclareForm(forms.Form):
 
 class TransitionForm(forms.Form):
     status = forms.ChoiceField(choices=Status.choices)
-    note = forms.CharField(max_length=1000, required=False)
+    note = forms.CharField(max_length=inbound.MAX_REASON, required=False)
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(max_length=1000)
+    reason = forms.CharField(max_length=inbound.MAX_REASON)
 
 
 class SeverityForm(forms.Form):
     severity = forms.ModelChoiceField(queryset=Severity.objects.all(), empty_label=None)
-    reason = forms.CharField(max_length=1000)
+    reason = forms.CharField(max_length=inbound.MAX_REASON)
 
 
 class CommanderForm(forms.Form):
@@ -109,7 +136,7 @@ class NotifiedForm(forms.Form):
 
 
 class TextForm(forms.Form):
-    text = forms.CharField(max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+    text = forms.CharField(max_length=inbound.MAX_TEXT, widget=forms.Textarea(attrs={"rows": 2}))
 
 
 class ChecklistForm(forms.Form):
@@ -140,7 +167,7 @@ def _active_users() -> Any:
 
 
 class ActionItemForm(forms.Form):
-    text = forms.CharField(max_length=300, label="Item")
+    text = forms.CharField(max_length=inbound.MAX_ACTION_ITEM, label="Item")
     owner = forms.ModelChoiceField(queryset=_active_users(), required=False, empty_label="nobody")
     due_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     step = forms.ModelChoiceField(

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from diagnostics.models import CheckRun, Runbook, RunbookStep
 from incidents import forms as incident_forms
-from incidents.models import ActionItem, Category
+from incidents.models import ActionItem, Category, Severity
 from incidents.paging import acklinks, regulatory
 from incidents.postincident.postmortem import SECTIONS, ensure_postmortem
 from tests import factories
@@ -235,3 +235,33 @@ def test_an_empty_worker_heartbeat_form_is_not_a_500(client, world):
     response = client.post("/admin/diagnostics/workerheartbeat/add/", {})
     assert response.status_code == 403  # workers write heartbeats, nobody adds one by hand
     assert snapshot() == before
+
+
+def declare_data() -> dict[str, Any]:
+    """A declaration the form accepts (checked below), to spoil one field at a time."""
+    return {
+        "title": "Outage",
+        "category": "database",
+        "severity": Severity.objects.get(key="P2").pk,
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("impacted_services", "lotolink-backend, st\x00ripe", "Null characters are not allowed"),
+        ("impacted_services", "s" * 101, "at most 100 characters"),
+        ("impacted_services", ", ".join(f"s{i}" for i in range(51)), "at most 50 services"),
+        ("summary", "x" * 10_001, "at most 10000 characters"),
+    ],
+    ids=["nul-service", "service-101", "services-51", "summary-10001"],
+)
+def test_the_declare_form_keeps_the_apis_limits(client, world, field, value, says):
+    """The same limits as POST /api/v1/incidents (incidents.rules.inbound)."""
+    client.force_login(world["root"])
+    before = snapshot()
+    response = client.post(reverse("incidents:declare"), declare_data() | {field: value})
+    assert response.status_code == 422
+    assert says in response.content.decode()
+    assert snapshot() == before
+    assert incident_forms.DeclareForm(declare_data()).is_valid()

@@ -9,8 +9,6 @@ without it Excel reads the file as the system's code page and garbles accents.
 
 from __future__ import annotations
 
-import html
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
@@ -32,6 +30,7 @@ from ..paging.regulatory import snapshot as regulatory_snapshot
 from ..postincident.milestones import KeyTime, key_times, milestones
 from ..postincident.postmortem import TimelineLine, draft_for, report_events, timeline_lines
 from ..rules import regulatory as regulatory_rule
+from ..rules.markdown import safe_markdown
 from ..rules.text import format_duration
 from ..timeline import actor_name
 from . import figures as reports
@@ -158,27 +157,12 @@ def impact_lines(pm: PostMortem) -> list[tuple[str, str]]:
 # --- Markdown -----------------------------------------------------------------------------
 
 
-# [text](url), ![alt](url), and a reference definition "[label]: url".
-_MD_LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[^)]*)?\)")
-_MD_REFERENCE = re.compile(r"^(\s{0,3}\[[^\]\n]+\]:)\s*<?(\S*?)>?(\s.*)?$", re.M)
-SAFE_SCHEMES = ("http://", "https://")
-
-
 def _md_safe(text: str) -> str:
     """What people wrote, made harmless in any Markdown viewer: HTML shown as text
     (never a tag), and a link kept only when it goes to an http(s) address; any
-    other (javascript:, data:, file:, …) keeps its text and loses its target."""
-    text = html.escape(text, quote=False)
-
-    def link(match: re.Match[str]) -> str:
-        _bang, label, url = match.groups()
-        return match[0] if url.lower().startswith(SAFE_SCHEMES) else label
-
-    def reference(match: re.Match[str]) -> str:
-        url = match[2]
-        return match[0] if url.lower().startswith(SAFE_SCHEMES) else "\\" + match[0].lstrip()
-
-    return _MD_REFERENCE.sub(reference, _MD_LINK.sub(link, text))
+    other (javascript:, data:, file:, …) keeps its text and loses its target
+    (found by a CommonMark parser: incidents.rules.markdown)."""
+    return safe_markdown(text)
 
 
 def _md_text(text: str) -> str:

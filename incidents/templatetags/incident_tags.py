@@ -12,6 +12,7 @@ from incidents.models import FLAG_LABELS, Category, Incident, RegulatoryClock, S
 from incidents.paging.regulatory import snapshot as regulatory_snapshot
 from incidents.rules import regulatory as regulatory_rule
 from incidents.rules import sla as sla_rule
+from incidents.rules.markdown import markdown_html
 from incidents.rules.text import format_duration
 
 register = template.Library()
@@ -20,6 +21,13 @@ register = template.Library()
 @register.filter
 def duration(value: timedelta | None) -> str:
     return format_duration(value) if value is not None else ""
+
+
+@register.filter
+def markdown(value: str) -> str:
+    """What people wrote, as Markdown (CommonMark, line breaks kept), sanitised by nh3:
+    no raw HTML, no images, only http(s) and mailto links."""
+    return mark_safe(markdown_html(str(value)))  # noqa: S308  sanitised by nh3
 
 
 @register.filter

@@ -9,7 +9,7 @@ from api.models import ApiToken
 from diagnostics.models import CheckRun, Target
 from diagnostics.seed import seed_runbooks
 from incidents import services
-from incidents.models import Category, EventKind, Incident, Status
+from incidents.models import ActionItem, Category, EventKind, Incident, Status
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +80,17 @@ def test_text_with_a_nul_character_is_refused_not_a_server_error(api):
 
     assert response.status_code == 422
     assert not Incident.objects.exists()
+
+
+def test_a_nul_in_an_action_items_owner_is_refused_not_a_server_error(api, incident):
+    item = ActionItem.objects.create(incident=incident, text="Add a canary")
+
+    added = api.post(f"/incidents/{incident.pk}/action-items", {"text": "x", "owner": "a\x00"})
+    changed = api.patch(f"/action-items/{item.pk}", {"status": "done", "owner": "a\x00"})
+
+    assert (added.status_code, changed.status_code) == (422, 422)
+    assert "NUL" in added.content.decode() and "NUL" in changed.content.decode()
+    assert list(ActionItem.objects.values_list("text", "status")) == [("Add a canary", "open")]
 
 
 def test_acknowledge_transition_note_and_status_update(api, incident):

@@ -75,3 +75,62 @@ def test_the_markdown_report_keeps_only_http_links(responder):
     assert "(data:" not in text
     assert "\\[ref]: javascript:alert(1)" in text  # no longer a link definition
     assert "[ok]: https://status.lotolink.example" in text
+
+
+DANGEROUS_LINKS = {
+    "nested-brackets": "[click[1]](javascript:alert(1))",
+    "mixed-case": "[x](JaVaScRiPt:alert(1))",
+    "whitespace": "[x](\n  javascript:alert(1)  )",
+    "entity": "[x](&#106;avascript:alert(1))",
+    "entity-named": "[x](javascript&colon;alert(1))",
+    "escaped-colon": "[x](javascript\\:alert(1))",
+    "angle-brackets": "[x](<javascript:alert(1)>)",
+    "vbscript": "[x](vbscript:msgbox(1))",
+    "data-image": "![x](data:text/html;base64,PHNjcmlwdD4=)",
+    "link-in-link": "[[a](javascript:x)](javascript:y)",
+    "image-in-link": "[![i](javascript:a)](javascript:b)",
+    "reference": "[x][r]\n\n[r]: JAVASCRIPT:alert(1)",
+    "in-a-list": "- step\n- [a\n  b](javascript:alert(1))",
+    "in-a-quote": "> [q](data:text/html,x)",
+}
+
+
+@pytest.mark.parametrize("source", list(DANGEROUS_LINKS.values()), ids=list(DANGEROUS_LINKS))
+def test_no_dangerous_link_survives_the_markdown_report(responder, source):
+    from markdown_it import MarkdownIt
+
+    text = _markdown_with_summary(responder, f"Before {source} after")
+    # Parsed as any CommonMark viewer would, accepting every scheme: no link but http(s).
+    parser = MarkdownIt("commonmark")
+    parser.validateLink = lambda url: True
+    links = [
+        t.attrGet("href") or t.attrGet("src")
+        for block in parser.parse(text)
+        for t in block.children or []
+        if t.type in ("link_open", "image")
+    ]
+    assert all(str(href).startswith(("http://", "https://")) for href in links), links
+    assert "Before" in text and "after" in text
+
+
+def test_the_postmortem_page_renders_markdown_sanitised(client, responder):
+    incident = lived(responder, at=T0)
+    pm = incident.postmortem
+    postmortem.save_section(
+        pm,
+        "summary",
+        {
+            "summary": "**Bold** [ok](https://status.lotolink.example) "
+            "[bad](javascript:alert(1)) <script>alert(2)</script> ![t](https://evil.example/t.png)"
+        },
+        version=pm.version,
+        original={},
+        actor=responder,
+    )
+    client.force_login(responder)
+    page = client.get(reverse("incidents:postmortem", args=[incident.pk])).content.decode()
+    shown = page.split('data-field="summary">')[1].split("</div>")[0]
+    assert "<strong>Bold</strong>" in shown
+    assert '<a href="https://status.lotolink.example" rel="noopener noreferrer nofollow">' in shown
+    assert "href" not in shown.replace('href="https://status.lotolink.example"', "")
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in shown and "<img" not in shown

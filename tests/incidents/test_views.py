@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from incidents import services
 from incidents.models import EventKind, Incident, Severity, Status
+from incidents.rules import inbound
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -314,7 +315,8 @@ def test_assign_commander_from_the_page(responder_client, incident, other_respon
 )
 def test_notes_and_status_updates_from_the_page(responder_client, incident, name, kind):
     assert responder_client.post(url(name, incident), {"text": "   "}, **HX).status_code == 422
-    assert responder_client.post(url(name, incident), {"text": "x" * 5001}, **HX).status_code == 422
+    too_long = {"text": "x" * (inbound.MAX_TEXT + 1)}  # the API's limit too
+    assert responder_client.post(url(name, incident), too_long, **HX).status_code == 422
     assert incident.timeline.count() == 1
     response = responder_client.post(url(name, incident), {"text": "Rolling back"}, **HX)
     assert response.status_code == 200
