@@ -167,8 +167,8 @@
     });
   }
   function reveal(el) {
-    // Not under the sticky incident header, not below the fold (CSS scroll-margin-top
-    // keeps scrollIntoView clear of the header).
+    // Not under the sticky incident header, not below the fold (the page's
+    // scroll-padding-top, the header's height, keeps scrollIntoView clear of it).
     var header = document.getElementById("incident-header");
     var top = header ? Math.max(0, header.getBoundingClientRect().bottom) : 0;
     var box = el.getBoundingClientRect();
@@ -194,6 +194,30 @@
       }
     }
   });
+
+  /* The sticky incident header's height, as the CSS variable --sticky-header: the page's
+     scroll-padding-top (app.css), so a control reached with Tab or Shift+Tab, or a message
+     scrolled into view, is never left under the header (WCAG 2.2 SC 2.4.11). The header
+     wraps to more lines on a phone, and is redrawn by the live stream: watched, not
+     measured once. */
+  var headerWatched = null;
+  var headerObserver = window.ResizeObserver && new ResizeObserver(function (entries) {
+    entries.forEach(function (entry) {
+      var height = entry.target.isConnected ? entry.target.getBoundingClientRect().height : 0;
+      document.documentElement.style.setProperty("--sticky-header", Math.ceil(height) + "px");
+    });
+  });
+  function watchHeader() {
+    var header = document.getElementById("incident-header");
+    if (!headerObserver || header === headerWatched) return;
+    if (headerWatched) headerObserver.unobserve(headerWatched);
+    headerWatched = header;
+    if (header) headerObserver.observe(header);
+    else document.documentElement.style.removeProperty("--sticky-header");
+  }
+  document.addEventListener("DOMContentLoaded", watchHeader);
+  document.addEventListener("htmx:afterSettle", watchHeader);
+  document.addEventListener("htmx:oobAfterSwap", watchHeader);
 
   /* Live timeline. SSE ids are the events' per-incident sequence numbers (seq:
      1, 2, 3, ... in commit order, see incidents/timeline.py). The SSE extension

@@ -33,7 +33,7 @@ def main(user_id: str, url: str, start: str) -> None:
     while not os.path.exists(start) and time.monotonic() < deadline:
         time.sleep(0.002)
     response = client.post(url, HTTP_HX_REQUEST="true")
-    runs = sorted({int(n) for n in re.findall(r'id="run-(\d+)"', response.content.decode())})
+    runs = sorted({int(n) for n in re.findall(r'id="check-run-(\d+)"', response.content.decode())})
     print(json.dumps({"status": response.status_code, "runs": runs}))
 
 

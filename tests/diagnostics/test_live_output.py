@@ -48,7 +48,7 @@ def fetches_for(url: str, cookies: dict[str, str], run: CheckRun, streams: int) 
     """How many times the server fetched the live output while `CHANGES` changes of
     the run reached `streams` open pages."""
     with queries_of_other_threads() as queries, open_streams(url, cookies, streams) as chunks:
-        wait_until(lambda: all(received(c, f"run-{run.pk}") for c in chunks))
+        wait_until(lambda: all(received(c, f"check-run-{run.pk}") for c in chunks))
         before = live_item_queries(queries)
         for n in range(CHANGES):
             line = f"output line {streams}-{n}"

@@ -159,7 +159,7 @@ def test_run_output_reaches_the_open_page_within_a_second(
         (run,) = services.request_check(incident, diag, actor=responder)
         seen = 0
         for event in events:
-            if event.get("event") != "run" or f'id="run-{run.pk}"' not in event["data"]:
+            if event.get("event") != "run" or f'id="check-run-{run.pk}"' not in event["data"]:
                 continue
             count = event["data"].count("line ")
             if count > seen:
