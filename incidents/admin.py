@@ -142,9 +142,13 @@ class ChecklistItemInline(admin.TabularInline):
 
 @admin.register(Incident)
 class IncidentAdmin(GuardedModelAdmin, IncidentScopedAdmin):
-    """Status and timestamps change only through the incident page's services;
-    `restricted` only through `services.set_restricted` (on the timeline), by
-    someone who may see the incident whatever its flag."""
+    """Working the incident is not an admin edit: its status, severity, commander,
+    category and flags (security, data loss, data breach, regulatory) are read-only
+    here and change only on the incident page, through the services that put them on
+    the timeline and re-decide who is told. `restricted` changes only through
+    `services.set_restricted` (on the timeline), by someone who may see the incident
+    whatever its flag. What is left to edit (title, summary, impacted services,
+    affected users) is a correction of the record, in Django admin's change log."""
 
     incident_path = ""
 
@@ -164,10 +168,15 @@ class IncidentAdmin(GuardedModelAdmin, IncidentScopedAdmin):
     search_fields = ["title", "summary", "channel_name", "alert_fingerprint"]
     date_hierarchy = "declared_at"
     list_select_related = ["severity", "commander"]
-    autocomplete_fields = ["commander"]
     readonly_fields = [
         "status",
         "severity",
+        "commander",
+        "category",
+        "security",
+        "data_loss",
+        "data_breach",
+        "regulatory",
         "declared_by",
         "acknowledged_by",
         "channel_name",
@@ -339,8 +348,10 @@ class ActionItemAdmin(IncidentScopedAdmin):
     list_display = ["text", "incident", "owner", "due_date", "status", "step", "verified_at"]
     list_filter = ["status"]
     search_fields = ["text", "incident__title"]
-    raw_id_fields = ["incident", "verification_run"]
-    readonly_fields = ["verified_at"]
+    raw_id_fields = ["incident"]
+    # Reviewing an action item (open, done, verified) is working the incident: on the
+    # incident page, through its service and timeline, a verification by a real check.
+    readonly_fields = ["status", "verification_run", "verified_at"]
 
 
 # --- bearer tokens (the API's, the webhook senders') ----------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from incidents.models import EscalationContact, Incident, Severity
+from incidents.models import ActionItem, EscalationContact, Incident, Severity
 from incidents.seed import seed_runbook
 from tests import factories
+from tests.incidents.test_admin_restricted import _form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -76,3 +77,55 @@ def test_seeding_is_idempotent_and_keeps_admin_edits(runbook):
         ["on_call", "tech_lead", "engineering_manager", "cto", "legal"]
     )
     assert not Incident.objects.exists()
+
+
+# --- working an incident is not an admin edit (issue 20, hole 4) ------------------------
+
+
+def test_an_incidents_state_commander_category_and_flags_are_read_only_in_admin(
+    admin_client, responder
+):
+    """Even a superuser's admin form cannot clear a data breach, turn the incident into
+    a security one without restricting it, take command or move its status: those
+    change on the incident page, through the services and onto the timeline."""
+    incident = factories.declare(
+        actor=responder, severity="P1", flags=["data_breach", "regulatory"]
+    )
+    before = (incident.timeline.count(), incident.notifications.count())
+    page = admin_client.get(f"/admin/incidents/incident/{incident.pk}/change/")
+    data = _form_data(page)
+    for field in ["status", "severity", "commander", "category", "data_breach", "regulatory"]:
+        assert field not in data, f"{field} is editable in admin"
+    root = page.wsgi_request.user
+    data |= {
+        "title": "Payment webhooks failing (corrected)",
+        "status": "resolved",
+        "severity": Severity.objects.get(key="P3").pk,
+        "commander": root.pk,
+        "category": "security",
+        "security": "on",
+    }
+    data.pop("data_breach", None)
+    response = admin_client.post(f"/admin/incidents/incident/{incident.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    incident.refresh_from_db()
+    assert incident.title == "Payment webhooks failing (corrected)"  # a correction: allowed
+    assert (incident.status, incident.severity.key, incident.commander) == ("declared", "P1", None)
+    assert (incident.category, incident.security, incident.restricted) == ("payment", False, False)
+    assert incident.data_breach and incident.regulatory
+    assert (incident.timeline.count(), incident.notifications.count()) == before
+
+
+def test_an_action_items_status_is_read_only_in_admin(admin_client, responder):
+    incident = factories.declare(actor=responder)
+    item = ActionItem.objects.create(incident=incident, text="Add a webhook failure alert")
+    page = admin_client.get(f"/admin/incidents/actionitem/{item.pk}/change/")
+    data = _form_data(page)
+    assert "status" not in data
+    created = data.pop("created_at")
+    data |= {"status": "verified", "created_at_0": f"{created:%Y-%m-%d}"}
+    data["created_at_1"] = f"{created:%H:%M:%S}"
+    response = admin_client.post(f"/admin/incidents/actionitem/{item.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    item.refresh_from_db()
+    assert item.status == "open" and item.verified_at is None and item.verification_run is None
