@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group
 
-from incidents.models import ActionItem, EscalationContact, Incident, Severity
+from incidents.models import ActionItem, EscalationContact, Incident, Rotation, Severity
 from incidents.seed import seed_runbook
 from tests import factories
 from tests.incidents.test_admin_restricted import _form_data
@@ -129,3 +130,85 @@ def test_an_action_items_status_is_read_only_in_admin(admin_client, responder):
     assert response.status_code == 302, response.context["adminform"].form.errors
     item.refresh_from_db()
     assert item.status == "open" and item.verified_at is None and item.verification_run is None
+
+
+# --- who names the person a security page reaches (issue 20, hole 1) --------------------
+
+
+@pytest.fixture
+def admin1(client, runbook):
+    """A seeded Admin: staff, the Admins group, nothing else."""
+    user = factories.UserFactory(username="admin1", is_staff=True)
+    user.groups.add(Group.objects.get(name="Admins"))
+    client.force_login(user)
+    return user
+
+
+def _contact_form(contact: EscalationContact, **changes: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "role": contact.role,
+        "name": contact.name,
+        "level": contact.level,
+        "when_to_escalate": contact.when_to_escalate,
+        "categories": contact.categories,
+        "flags": contact.flags,
+        "severities": [s.pk for s in contact.severities.all()],
+        "active": "on",
+    }
+    if contact.always:
+        data["always"] = "on"
+    if contact.in_escalation_chain:
+        data["in_escalation_chain"] = "on"
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_an_admin_cannot_name_himself_the_person_behind_a_security_contact(client, admin1):
+    legal = EscalationContact.objects.get(role="legal")
+    data = _contact_form(legal, user=admin1.pk, categories=["security"])
+    response = client.post(f"/admin/incidents/escalationcontact/{legal.pk}/change/", data)
+    assert response.status_code == 200
+    assert "Only a superuser may name the LotoOps user" in response.content.decode()
+    legal.refresh_from_db()
+    assert legal.user is None and legal.categories == []
+    # Without the user, the rest of the contact is theirs to edit.
+    data = _contact_form(legal, categories=["security"], email="legal@lotolink.test")
+    response = client.post(f"/admin/incidents/escalationcontact/{legal.pk}/change/", data)
+    assert response.status_code == 302
+    legal.refresh_from_db()
+    assert legal.categories == ["security"] and legal.email == "legal@lotolink.test"
+
+
+def test_a_superuser_may_name_the_person_behind_a_security_contact(admin_client, responder):
+    legal = EscalationContact.objects.get(role="legal")
+    data = _contact_form(legal, user=responder.pk, categories=["security"])
+    response = admin_client.post(f"/admin/incidents/escalationcontact/{legal.pk}/change/", data)
+    assert response.status_code == 302
+    legal.refresh_from_db()
+    assert legal.user == responder
+
+
+def test_an_admin_cannot_name_himself_a_member_of_the_on_call_rota(client, admin1):
+    data = {
+        "name": "Platform on-call",
+        "role": "on_call",
+        "time_zone": "UTC",
+        "start_date": "2026-01-05",
+        "handoff_time": "09:00",
+        "shift_days": 7,
+        "active": "on",
+        "members-TOTAL_FORMS": 1,
+        "members-INITIAL_FORMS": 0,
+        "members-0-position": 0,
+        "members-0-name": "Admin One",
+        "members-0-user": admin1.pk,
+        "overrides-TOTAL_FORMS": 0,
+        "overrides-INITIAL_FORMS": 0,
+    }
+    response = client.post("/admin/incidents/rotation/add/", data)
+    assert response.status_code == 200
+    assert "Only a superuser may name the LotoOps user" in response.content.decode()
+    assert not Rotation.objects.exists()
+    data.pop("members-0-user")
+    assert client.post("/admin/incidents/rotation/add/", data).status_code == 302
+    assert Rotation.objects.get().members.get().user is None
