@@ -1,8 +1,10 @@
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from incidents.access import visible_condition
 from incidents.admin import IssuedTokenAdmin
 
 from . import tokens
@@ -52,19 +54,40 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
+class IncidentScopedReadOnly(ReadOnly):
+    """The restricted-incident rule, as incidents/admin.py's IncidentScopedAdmin: rows
+    tied (through any of `incident_paths`) to an incident the user may not see are
+    left out of lists, search and change pages. A row tied to no incident is shown."""
+
+    incident_paths: tuple[str, ...] = ("incident__",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        rows = super().get_queryset(request)
+        for path in self.incident_paths:
+            condition = visible_condition(request.user, path)
+            if condition is not None:
+                rows = rows.filter(Q(**{f"{path}isnull": True}) | condition)
+        return rows
+
+
 @admin.register(AlertGroup)
-class AlertGroupAdmin(ReadOnly):
+class AlertGroupAdmin(IncidentScopedReadOnly):
     list_display = ("group_key", "receiver", "incident", "created_at")
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnly):
+class AlertAdmin(IncidentScopedReadOnly):
+    """An alert's labels and annotations describe its incident: scoped by the alert's
+    own incident and its group's."""
+
+    incident_paths = ("incident__", "group__incident__")
     list_display = ("name", "fingerprint", "starts_at", "resolved_at", "incident")
     search_fields = ("name", "fingerprint")
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnly):
+class DeliveryAdmin(IncidentScopedReadOnly):
+    incident_paths = ("group__incident__",)
     list_display = ("received_at", "group", "status", "alerts", "truncated_alerts", "new_alerts")
 
 

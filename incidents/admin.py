@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import ForeignKey, QuerySet
 from django.forms import ModelChoiceField
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
@@ -37,6 +38,8 @@ from .models import (
     TimelineEvent,
 )
 from .paging import oncall
+from .rules import escalation
+from .rules.escalation import may_page_on_restricted
 
 
 class IncidentScopedAdmin(admin.ModelAdmin):
@@ -86,10 +89,77 @@ class EscalationContactForm(djforms.ModelForm):
         model = EscalationContact
         fields = "__all__"  # noqa: DJ007 (the admin's fieldsets choose)
 
+    request: HttpRequest | None = None  # set per request by the admin
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        user = data.get("user")
+        if self.request is None or self.request.user.is_superuser or user is None:
+            return data
+        now_pages = may_page_on_restricted(_rule_of(data))
+        before = self.instance.pk is not None and may_page_on_restricted(
+            _rule_of(_contact_fields(self.instance))
+        )
+        if now_pages and ("user" in self.changed_data or not before):
+            self.add_error("user", NAMING_A_USER_IS_FOR_SUPERUSERS)
+        return data
+
+
+NAMING_A_USER_IS_FOR_SUPERUSERS = (
+    "Only a superuser may name the LotoOps user of a contact or rota member that could "
+    "be paged about a security (restricted) incident: paging reaches only people who "
+    "may already see it. Leave the user empty (name, email, phone and Slack are yours "
+    "to edit) and ask a superuser."
+)
+
+
+def _contact_fields(contact: EscalationContact) -> dict[str, Any]:
+    return {
+        "always": contact.always,
+        "severities": list(contact.severities.all()),
+        "flags": contact.flags,
+        "in_escalation_chain": contact.in_escalation_chain,
+        "extended_outage_after": contact.extended_outage_after,
+        "categories": contact.categories,
+        "role": contact.role,
+        "level": contact.level,
+    }
+
+
+def _rule_of(data: dict[str, Any]) -> escalation.ContactRule:
+    return escalation.ContactRule(
+        id=0,
+        role=data.get("role") or "",
+        level=data.get("level") or 0,
+        always=bool(data.get("always")),
+        severities=frozenset(str(s.pk) for s in data.get("severities") or ()),
+        categories=frozenset(data.get("categories") or ()),
+        flags=frozenset(data.get("flags") or ()),
+        extended_outage_after=data.get("extended_outage_after"),
+        in_chain=bool(data.get("in_escalation_chain")),
+    )
+
+
+def rotation_may_page_on_restricted(role: str) -> bool:
+    """A rota member is paged as its rotation's role: whenever a contact of that role
+    could be told of a restricted incident (or none exists yet to say otherwise)."""
+    contacts = EscalationContact.objects.filter(role=role).prefetch_related("severities")
+    return not contacts or any(
+        may_page_on_restricted(_rule_of(_contact_fields(c))) for c in contacts
+    )
+
 
 @admin.register(EscalationContact)
 class EscalationContactAdmin(admin.ModelAdmin):
+    """Only superusers name the LotoOps user behind a contact that could be paged
+    about a restricted incident (EscalationContactForm.clean)."""
+
     form = EscalationContactForm
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
+
     list_display = [
         "name",
         "role",
@@ -142,9 +212,13 @@ class ChecklistItemInline(admin.TabularInline):
 
 @admin.register(Incident)
 class IncidentAdmin(GuardedModelAdmin, IncidentScopedAdmin):
-    """Status and timestamps change only through the incident page's services;
-    `restricted` only through `services.set_restricted` (on the timeline), by
-    someone who may see the incident whatever its flag."""
+    """Working the incident is not an admin edit: its status, severity, commander,
+    category and flags (security, data loss, data breach, regulatory) are read-only
+    here and change only on the incident page, through the services that put them on
+    the timeline and re-decide who is told. `restricted` changes only through
+    `services.set_restricted` (on the timeline), by someone who may see the incident
+    whatever its flag. What is left to edit (title, summary, impacted services,
+    affected users) is a correction of the record, in Django admin's change log."""
 
     incident_path = ""
 
@@ -164,10 +238,15 @@ class IncidentAdmin(GuardedModelAdmin, IncidentScopedAdmin):
     search_fields = ["title", "summary", "channel_name", "alert_fingerprint"]
     date_hierarchy = "declared_at"
     list_select_related = ["severity", "commander"]
-    autocomplete_fields = ["commander"]
     readonly_fields = [
         "status",
         "severity",
+        "commander",
+        "category",
+        "security",
+        "data_loss",
+        "data_breach",
+        "regulatory",
         "declared_by",
         "acknowledged_by",
         "channel_name",
@@ -271,11 +350,41 @@ class TimelineEventAdmin(IncidentScopedAdmin):
 # --- on-call rota and notifications ---------------------------------------------------
 
 
+class RotationMemberFormSet(BaseInlineFormSet):
+    """Only superusers name the LotoOps user of a member of a rotation whose role
+    could be paged about a restricted incident (as for contacts)."""
+
+    request: HttpRequest | None = None
+
+    def clean(self) -> None:
+        super().clean()
+        if self.request is None or self.request.user.is_superuser:
+            return
+        rotation = self.instance
+        if not rotation_may_page_on_restricted(rotation.role):
+            return
+        role_changed = rotation.pk is not None and (
+            Rotation.objects.filter(pk=rotation.pk).values_list("role", flat=True).first()
+            != rotation.role
+        )
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", {})
+            if not data or data.get("DELETE") or data.get("user") is None:
+                continue
+            if "user" in form.changed_data or role_changed:
+                form.add_error("user", NAMING_A_USER_IS_FOR_SUPERUSERS)
+
+
 class RotationMemberInline(admin.TabularInline):
     model = RotationMember
+    formset = RotationMemberFormSet
     extra = 1
     fields = ["position", "name", "user", "email", "slack_handle", "phone"]
     autocomplete_fields = ["user"]
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        return type(formset.__name__, (formset,), {"request": request})
 
 
 class RotaOverrideInline(admin.TabularInline):
@@ -339,8 +448,10 @@ class ActionItemAdmin(IncidentScopedAdmin):
     list_display = ["text", "incident", "owner", "due_date", "status", "step", "verified_at"]
     list_filter = ["status"]
     search_fields = ["text", "incident__title"]
-    raw_id_fields = ["incident", "verification_run"]
-    readonly_fields = ["verified_at"]
+    raw_id_fields = ["incident"]
+    # Reviewing an action item (open, done, verified) is working the incident: on the
+    # incident page, through its service and timeline, a verification by a real check.
+    readonly_fields = ["status", "verification_run", "verified_at"]
 
 
 # --- bearer tokens (the API's, the webhook senders') ----------------------------------

@@ -539,6 +539,9 @@ class NotificationStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     NO_ADDRESS = "no_address", "No address"
     CANCELLED = "cancelled", "Cancelled"
+    # A page about a restricted incident for someone who may not see it: never sent
+    # (paging grants no access); `last_error` says why, for the commander.
+    WITHHELD = "withheld", "Not told"
 
 
 class Notification(models.Model):

@@ -193,7 +193,8 @@ ROLES: dict[str, list[str]] = {
     ],
     # Maintains the runbook's data in Django admin (give the users "staff status" too):
     # severities, contacts, rota, checklists, runbooks, steps, targets; reads the rest
-    # and the audit trail. Granting access to an incident stays with superusers.
+    # and the audit trail. Works no incident (separation of duties, ADMINS_NEVER).
+    # Granting access to an incident stays with superusers.
     "Admins": [
         *_crud(
             "incidents",
@@ -206,9 +207,10 @@ ROLES: dict[str, list[str]] = {
             "rotaoverride",
         ),
         *_crud("diagnostics", "target", "runbook", "runbookstep"),
-        *_crud("incidents", "incident", "actionitem", actions=("change", "view")),
         *_crud(
             "incidents",
+            "incident",
+            "actionitem",
             "timelineevent",
             "notification",
             "postmortem",
@@ -223,7 +225,6 @@ ROLES: dict[str, list[str]] = {
             "recoveryverification",
             actions=("view",),
         ),
-        "incidents.add_timelineevent",
     ],
 }
 
@@ -291,4 +292,46 @@ def seed_runbook() -> dict[str, int]:
         created["groups"] += made
         if made or name == "Responders":
             group.permissions.add(*_permissions(permissions))
+    remove_working_permissions_from_admins()
     return created
+
+
+# Separation of duties: the Admins group maintains configuration and never works an
+# incident (nor sees a restricted one), whatever an earlier seed or an admin gave it.
+# An admin who also responds is given a responder role as well. Seeding (and the data
+# migration 0018) takes these away from an existing Admins group: the one exception
+# to "seeding never overwrites an edit".
+ADMINS_NEVER: list[str] = [
+    *_crud(
+        "incidents",
+        "incident",
+        "actionitem",
+        "postmortem",
+        "timelineevent",
+        "checklistitem",
+        "notification",
+        "evidencefile",
+        "regulatoryclock",
+        "impactsample",
+        actions=("add", "change", "delete"),
+    ),
+    *_crud(
+        "diagnostics",
+        "checkrun",
+        "actionconfirmation",
+        "actionapproval",
+        "recoveryverification",
+        actions=("add", "change", "delete"),
+    ),
+    "incidents.run_actions",
+    "incidents.approve_actions",
+    "incidents.override_recovery",
+    "incidents.view_restricted_incident",
+    "diagnostics.approve_actions",
+]
+
+
+def remove_working_permissions_from_admins() -> None:
+    group = Group.objects.filter(name="Admins").first()
+    if group is not None:
+        group.permissions.remove(*_permissions(ADMINS_NEVER))

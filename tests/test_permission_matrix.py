@@ -68,7 +68,7 @@ class Who:
     role: str
     logged_in: bool = True
     sees_secret: bool = False  # the restricted incident
-    works: bool = False  # change any incident (Responders, Commanders, Admins)
+    works: bool = False  # change any incident (Responders, Commanders; never Admins)
     works_secret: bool = False  # granted change on the restricted incident
     declares: bool = False
     actions: bool = False  # run resolution actions
@@ -85,7 +85,8 @@ WHO = {
     "commander": Who("commander", works=True, declares=True, actions=True, overrides=True),
     "manager": Who("manager", audit=True),
     "granted": Who("granted", sees_secret=True, works_secret=True),
-    "staff": Who("staff", works=True, audit=True, staff=True),
+    # Admins maintain configuration and work no incident (separation of duties).
+    "staff": Who("staff", audit=True, staff=True),
     "superuser": Who(
         "superuser",
         sees_secret=True,
@@ -275,9 +276,9 @@ STAFF_MODELS = {
         "escalationcontact": "acdv",
         "checklisttemplate": "acdv",
         "rotation": "acdv",
-        "incident": "cv",
-        "actionitem": "cv",
-        "timelineevent": "av",
+        "incident": "v",
+        "actionitem": "v",
+        "timelineevent": "v",
         "notification": "v",
         "postmortem": "v",
     },

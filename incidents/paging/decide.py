@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from guardian.shortcuts import assign_perm
 
 from ..access import can_view
 from ..models import (
@@ -138,8 +137,13 @@ def page(incident: Incident, *, now: datetime | None = None) -> list[int]:
             continue
         person = person_for(contact, now)
         label = _label(contact, person)
+        withheld = _why_not_told(incident, contact, now) if incident.restricted else ""
         for channel in channels:
             address = channel.address_for(person)
+            if withheld:
+                status = NotificationStatus.WITHHELD
+            else:
+                status = NotificationStatus.PENDING if address else NotificationStatus.NO_ADDRESS
             row = create_row(
                 incident,
                 contact=contact,
@@ -153,7 +157,8 @@ def page(incident: Incident, *, now: datetime | None = None) -> list[int]:
                 kind=Notification.PAGE,
                 subject=_subject(incident),
                 text=f"You are told as {contact.get_role_display()} ({decision.why}).\n{text}",
-                status=NotificationStatus.PENDING if address else NotificationStatus.NO_ADDRESS,
+                status=status,
+                last_error=withheld,
                 created_at=now,
                 due_at=now,
             )
@@ -161,29 +166,25 @@ def page(incident: Incident, *, now: datetime | None = None) -> list[int]:
                 created.append(row)
     if created:
         _record_decisions(incident, created, now)
-        if incident.restricted:
-            _grant_access(incident, [n.contact for n in created if n.contact], now)
     return [n.pk for n in created if n.status == NotificationStatus.PENDING]
 
 
-def _grant_access(incident: Incident, paged: list[EscalationContact], now: datetime) -> None:
-    """Whoever is paged about a restricted incident may open it (and so use the
-    page's acknowledge link); each grant is on the timeline."""
-    granted: dict[int, tuple[str, str]] = {}
-    for contact in paged:
-        user = user_for(contact, now)
-        if user is None or user.pk in granted or can_view(user, incident):
-            continue
-        assign_perm("incidents.view_incident", user, incident)
-        granted[user.pk] = (actor_name(user), contact.get_role_display())
-    for name, role in granted.values():
-        append_event(
-            incident,
-            EventKind.ESCALATION,
-            f"{name} may now see this restricted incident: paged as {role}",
-            data={"granted": "view_incident", "user": name, "role": role},
-            at=now,
+def _why_not_told(incident: Incident, contact: EscalationContact, now: datetime) -> str:
+    """Paging never grants access: a restricted incident is paged only to a LotoOps
+    user who may already see it (superusers, holders of `view_restricted_incident`,
+    users granted this incident). Why this contact's person may not be told, or ""."""
+    user = user_for(contact, now)
+    if user is None:
+        return (
+            "not told: no LotoOps user behind this contact, so nobody can tell they "
+            "may see this restricted incident"
         )
+    if not user.is_active or not can_view(user, incident):
+        return (
+            f"not told: {actor_name(user)} may not see this restricted incident "
+            "(a superuser may grant it on the incident's Object permissions page)"
+        )
+    return ""
 
 
 def _label(contact: EscalationContact, person: notify.Person) -> str:
@@ -199,9 +200,14 @@ def _record_decisions(incident: Incident, rows: list[Notification], now: datetim
     for who, items in by_person.items():
         ways = [n.channel for n in items if n.status == NotificationStatus.PENDING]
         missing = [n.channel for n in items if n.status == NotificationStatus.NO_ADDRESS]
+        withheld = next(
+            (n.last_error for n in items if n.status == NotificationStatus.WITHHELD), ""
+        )
         part = who + (f" by {', '.join(ways)}" if ways else "")
         if missing:
             part += f"; no address for {', '.join(missing)}"
+        if withheld:
+            part += f": {withheld}"
         parts.append(part)
     reasons = sorted({r.reason for r in rows})
     escalated = any(r.startswith("escalation-") for r in reasons)

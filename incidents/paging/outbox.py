@@ -76,7 +76,9 @@ def create_row(incident: Incident, **fields: object) -> Notification | None:
 
 def told_contacts(incident: Incident) -> set[int]:
     return set(
-        incident.notifications.filter(kind=Notification.PAGE).values_list("contact_id", flat=True)
+        incident.notifications.filter(kind=Notification.PAGE)
+        .exclude(status=NotificationStatus.WITHHELD)
+        .values_list("contact_id", flat=True)
     )
 
 

@@ -24,6 +24,7 @@ class Reach:
     problems: list[str] = field(default_factory=list)
     nobody: bool = False
     no_address: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
 
 
 def setup_problems(*, rota_empty: bool | None = None) -> list[str]:
@@ -72,6 +73,11 @@ def for_incident(
         for who, items in by_person.items()
         if all(n.status == NotificationStatus.NO_ADDRESS for n in items)
     )
+    withheld = sorted(
+        who
+        for who, items in by_person.items()
+        if all(n.status == NotificationStatus.WITHHELD for n in items)
+    )
     reached = any(n.status in LIVE and n.channel in delivering for n in rows)
     problems = []
     nobody = incident.status == Status.DECLARED and not reached
@@ -84,7 +90,12 @@ def for_incident(
         )
     if no_address:
         problems.append(f"No address to page: {', '.join(no_address)}.")
-    return Reach(problems + setup_problems(rota_empty=rota_empty), nobody, no_address)
+    if withheld:
+        problems.append(
+            f"Not told, as they may not see this restricted incident (paging grants no "
+            f"access): {', '.join(withheld)}."
+        )
+    return Reach(problems + setup_problems(rota_empty=rota_empty), nobody, no_address, withheld)
 
 
 def unreachable_incidents(incident_ids: Iterable[int]) -> set[int]:

@@ -68,6 +68,25 @@ def rule_match(incident: IncidentSnapshot, rule: ContactRule) -> str | None:
     return None
 
 
+# The categories declared restricted by default (services.declare_incident).
+RESTRICTED_CATEGORIES = frozenset({"security"})
+
+
+def may_page_on_restricted(rule: ContactRule) -> bool:
+    """Whether this contact could be told of a security (restricted) incident: by
+    "always", a severity, a flag, the escalation chain, an extended outage or one of
+    the restricted categories. Only a contact out of the chain, told only of other
+    categories, never is."""
+    return bool(
+        rule.always
+        or rule.severities
+        or rule.flags
+        or rule.in_chain
+        or rule.extended_outage_after
+        or rule.categories & RESTRICTED_CATEGORIES
+    )
+
+
 def escalation_steps_due(incident: IncidentSnapshot, now: datetime, interval: timedelta) -> int:
     """How many escalation steps are due by `now` (0 once acknowledged or closed)."""
     if incident.acknowledged or not incident.open or now < incident.response_deadline:

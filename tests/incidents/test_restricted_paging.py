@@ -1,7 +1,8 @@
 """A restricted incident is never broadcast: its Slack channel is private and named
 without its title, pages, webhook posts, status updates and reminders say only
-"Restricted incident #N (P0 security): open LotoOps to see it", and whoever is
-paged about it is granted access (on the timeline) so their acknowledge link works.
+"Restricted incident #N (P0 security): open LotoOps to see it". Paging never grants
+access: only people who may already see it are paged (their acknowledge link works);
+the others are not told, and the timeline and the "Who's told" card say who and why.
 Asserted on the exact requests the local Slack, webhook and SMTP stand-ins receive."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 
 import pytest
 from aiosmtpd.controller import Controller
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from incidents import services
@@ -64,14 +65,24 @@ def outside(settings):
 
 
 @pytest.fixture
-def tess(runbook):
+def uncleared_tess(runbook):
     """The tech lead behind the seeded contact: a responder, not granted this incident."""
-    user = factories.UserFactory(username="tess", first_name="Tess", last_name="Lead")
+    user = factories.UserFactory(
+        username="tess", first_name="Tess", last_name="Lead", email="tess@lotolink.test"
+    )
     user.groups.add(Group.objects.get(name="Responders"))
     weekly_rota()
     give_contacts_addresses()
     EscalationContact.objects.filter(role=EscalationRole.TECH_LEAD).update(user=user)
     return user
+
+
+@pytest.fixture
+def tess(uncleared_tess):
+    """The same tech lead, cleared for every restricted incident (a superuser's grant of
+    `incidents.view_restricted_incident`): the person a security page may reach."""
+    uncleared_tess.user_permissions.add(Permission.objects.get(codename="view_restricted_incident"))
+    return type(uncleared_tess).objects.get(pk=uncleared_tess.pk)
 
 
 def deliver_all(incident) -> None:
@@ -153,20 +164,45 @@ def test_status_updates_about_it_stay_in_lotoops(outside, responder, tess):
         assert words.lower() not in sent.lower(), words
 
 
-def test_paging_someone_grants_them_access_and_their_acknowledge_link_works(
+def test_paging_grants_no_access_and_who_may_not_see_it_is_not_told(
+    outside, client, responder, uncleared_tess
+):
+    """Issue 20, hole 1: being paged used to grant view access to a restricted incident
+    (and so anyone who could edit a contact's person could read it)."""
+    tess = uncleared_tess
+    incident = factories.declare(
+        actor=responder, severity="P0", category="security", title=TITLE, summary=SUMMARY
+    )
+    paging_tasks.page_incident(incident.pk)
+    deliver_all(incident)
+    assert not can_view(type(tess).objects.get(pk=tess.pk), incident)
+    assert not incident.timeline.filter(data__granted="view_incident").exists()
+    rows = incident.notifications.filter(role=EscalationRole.TECH_LEAD, kind=Notification.PAGE)
+    assert rows and {r.status for r in rows} == {NotificationStatus.WITHHELD}
+    assert not [m for _, m in outside.smtp.messages if "tess@lotolink.test" in m["To"]]
+    # The on-call rota's people have no LotoOps user: nobody can tell they may see it.
+    on_call = incident.notifications.filter(role=EscalationRole.ON_CALL, kind=Notification.PAGE)
+    assert on_call and {r.status for r in on_call} == {NotificationStatus.WITHHELD}
+    told = incident.timeline.get(kind=EventKind.ESCALATION, message__startswith="Telling")
+    assert "Tess Lead may not see this restricted incident" in told.message
+    assert "no LotoOps user behind this contact" in told.message
+    client.force_login(tess)
+    assert client.get(incident.get_absolute_url()).status_code == 404
+    client.force_login(responder)  # the declarer, who sees it, reads who was not told
+    card = client.get(f"/incidents/{incident.pk}/told/").content.decode()
+    assert "Not told" in card and "Tess Lead may not see this restricted incident" in card
+
+
+def test_someone_who_may_see_it_is_paged_and_their_acknowledge_link_works(
     outside, client, responder, tess
 ):
     incident = factories.declare(
         actor=responder, severity="P0", category="security", title=TITLE, summary=SUMMARY
     )
-    assert not can_view(tess, incident)
     paging_tasks.page_incident(incident.pk)
-    assert can_view(type(tess).objects.get(pk=tess.pk), incident)
-    granted = incident.timeline.filter(kind=EventKind.ESCALATION, data__granted="view_incident")
-    assert list(granted.values_list("message", flat=True)) == [
-        "Tess Lead may now see this restricted incident: paged as Tech lead"
-    ]
+    assert not incident.timeline.filter(data__granted="view_incident").exists()
     page = incident.notifications.get(role=EscalationRole.TECH_LEAD, channel="webhook")
+    assert page.status == NotificationStatus.PENDING
     assert outbox.deliver(page.pk) == ("sent", None)
     ack_url = json.loads(outside.requests[-1]["raw"])["ack_url"]
     path = ack_url.removeprefix("https://ops.lotolink.test")
@@ -175,9 +211,6 @@ def test_paging_someone_grants_them_access_and_their_acknowledge_link_works(
     assert client.post(path).status_code == 302
     incident.refresh_from_db()
     assert incident.acknowledged_by == tess
-    # Paging again (escalation, a severity change) grants nothing twice.
-    paging_tasks.page_incident(incident.pk)
-    assert granted.count() == 1
 
 
 def test_a_reminder_about_it_names_no_task_or_title(outside, responder, tess):
