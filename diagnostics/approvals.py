@@ -135,7 +135,7 @@ def request_approval(
             target_name=target.name,
             params=data["params"],
             plan=data["plan"],
-            binding=binding(step, target),
+            binding=actions.binding(step, target),
             requested_by=actor,
             requested_at=now,
             expires_at=now + timedelta(seconds=settings.ACTION_APPROVAL_MAX_AGE),
@@ -297,24 +297,6 @@ def _data(approval: ActionApproval, decision: str) -> dict[str, Any]:
 # --- what the approver sees is what runs ---------------------------------------------
 
 
-def binding(step: RunbookStep, target: Target | None) -> dict[str, Any]:
-    """What a request is bound to besides its own plan and parameters: the step's
-    probe (which code runs) and the target's address (where it runs), as they were
-    when it was asked. No secret: the target names its variable, never its value."""
-    return {
-        "step": {"key": step.key, "kind": step.kind, "probe": step.probe},
-        "target": None
-        if target is None
-        else {
-            "name": target.name,
-            "kind": target.kind,
-            "url": target.url,
-            "secret_env": target.secret_env,
-            "options": target.options,
-        },
-    }
-
-
 def _signature(approval: ActionApproval) -> str:
     """An HMAC (SECRET_KEY) over everything the approver is shown and what runs, so
     a request edited in the database after it was asked is recognised."""
@@ -339,7 +321,7 @@ def changes(approval: ActionApproval) -> str:
         approval.signature, _signature(approval)
     ):
         return "the request's plan or parameters changed"
-    now = binding(approval.step, approval.target)
+    now = actions.binding(approval.step, approval.target)
     was = approval.binding
     if now["step"] != was.get("step"):
         fields = _differ(now["step"], was.get("step"))
@@ -348,6 +330,16 @@ def changes(approval: ActionApproval) -> str:
         fields = _differ(now["target"], was.get("target"))
         return f"the target {approval.target_name} changed ({fields})"
     return ""
+
+
+def changed_since_approved(run: CheckRun) -> str:
+    """For the worker, right before an approved action runs: what changed since it
+    was approved ("" when nothing did, or the run was not approved)."""
+    approval = ActionApproval.objects.filter(run=run).select_related("step", "target").first()
+    if approval is None:
+        return ""
+    changed = changes(approval)
+    return f"{changed} since request #{approval.pk} was approved" if changed else ""
 
 
 def _differ(now: dict[str, Any] | None, was: dict[str, Any] | None) -> str:

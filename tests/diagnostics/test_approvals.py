@@ -472,3 +472,43 @@ def test_an_unchanged_request_binds_the_step_and_target_it_was_asked_for(
     client.force_login(approver)
     assert client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX).status_code == 200
     assert CheckRun.objects.get().plan == PLAN
+
+
+def test_an_approved_action_whose_target_changed_before_a_worker_took_it_does_not_run(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    client.force_login(approver)
+    assert client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX).status_code == 200
+    run = CheckRun.objects.get()
+    api_target.url = "http://10.9.9.9/health"
+    api_target.save()
+    assert run_check.apply(args=(run.pk,)).get() == "refused"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.summary == (
+        f"refused: the target lotolink-api changed (url) since request #{approval.pk} was approved"
+    )
+
+
+def test_a_reviewed_action_whose_step_or_target_changed_before_confirming_is_refused(
+    client, responder, requester, testbook, api_target
+):
+    p2 = factories.declare(actor=responder, category="database", severity="P2")
+    client.force_login(requester)
+    action = url(p2, "steps/test.act/action/")
+    for edit in ("target", "step"):
+        token = client.post(action, {"stage": "review", "target": api_target.pk}).context["token"]
+        if edit == "target":
+            api_target.options = {"namespace": "elsewhere"}
+            api_target.save()
+        else:
+            # Another action probe (any registered one: the view checks availability).
+            type(step("act")).objects.filter(key="test.act").update(probe="stripe.retry_webhooks")
+        refused = client.post(action, {"stage": "confirm", "token": token}, **HX)
+        assert refused.status_code == 422
+        assert (
+            b"The action&#x27;s step or target changed since you reviewed it: review it again."
+            in refused.content
+        )
+        assert not CheckRun.objects.exists() and not ActionApproval.objects.exists()
