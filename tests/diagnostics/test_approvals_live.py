@@ -77,7 +77,11 @@ class Browser:
 def webs(runbook, testbook, api_target):
     """Two web processes (the target's token variable is in their environment)."""
     env = {"CELERY_BROKER_URL": redis_url(), "CELERY_DEFAULT_QUEUE": TEST_QUEUE}
-    with web_process(app=APP, **env) as one, web_process(app=APP, **env) as two:
+    # A shared machine under load can take a while to import Django twice.
+    with (
+        web_process(app=APP, start_timeout=90, **env) as one,
+        web_process(app=APP, start_timeout=90, **env) as two,
+    ):
         yield one, two
 
 
