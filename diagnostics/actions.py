@@ -54,6 +54,8 @@ def review(incident: Incident, step: RunbookStep, target: Target, chosen: dict[s
             "plan": plan,
             "incident": incident.pk,
             "step": step.key,
+            # What the plan was made with: an edit of either before confirming voids it.
+            "binding": binding(step, target),
             # Single use: confirm() records the nonce, a replay finds it taken.
             "nonce": secrets.token_urlsafe(24),
         },
@@ -89,7 +91,29 @@ def checked(incident: Incident, step: RunbookStep, token: str) -> tuple[dict[str
     target = Target.objects.filter(pk=data.get("target"), active=True).first()
     if target is None:
         raise services.CheckError("The action's target is gone or inactive: review it again.")
+    if data.get("binding") != binding(step, target):
+        raise services.CheckError(
+            "The action's step or target changed since you reviewed it: review it again."
+        )
     return data, target
+
+
+def binding(step: RunbookStep, target: Target | None) -> dict[str, Any]:
+    """What a reviewed plan is bound to besides its own plan and parameters: the
+    step's probe (which code runs) and the target's address (where it runs), as they
+    were. No secret: the target names its variable, never its value."""
+    return {
+        "step": {"key": step.key, "kind": step.kind, "probe": step.probe},
+        "target": None
+        if target is None
+        else {
+            "name": target.name,
+            "kind": target.kind,
+            "url": target.url,
+            "secret_env": target.secret_env,
+            "options": target.options,
+        },
+    }
 
 
 def _load(token: str) -> dict[str, Any]:

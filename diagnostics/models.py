@@ -506,6 +506,7 @@ class ApprovalStatus(models.TextChoices):
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
     EXPIRED = "expired", "Expired"
+    VOID = "void", "Void: changed since it was asked"
 
 
 class ActionApproval(models.Model):
@@ -520,6 +521,11 @@ class ActionApproval(models.Model):
     target_name = models.CharField(max_length=80)
     params = models.JSONField(default=dict, blank=True)
     plan = models.TextField()
+    # The step's probe and the target's address when it was asked (approvals.binding),
+    # and an HMAC over all of it with the plan and params: approving a request whose
+    # step, target or row changed since voids it instead.
+    binding = models.JSONField(default=dict, blank=True)
+    signature = models.CharField(max_length=64, blank=True)
     status = models.CharField(
         max_length=20, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
     )

@@ -74,6 +74,24 @@ def can_override_recovery(user: User, incident: Incident) -> bool:
     )
 
 
+def can_download_evidence(user: User, incident: Incident) -> bool:
+    """Evidence files hold database dumps and logs: taking a copy needs
+    `incidents.download_evidence`, for all incidents or granted on this one."""
+    return can_view(user, incident) and (
+        user.has_perm("incidents.download_evidence")
+        or user.has_perm("incidents.download_evidence", incident)
+    )
+
+
+def can_verify_evidence(user: User, incident: Incident) -> bool:
+    """Verifying recomputes the hashes and writes the outcome on the timeline:
+    `incidents.verify_evidence`, for all incidents or granted on this one."""
+    return can_view(user, incident) and (
+        user.has_perm("incidents.verify_evidence")
+        or user.has_perm("incidents.verify_evidence", incident)
+    )
+
+
 def get_incident_for(user: User, pk: int, *, work: bool = False) -> Incident:
     """The incident if `user` may see it (404 otherwise, so its existence stays hidden);
     with `work=True` also require the right to change it (403)."""

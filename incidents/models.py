@@ -201,6 +201,10 @@ class Incident(models.Model):
                 "override_recovery",
                 "Can resolve an incident whose recovery checks have not passed (with a reason)",
             ),
+            # Evidence files are database dumps and log exports: seeing the incident
+            # is not enough to take a copy or to write a verification on its timeline.
+            ("download_evidence", "Can download an incident's evidence files"),
+            ("verify_evidence", "Can verify an incident's evidence files"),
         ]
         indexes = [
             models.Index(fields=["status", "-declared_at"], name="incident_status_declared"),

@@ -156,6 +156,12 @@ CHECKLISTS = [
 # from what a check found, and a responder at 3 a.m. must be able to act on it (P0/P1
 # actions still wait for a second person's approval).
 RESPONDER_PERMISSIONS = ["add_incident", "change_incident", "view_incident", "run_actions"]
+# Evidence (database dumps, log exports) is taken and checked by those working the
+# incident: they ran the snapshot and need it to investigate. Managers verify the
+# chain of custody for their reports but take no copy of the data (players' rows);
+# Viewers, Admins and users with no group get neither. Migration 0018 grants these
+# on an install seeded before they existed.
+EVIDENCE_PERMISSIONS = ["incidents.download_evidence", "incidents.verify_evidence"]
 
 
 def _crud(
@@ -177,19 +183,25 @@ ROLES: dict[str, list[str]] = {
         "incidents.view_actionitem",
     ],
     # Declares and works incidents, runs diagnostics and the resolution actions.
-    "Responders": [f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS],
+    "Responders": [
+        *(f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS),
+        *EVIDENCE_PERMISSIONS,
+    ],
     # Leads the response: a responder who may also resolve an incident whose recovery
     # checks have not passed (with a reason).
     "Incident commanders": [
         *(f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS),
         "incidents.override_recovery",
+        *EVIDENCE_PERMISSIONS,
     ],
-    # Reads everything (not restricted incidents), reports and exports, the audit trail.
+    # Reads everything (not restricted incidents), reports and exports, the audit
+    # trail; verifies evidence (never downloads it).
     "Managers": [
         "incidents.view_incident",
         "incidents.view_postmortem",
         "incidents.view_actionitem",
         "incidents.view_auditentry",
+        "incidents.verify_evidence",
     ],
     # Maintains the runbook's data in Django admin (give the users "staff status" too):
     # severities, contacts, rota, checklists, runbooks, steps, targets; reads the rest
@@ -290,8 +302,12 @@ def seed_runbook() -> dict[str, int]:
     for name, permissions in ROLES.items():
         group, made = Group.objects.get_or_create(name=name)
         created["groups"] += made
-        if made or name == "Responders":
+        if made:
             group.permissions.add(*_permissions(permissions))
+        elif name == "Responders":
+            group.permissions.add(
+                *_permissions([f"incidents.{codename}" for codename in RESPONDER_PERMISSIONS])
+            )
     remove_working_permissions_from_admins()
     return created
 
@@ -327,6 +343,8 @@ ADMINS_NEVER: list[str] = [
     "incidents.approve_actions",
     "incidents.override_recovery",
     "incidents.view_restricted_incident",
+    "incidents.download_evidence",
+    "incidents.verify_evidence",
     "diagnostics.approve_actions",
 ]
 

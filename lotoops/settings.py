@@ -391,8 +391,13 @@ RECOVERY_WATCH_EVERY = env_float("RECOVERY_WATCH_EVERY", 600.0)
 # Approvals: actions on incidents of these severities (and steps marked
 # requires_approval) queue only once a second person with the approve permission
 # approves; a request not decided within ACTION_APPROVAL_MAX_AGE seconds expires.
+# The severity counted is every one the incident held since it was declared (its
+# timeline), so lowering it never skips the second person; with
+# ACTION_APPROVAL_SEVERITY_WINDOW > 0 (seconds), one left longer ago than that no
+# longer counts. 0, the default and the strictest, is "since declaration".
 ACTION_APPROVAL_SEVERITIES = env_list("ACTION_APPROVAL_SEVERITIES", "P0,P1")
 ACTION_APPROVAL_MAX_AGE = env_float("ACTION_APPROVAL_MAX_AGE", 1800.0)
+ACTION_APPROVAL_SEVERITY_WINDOW = env_float("ACTION_APPROVAL_SEVERITY_WINDOW", 0.0)
 # The environment variables a target may name as its secret: those starting with
 # this prefix, or listed. Django's and the notification channels' own secrets are
 # refused whatever these say (diagnostics.models.FORBIDDEN_SECRET_ENV).

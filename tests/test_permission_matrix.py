@@ -142,6 +142,29 @@ def overrides(who: Who, target: str) -> str:
     return answer if answer != OK else (OK if who.overrides else REFUSED)
 
 
+# Evidence (database dumps, log exports) has its own permissions on top of seeing the
+# incident (README, Roles): both for Responders and Incident commanders, verify only
+# for Managers; neither for Viewers, Admins, users with no group or a per-incident
+# grant of view and change alone.
+EVIDENCE = {
+    "download": {"responder", "commander", "superuser"},
+    "verify": {"responder", "commander", "manager", "superuser"},
+}
+
+
+def evidence_rule(what: str) -> Rule:
+    def rule(who: Who, target: str) -> str:
+        if target == "idor":  # refused on the incident itself first, then the file is unknown
+            answer = rule(who, "open")
+            return answer if answer != OK else HIDDEN
+        answer = see(who, target)
+        if answer != OK:
+            return answer
+        return OK if who.role in EVIDENCE[what] else DENIED
+
+    return rule
+
+
 def declare(who: Who, target: str) -> str:
     return LOGIN if not who.logged_in else (OK if who.declares else DENIED)
 
@@ -207,8 +230,8 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "incidents:whos_told": (see, none),
     "incidents:regulatory_done": (none, work),
     "incidents:ack_link": (work, work),
-    "incidents:evidence_download": (see, none),
-    "incidents:evidence_verify": (none, see),
+    "incidents:evidence_download": (evidence_rule("download"), none),
+    "incidents:evidence_verify": (none, evidence_rule("verify")),
     "incidents:postmortem": (see, none),
     "incidents:postmortem_start": (none, work),
     "incidents:postmortem_timeline": (none, work),

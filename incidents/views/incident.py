@@ -25,7 +25,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import forms, panels, services
-from ..access import can_work, get_incident_for
+from ..access import can_download_evidence, can_verify_evidence, can_work, get_incident_for
 from ..htmx import htmx_error
 from ..models import (
     ChecklistItem,
@@ -114,6 +114,8 @@ def _detail_context(request: HttpRequest, incident: Incident) -> dict[str, Any]:
     return {
         "incident": incident,
         "can_work": can_work(request.user, incident),
+        "can_download_evidence": can_download_evidence(request.user, incident),
+        "can_verify_evidence": can_verify_evidence(request.user, incident),
     } | status_panels_context(incident)
 
 

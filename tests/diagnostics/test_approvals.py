@@ -307,3 +307,208 @@ def test_live_streams_share_the_runbook_panel_only_between_viewers_who_see_it_al
     classes = {u.username: Viewer.of(u, p1) for u in (requester, approver, other_approver)}
     assert classes["ana"] != classes["ida"]
     assert classes["ida"] == classes["olga"]
+
+
+# --- lowering the severity for a moment (issue 20, hole 3) ----------------------------
+
+
+def severity(client, incident, key: str) -> None:
+    from incidents.models import Severity
+
+    answer = client.post(
+        url(incident, "severity/"),
+        {"severity": Severity.objects.get(key=key).pk, "reason": f"re-rated {key}"},
+    )
+    assert answer.status_code == 302
+    incident.refresh_from_db()
+    assert incident.severity.key == key
+
+
+def test_lowering_the_severity_for_a_moment_does_not_skip_the_second_person(
+    client, p1, requester, api_target
+):
+    """The hole: P1 → P2, review, confirm ("Confirmed and queued"), P2 → P1. The
+    incident was P1 since its declaration: confirming only asks for approval."""
+    client.force_login(requester)
+    severity(client, p1, "P2")
+    approval = ask(client, requester, p1, api_target)
+    severity(client, p1, "P1")
+    assert approval.status == ApprovalStatus.PENDING and not CheckRun.objects.exists()
+    # ...and the requester cannot approve it themselves, whatever they hold.
+    boss = _with(requester, "diagnostics.approve_actions")
+    client.force_login(boss)
+    own = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert own.status_code == 422
+    assert b"You asked for this action: another person must approve it." in own.content
+    assert not CheckRun.objects.exists()
+
+
+def test_a_p2_incident_that_never_was_p0_or_p1_needs_no_approval(
+    client, responder, requester, testbook, api_target
+):
+    p2 = factories.declare(actor=responder, category="database", severity="P2")
+    client.force_login(requester)
+    severity(client, p2, "P3")
+    assert not approvals.required(p2, step("act"))
+    assert approvals.severities_held(p2) == {"P2", "P3"}
+
+
+def test_an_incident_raised_to_p1_and_lowered_again_still_needs_approval(
+    client, responder, requester, testbook, api_target
+):
+    p2 = factories.declare(actor=responder, category="database", severity="P2")
+    client.force_login(requester)
+    severity(client, p2, "P1")
+    severity(client, p2, "P3")
+    assert approvals.required(p2, step("act"))
+    ask(client, requester, p2, api_target)
+
+
+def test_a_severity_raised_between_review_and_confirm_is_seen_at_confirm(
+    client, responder, requester, other_responder, testbook, api_target
+):
+    p2 = factories.declare(actor=responder, category="database", severity="P2")
+    client.force_login(requester)
+    action = url(p2, "steps/test.act/action/")
+    review = client.post(action, {"stage": "review", "target": api_target.pk})
+    assert b"Confirm: restart workers" in review.content  # P2: no approval, as shown then
+    client.force_login(other_responder)
+    severity(client, p2, "P1")
+    client.force_login(requester)
+    asked = client.post(action, {"stage": "confirm", "token": review.context["token"]}, **HX)
+    assert asked.status_code == 200 and "Awaiting approval" in asked.content.decode()
+    assert ActionApproval.objects.get().status == ApprovalStatus.PENDING
+    assert not CheckRun.objects.exists()
+
+
+def test_the_window_setting_lets_a_severity_left_long_ago_stop_counting(
+    client, p1, requester, settings
+):
+    client.force_login(requester)
+    severity(client, p1, "P2")
+    settings.ACTION_APPROVAL_SEVERITY_WINDOW = 3600
+    later = timezone.now() + timedelta(hours=2)
+    assert approvals.required(p1, step("act"))  # left P1 a moment ago: inside the window
+    assert approvals.severities_held(p1, now=later) == {"P2"}
+    assert not approvals.required(p1, step("act"), now=later)
+    settings.ACTION_APPROVAL_SEVERITY_WINDOW = 0  # the default: since declaration
+    assert approvals.required(p1, step("act"), now=later + timedelta(days=30))
+
+
+# --- what the approver sees is what runs ----------------------------------------------
+
+
+def test_a_request_whose_target_changed_is_void_and_never_runs(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    api_target.url = "http://10.9.9.9/health"  # an admin repoints the target
+    api_target.save()
+    client.force_login(approver)
+    page = client.get(url(p1, "")).content.decode()
+    assert "Void: the target lotolink-api changed (url) since it was asked" in page
+    assert url(p1, f"approvals/{approval.pk}/approve/") not in page
+    refused = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert refused.status_code == 422
+    assert (
+        f"Request #{approval.pk} is void: the target lotolink-api changed (url) since it was "
+        "asked, so it will not run." in refused.content.decode()
+    )
+    assert not CheckRun.objects.exists()
+    approval.refresh_from_db()
+    assert (approval.status, approval.reason) == (
+        ApprovalStatus.VOID,
+        "the target lotolink-api changed (url)",
+    )
+    assert (
+        p1.timeline.filter(message__contains=f"Request #{approval.pk} by ana")
+        .filter(message__contains="is void")
+        .exists()
+    )
+    again = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert again.status_code == 422 and b"is void" in again.content
+    assert not CheckRun.objects.exists()
+
+
+def test_a_request_whose_step_now_runs_another_probe_is_void(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    type(step("act")).objects.filter(key="test.act").update(probe="test.echo")
+    client.force_login(approver)
+    refused = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert refused.status_code == 422
+    assert b"the step test.act changed (probe)" in refused.content
+    assert not CheckRun.objects.exists()
+
+
+def test_a_request_edited_after_it_was_asked_is_void(client, p1, requester, approver, api_target):
+    """The approver is shown the plan and parameters stored with the request: a row
+    changed behind the page (the database, a script) no longer matches its signature."""
+    approval = ask(client, requester, p1, api_target)
+    ActionApproval.objects.filter(pk=approval.pk).update(params={"count": 700})
+    client.force_login(approver)
+    refused = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
+    assert refused.status_code == 422
+    assert b"the request&#x27;s plan or parameters changed" in refused.content
+    assert not CheckRun.objects.exists()
+
+
+def test_an_unchanged_request_binds_the_step_and_target_it_was_asked_for(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    assert approval.binding == {
+        "step": {"key": "test.act", "kind": "action", "probe": "test.restart"},
+        "target": {
+            "name": "lotolink-api",
+            "kind": "http",
+            "url": "http://127.0.0.1:1/health",
+            "secret_env": "LOTOOPS_TARGET_TEST_TOKEN",
+            "options": {},
+        },
+    }
+    assert len(approval.signature) == 64 and approvals.changes(approval) == ""
+    client.force_login(approver)
+    assert client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX).status_code == 200
+    assert CheckRun.objects.get().plan == PLAN
+
+
+def test_an_approved_action_whose_target_changed_before_a_worker_took_it_does_not_run(
+    client, p1, requester, approver, api_target
+):
+    approval = ask(client, requester, p1, api_target)
+    client.force_login(approver)
+    assert client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX).status_code == 200
+    run = CheckRun.objects.get()
+    api_target.url = "http://10.9.9.9/health"
+    api_target.save()
+    assert run_check.apply(args=(run.pk,)).get() == "refused"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.summary == (
+        f"refused: the target lotolink-api changed (url) since request #{approval.pk} was approved"
+    )
+
+
+def test_a_reviewed_action_whose_step_or_target_changed_before_confirming_is_refused(
+    client, responder, requester, testbook, api_target
+):
+    p2 = factories.declare(actor=responder, category="database", severity="P2")
+    client.force_login(requester)
+    action = url(p2, "steps/test.act/action/")
+    for edit in ("target", "step"):
+        token = client.post(action, {"stage": "review", "target": api_target.pk}).context["token"]
+        if edit == "target":
+            api_target.options = {"namespace": "elsewhere"}
+            api_target.save()
+        else:
+            # Another action probe (any registered one: the view checks availability).
+            type(step("act")).objects.filter(key="test.act").update(probe="stripe.retry_webhooks")
+        refused = client.post(action, {"stage": "confirm", "token": token}, **HX)
+        assert refused.status_code == 422
+        assert (
+            b"The action&#x27;s step or target changed since you reviewed it: review it again."
+            in refused.content
+        )
+        assert not CheckRun.objects.exists() and not ActionApproval.objects.exists()

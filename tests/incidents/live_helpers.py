@@ -61,15 +61,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def web_process(**env: str) -> Iterator[str]:
-    """Another web process: uvicorn serving the real ASGI app on the test database."""
+def web_process(
+    *, app: str = "lotoops.asgi:application", start_timeout: float = 20, **env: str
+) -> Iterator[str]:
+    """Another web process: uvicorn serving the real ASGI app on the test database
+    (`app`: a module that wraps it, e.g. registering the test probes)."""
     port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "lotoops.asgi:application",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -84,7 +87,7 @@ def web_process(**env: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 httpx.get(f"{url}/login/", timeout=1.0)

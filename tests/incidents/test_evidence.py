@@ -1,11 +1,13 @@
 """Evidence with a chain of custody: files stored on an incident with their SHA-256,
 size, who and when; verification names any file that changed or went missing;
-downloads follow the incident's permissions and are audited on the timeline; the
+downloads and verification need their own permissions on top of seeing the
+incident and are audited on the timeline; the
 incident's report lists the evidence."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import os
 import stat
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
@@ -286,6 +289,97 @@ def test_someone_without_access_cannot_download_or_verify(
     assert client.get(url("evidence_download", secret_incident, file_pk=file.pk)).status_code == 404
     assert client.post(url("evidence_verify", secret_incident)).status_code == 404
     assert evidence_events(secret_incident) == before
+
+
+def in_group(name: str, username: str) -> factories.User:
+    user = factories.UserFactory(username=username)
+    if name:
+        user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+@pytest.mark.parametrize(
+    ("group", "downloads", "verifies"),
+    [
+        ("", False, False),  # logged in, no group
+        ("Viewers", False, False),
+        ("Admins", False, False),
+        ("Managers", False, True),
+        ("Responders", True, True),
+        ("Incident commanders", True, True),
+    ],
+)
+def test_evidence_needs_its_own_permission_on_top_of_seeing_the_incident(
+    client, store, incident, responder, tmp_path, group, downloads, verifies
+):
+    file = stored(incident, responder, tmp_path)
+    before = evidence_events(incident)
+    client.force_login(in_group(group, "someone"))
+    page = client.get(url("detail", incident)).content.decode()
+    download = client.get(url("evidence_download", incident, file_pk=file.pk))
+    assert download.status_code == (200 if downloads else 403)
+    assert (url("evidence_download", incident, file_pk=file.pk) in page) is downloads
+    verify = client.post(url("evidence_verify", incident), **HX)
+    assert verify.status_code == (200 if verifies else 403)
+    assert (url("evidence_verify", incident) in page) is verifies
+    written = evidence_events(incident)[len(before) :]
+    assert written == (
+        (["Evidence backend-logs.txt downloaded by someone"] if downloads else [])
+        + (["Evidence verified by someone: 1 of 1 intact"] if verifies else [])
+    )
+
+
+def test_without_the_permission_nothing_reaches_the_timeline(
+    client, store, incident, responder, viewer, tmp_path
+):
+    file = stored(incident, responder, tmp_path)
+    before = list(incident.timeline.values_list("id", flat=True))
+    client.force_login(viewer)  # logged in, no group: sees the incident
+    assert client.get(url("detail", incident)).status_code == 200
+    assert client.get(url("evidence_download", incident, file_pk=file.pk)).status_code == 403
+    assert client.post(url("evidence_verify", incident)).status_code == 403
+    assert client.post(url("evidence_verify", incident), **HX).status_code == 403
+    assert list(incident.timeline.values_list("id", flat=True)) == before
+
+
+def test_the_permission_granted_on_one_incident_is_enough_there_only(
+    client, store, incident, responder, viewer, tmp_path
+):
+    file = stored(incident, responder, tmp_path)
+    other = factories.declare(actor=responder, title="Another")
+    other_file = stored(other, responder, tmp_path, name="other.txt")
+    assign_perm("incidents.download_evidence", viewer, incident)
+    assign_perm("incidents.verify_evidence", viewer, incident)
+    client.force_login(viewer)
+    assert client.get(url("evidence_download", incident, file_pk=file.pk)).status_code == 200
+    assert client.post(url("evidence_verify", incident), **HX).status_code == 200
+    assert client.get(url("evidence_download", other, file_pk=other_file.pk)).status_code == 403
+    assert client.post(url("evidence_verify", other), **HX).status_code == 403
+
+
+def test_the_migration_grants_evidence_to_an_existing_installs_groups(runbook):
+    """An install seeded before the permissions existed: migration 0020 gives its
+    groups what seeding gives a new one, and nothing to the others."""
+    from django.apps import apps
+
+    migration = importlib.import_module("incidents.migrations.0020_evidence_permissions")
+    codenames = ["download_evidence", "verify_evidence"]
+    for group in Group.objects.all():
+        group.permissions.remove(*group.permissions.filter(codename__in=codenames))
+    migration.grant(apps, None)
+    granted = {
+        group.name: sorted(
+            group.permissions.filter(codename__in=codenames).values_list("codename", flat=True)
+        )
+        for group in Group.objects.all()
+    }
+    assert granted == {
+        "Viewers": [],
+        "Responders": codenames,
+        "Incident commanders": codenames,
+        "Managers": ["verify_evidence"],
+        "Admins": [],
+    }
 
 
 def test_a_file_of_another_incident_is_not_served_under_this_one(
