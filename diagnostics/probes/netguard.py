@@ -102,9 +102,16 @@ def forbidden_kind(address: str | IPAddress) -> str:
 ADVICE = "targets may not point there unless TARGET_ALLOWED_NETWORKS lists its network"
 
 
+def _same(host: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")) == ipaddress.ip_address(address)
+    except ValueError:
+        return False
+
+
 def _refusal(host: str, address: str, kind: str) -> str:
-    if host.strip("[]") == address:
-        return f"{address} is a {kind} address: {ADVICE}"
+    if _same(host, address):
+        return f"{host.strip('[]')} is a {kind} address: {ADVICE}"
     return f"{host} resolves to {address}, a {kind} address: {ADVICE}"
 
 
