@@ -10,6 +10,7 @@ the refusals are tested with the allow-list empty."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -358,6 +359,27 @@ def test_the_postgres_probe_refuses_a_loopback_name_before_connecting(settings):
     target = _unsaved("postgres", "postgres://postgres@localhost:5432/postgres")
     with pytest.raises(ProbeError, match=r"localhost resolves to .*, a loopback"):
         get_probe("postgres.select_one").build(target, {}, timeout=10).run()
+
+
+def test_the_http_probe_connects_to_the_address_it_checked(monkeypatch, platform):
+    """DNS rebinding: the name is resolved once, checked, and that address is the one
+    connected to (a second answer, 169.254.169.254, is never asked for)."""
+    answers: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding_dns(host: str, *args: object, **kwargs: object) -> list:
+        if host != "api.lotolink.test":
+            return real(host, *args, **kwargs)
+        answers.append(host)
+        address = "127.0.0.1" if len(answers) == 1 else "169.254.169.254"
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    target = _unsaved("http", f"http://api.lotolink.test:{platform.port}/health")
+    result = get_probe("http.health").build(target, {}, timeout=10).run()
+    assert result.outcome == "ok"
+    assert answers == ["api.lotolink.test"]
+    assert [seen["path"] for seen in platform.seen] == ["/health"]
 
 
 # --- no redirects ------------------------------------------------------------------------
