@@ -357,6 +357,9 @@ def sweep_webhook_errors(*, now: datetime | None = None) -> int:
     target = Target.objects.filter(kind=TargetKind.STRIPE, active=True).order_by("name").first()
     if target is None:
         return 0
+    if refusal := target.run_refusal():
+        log.warning("Stripe webhook sweep of %s refused: %s", target.name, refusal)
+        return 0
     probe = get_probe("stripe.webhook_status")
     assert probe is not None  # registered by DiagnosticsConfig.ready
     params = {"minutes": settings.STRIPE_WEBHOOK_SWEEP_MINUTES, "max_events": MAX_SWEPT}

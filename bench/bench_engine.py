@@ -106,6 +106,8 @@ def main() -> None:
         "DATABASE_URL": f"{PG}/lotoops_bench_engine",
         "REDIS_URL": REDIS,
         "CELERY_BROKER_URL": REDIS,
+        # The bench's peers listen on loopback, which targets may not point at by default.
+        "TARGET_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         "LOTOOPS_VAR_DIR": var_dir,
         "LOTOOPS_TARGET_BENCH_RABBIT_PASSWORD": "guest",
     }

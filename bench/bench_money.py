@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotoops.settings")
+    # The bench's PostgreSQL is on loopback, which targets may not reach by default.
+    os.environ.setdefault("TARGET_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     import django
 
     django.setup()

@@ -120,6 +120,8 @@ def main() -> None:
         "REDIS_URL": REDIS,
         "CELERY_BROKER_URL": REDIS,
         "CELERY_DEFAULT_QUEUE": QUEUE,
+        # The bench's peers listen on loopback, which targets may not point at by default.
+        "TARGET_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         "LOTOOPS_VAR_DIR": var_dir,
         "LOG_LEVEL": "WARNING",
     }

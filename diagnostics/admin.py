@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -23,11 +23,71 @@ from .models import (
 )
 
 
+class TargetForm(forms.ModelForm):
+    """Who edits a target chooses where its secret is sent: only superusers name a
+    secret (`secret_env`, read-only for everyone else) or change the options that
+    name environment variables (`*_env`, e.g. a Stripe target's webhook_secret_env)."""
+
+    superuser = True
+
+    class Meta:
+        model = Target
+        fields = "__all__"  # noqa: DJ007
+
+    def clean_options(self) -> Any:
+        options = self.cleaned_data.get("options")
+        if self.superuser:
+            return options
+        before = self.instance.options if isinstance(self.instance.options, dict) else {}
+        after = options if isinstance(options, dict) else {}
+        changed = sorted(
+            key
+            for key in {*before, *after}
+            if key.endswith("_env") and before.get(key) != after.get(key)
+        )
+        if changed:
+            raise forms.ValidationError(
+                f"Only a superuser may set or change {', '.join(changed)}: "
+                "an option naming an environment variable names a secret."
+            )
+        return options
+
+
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
+    """Targets' secrets are bound to where they point (Target.save): a change of
+    address by anyone clears the binding; only superusers bind one."""
+
+    form = TargetForm
     list_display = ["name", "kind", "url", "secret_env", "active"]
     list_filter = ["kind", "active"]
     search_fields = ["name", "url"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = ["secret_bound_to"]
+        if not request.user.is_superuser:
+            fields.insert(0, "secret_env")
+        return fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"superuser": request.user.is_superuser})
+
+    @admin.display(description="Secret bound to")
+    def secret_bound_to(self, obj: Target | None) -> str:
+        if obj is None or not obj.secret_env:
+            return "-"
+        return ", ".join(obj.secret_hosts or []) or "-"
+
+    def save_model(self, request: HttpRequest, obj: Target, form: Any, change: bool) -> None:
+        had = obj.secret_env
+        obj.save(rebind=request.user.is_superuser)
+        if had and not obj.secret_env:
+            messages.warning(
+                request,
+                f"Target {obj.name} now points elsewhere: its secret binding ({had}) was "
+                "cleared. A superuser must bind a secret to it again.",
+            )
 
 
 class RunbookStepInline(admin.TabularInline):

@@ -85,7 +85,7 @@ def take_sample(
         if target is None:
             raise ProbeError(f"no {step.get_target_kind_display()} target is configured")
         fields["target_name"] = target.name
-        if refusal := target.secret_refusal():
+        if refusal := target.run_refusal():
             raise ProbeError(refusal)
         probe = step.probe_class().build(target, step.params, timeout=step.timeout_seconds)
         result = probe.run()

@@ -19,6 +19,8 @@ from incidents.rules.choices import list_problem
 
 from .probes.base import ProbeError, get_probe, parse_params, seconds_words
 from .probes.findings import EVIDENCE_KEYS
+from .probes.kubeconfig import check_kubeconfig
+from .probes.netguard import url_hosts, url_refusal
 from .probes.secrets import FORBIDDEN_SECRET_ENV, secret_env_refusal  # noqa: F401 (re-exported)
 
 
@@ -38,6 +40,8 @@ class TargetKind(models.TextChoices):
 _OWN_SECRET_SETTINGS = (
     "SECRET_KEY",
     "EMAIL_HOST_PASSWORD",
+    "STRIPE_WEBHOOK_SECRET",
+    "METRICS_TOKEN",
     "SLACK_BOT_TOKEN",
     "SLACK_WEBHOOK_URL",
     "NOTIFY_WEBHOOK_SECRET",
@@ -56,20 +60,44 @@ def _own_secret_values() -> set[str]:
     return {v for v in values if v}
 
 
+def _origin(url: str) -> list[str]:
+    """Where a URL's requests go: scheme://host:port of each of its hosts."""
+    scheme = urlsplit(url).scheme.lower()
+    return [
+        f"{scheme}://{f'[{host}]' if ':' in host else host}:{port or ''}".rstrip(":")
+        for host, port in url_hosts(url)
+    ]
+
+
 class Target(models.Model):
     """Where checks point. The URL carries no password: the secret (password or
-    token) is read at run time from the environment variable named here."""
+    token) is read at run time from the environment variable named here.
+
+    The secret belongs to the addresses it was bound for (`secret_hosts`): saving
+    the target pointing elsewhere (its URL's host or port, a Kubernetes target's
+    kubeconfig, context or in_cluster) clears the binding until a superuser binds
+    it again, and a row whose addresses no longer match is refused at run time."""
 
     name = models.CharField(max_length=80, unique=True, help_text="e.g. lotolink-db")
     kind = models.CharField(max_length=20, choices=TargetKind.choices)
     url = models.CharField(
         max_length=500,
-        help_text="Address without password, e.g. postgres://lotolink@db:5432/lotolink",
+        blank=True,
+        help_text="Address without password, e.g. postgres://lotolink@db:5432/lotolink "
+        "(empty only for a Kubernetes target with in_cluster or a kubeconfig)",
     )
     secret_env = models.CharField(
         max_length=100,
         blank=True,
-        help_text="Name of the environment variable holding the password or token",
+        help_text="Name of the environment variable holding the password or token. "
+        "Only superusers set it; it is bound to the target's address and cleared "
+        "when the target is pointed elsewhere.",
+    )
+    secret_hosts = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="The addresses the secret was bound for (set when it is bound).",
     )
     options = models.JSONField(default=dict, blank=True)
     active = models.BooleanField(default=True)
@@ -80,7 +108,55 @@ class Target(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, rebind: bool = False, **kwargs: Any) -> None:
+        """`rebind`: bind the secret to where the target points now (superusers, in
+        admin). A new target binds its secret to its addresses; an existing one whose
+        addresses changed loses its binding."""
+        here = self.destinations()
+        if not self.secret_env:
+            self.secret_hosts = []
+        elif rebind or (self._state.adding and not self.secret_hosts):
+            self.secret_hosts = here
+        elif self.secret_hosts != here:
+            self.secret_env = ""
+            self.secret_hosts = []
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "secret_env", "secret_hosts"}
+        super().save(*args, **kwargs)
+
+    def destinations(self) -> list[str]:
+        """Every field that decides where this target's requests (and its secret) go."""
+        found = _origin(self.url) if self.url else []
+        options = self.options if isinstance(self.options, dict) else {}
+        if self.kind == TargetKind.KUBERNETES:
+            if options.get("in_cluster"):
+                found.append("in-cluster service account")
+            if options.get("kubeconfig"):
+                context = options.get("context") or "current context"
+                found.append(f"kubeconfig {options['kubeconfig']} ({context})")
+        return found
+
     def clean(self) -> None:
+        options = self.options if isinstance(self.options, dict) else {}
+        if not isinstance(self.options, dict):
+            raise ValidationError({"options": "Give a JSON object, e.g. {}."})
+        kube = self.kind == TargetKind.KUBERNETES
+        if kube and options.get("in_cluster") and self.url:
+            raise ValidationError(
+                {
+                    "url": "in_cluster uses the worker pod's own API server and token: "
+                    "it never goes with a URL. Clear the URL or drop in_cluster."
+                }
+            )
+        if kube and options.get("kubeconfig"):
+            try:
+                check_kubeconfig(options["kubeconfig"])
+            except ProbeError as exc:
+                raise ValidationError({"options": str(exc)}) from None
+        if not self.url:
+            if kube and (options.get("in_cluster") or options.get("kubeconfig")):
+                return self._clean_secret()
+            raise ValidationError({"url": "Give a full URL with its scheme."})
         parts = urlsplit(self.url)
         if not parts.scheme:
             raise ValidationError({"url": "Give a full URL with its scheme."})
@@ -88,19 +164,56 @@ class Target(models.Model):
             raise ValidationError(
                 {"url": "Do not put a password in the URL: name its environment variable."}
             )
+        if refusal := url_refusal(self.url):
+            raise ValidationError({"url": f"Refused: {refusal}."})
+        webhook = options.get("webhook_url")
+        if isinstance(webhook, str) and webhook and (refusal := url_refusal(webhook)):
+            raise ValidationError({"options": f"webhook_url refused: {refusal}."})
+        self._clean_secret()
+
+    def _clean_secret(self) -> None:
         if refusal := secret_env_refusal(self.secret_env):
             raise ValidationError({"secret_env": refusal})
+
+    def binding_refusal(self) -> str:
+        """Why the secret is not bound to where the target points now ("" when it
+        is). A target not saved yet binds on its first save."""
+        if not self.secret_env or (self._state.adding and not self.secret_hosts):
+            return ""
+        here = self.destinations()
+        if self.secret_hosts == here:
+            return ""
+        bound = ", ".join(self.secret_hosts) or "no address"
+        return (
+            f"its secret {self.secret_env} was bound for {bound} and the target now points "
+            f"at {', '.join(here) or 'nothing'}: nothing is sent until a superuser binds "
+            "the secret again (Targets in admin)"
+        )
 
     def secret_refusal(self) -> str:
         """Why this target's secret will not be used ("" when it will): checked at
         run time too, so a row written around the admin cannot send LotoOps's own
-        secrets anywhere."""
+        secrets anywhere, nor a secret to an address it was not bound for."""
         if refusal := secret_env_refusal(self.secret_env):
+            return refusal
+        if refusal := self.binding_refusal():
             return refusal
         value = os.environ.get(self.secret_env, "") if self.secret_env else ""
         if value and value in _own_secret_values():
             return f"{self.secret_env} holds one of LotoOps's own secrets: it is never sent."
         return ""
+
+    def address_refusal(self) -> str:
+        """Why a probe may not connect where this target points ("" when it may): its
+        URL's host resolves to a forbidden address (netguard). A name that does not
+        resolve here is left to the probe, which checks again as it connects."""
+        if not self.url:
+            return ""
+        return url_refusal(self.url)
+
+    def run_refusal(self) -> str:
+        """Why no check may run against this target now ("" when one may)."""
+        return self.secret_refusal() or self.address_refusal()
 
     def secret(self) -> str:
         if not self.secret_env or self.secret_refusal():

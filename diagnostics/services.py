@@ -337,7 +337,7 @@ def _same_request(
 
 
 def _refuse_secrets(targets: Iterable[Target]) -> None:
-    refused = [f"{t.name}: {refusal}" for t in targets if (refusal := t.secret_refusal())]
+    refused = [f"{t.name}: {refusal}" for t in targets if (refusal := t.run_refusal())]
     if refused:
         raise CheckError("Refused: " + "; ".join(refused))
 

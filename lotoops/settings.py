@@ -8,6 +8,7 @@ no Redis (SSE streams poll the database).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -403,6 +404,22 @@ ACTION_APPROVAL_SEVERITY_WINDOW = env_float("ACTION_APPROVAL_SEVERITY_WINDOW", 0
 # refused whatever these say (diagnostics.models.FORBIDDEN_SECRET_ENV).
 TARGET_SECRET_ENV_PREFIX = env_str("TARGET_SECRET_ENV_PREFIX", "LOTOOPS_TARGET_")
 TARGET_SECRET_ENV_ALLOW = env_list("TARGET_SECRET_ENV_ALLOW")
+# Targets may not point at link-local (cloud metadata), loopback, private, shared or
+# reserved addresses, IPv4 or IPv6, unless one of these networks (CIDR, comma-
+# separated) holds the address: list the platform's own networks, e.g.
+# 10.0.0.0/8 in a cluster, 127.0.0.0/8,::1/128 for servers on this machine.
+TARGET_ALLOWED_NETWORKS = env_list("TARGET_ALLOWED_NETWORKS")
+for _network in TARGET_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TARGET_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 10.0.0.0/8, fd00::/8)"
+        ) from None
+# The only folder a Kubernetes target's `kubeconfig` option may name a file in
+# (symbolic links resolved; a kubeconfig whose user runs a command, `exec:` or
+# `auth-provider:`, is refused).
+KUBECONFIG_DIR = Path(env_str("KUBECONFIG_DIR") or VAR_DIR / "kubeconfig")
 # Evidence files (database dumps, log exports) stored on incidents, with their
 # SHA-256: directories 0700, files 0600. Keep it on persistent, backed-up storage.
 EVIDENCE_ROOT = Path(env_str("EVIDENCE_DIR") or VAR_DIR / "evidence")

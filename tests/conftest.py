@@ -53,6 +53,14 @@ def _isolate_parallel_worker() -> None:
 
 _isolate_parallel_worker()
 
+# The suite's peers (Prometheus, localstripe, kmock, HTTP peers, PostgreSQL, Redis,
+# RabbitMQ) listen on loopback, which targets may not point at by default: allow
+# it, here and in the workers and servers the tests start. The tests of the refusal
+# empty the list.
+TEST_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+os.environ["TARGET_ALLOWED_NETWORKS"] = ",".join(TEST_ALLOWED_NETWORKS)
+settings.TARGET_ALLOWED_NETWORKS = list(TEST_ALLOWED_NETWORKS)
+
 # Tasks sent by the code under test go to a queue of this test session only: on
 # Redis when configured (a real worker started by a test consumes it), else to
 # an in-memory broker. Nothing reaches a queue some other worker reads.

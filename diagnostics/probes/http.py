@@ -25,6 +25,7 @@ import requests
 from urllib3.exceptions import NameResolutionError, ProtocolError, ReadTimeoutError
 
 from .base import Emit, Outcome, Probe, ProbeError, ProbeResult, register
+from .netguard import GuardedSession
 from .redact import redact, redact_json
 
 # What the responder sees of a body: pretty JSON up to this many lines, a text
@@ -77,13 +78,16 @@ class HttpHealth(Probe):
         self.emit(f"GET {url}")
         started = time.monotonic()
         try:
-            with requests.get(
-                url,
-                headers=headers,
-                timeout=(connect_timeout, read_timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as response:
+            with (
+                GuardedSession() as session,
+                session.get(
+                    url,
+                    headers=headers,
+                    timeout=(connect_timeout, read_timeout),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
                 body, truncated = _read_body(response, deadline)
         except requests.exceptions.InvalidHeader:
             # Its message quotes the header, token included: never pass it on.

@@ -67,6 +67,8 @@ from .base import (
     TransientProbeError,
     register,
 )
+from .kubeconfig import check_kubeconfig
+from .netguard import check_url, guard_pool_manager
 from .redact import redact, redact_json
 
 DEFAULT_NAMESPACE = "lotolink"
@@ -97,17 +99,29 @@ LOG_FETCHERS = 4  # pods whose logs are read at once (the client's pool holds mo
 def api_client(
     name: str, url: str, token: str, options: dict[str, Any], *, connect_timeout: float
 ) -> client.ApiClient:
-    """One ApiClient for one run, from a target's URL, token and options."""
+    """One ApiClient for one run, from a target's URL, token and options.
+
+    `in_cluster` (the worker pod's own API server and service-account token) never
+    combines with a URL; a `kubeconfig` must be a file in KUBECONFIG_DIR whose users
+    run no command; every other API server's address is checked (netguard) and the
+    client connects only to the address checked, never following a redirect."""
     cfg = client.Configuration()
+    in_cluster = bool(options.get("in_cluster"))
+    if in_cluster and url:
+        raise ProbeError(
+            f"target {name}: in_cluster uses the worker pod's own API server and token; "
+            "it never goes with a URL (clear the URL, or drop in_cluster)"
+        )
     try:
-        if options.get("in_cluster"):
+        if in_cluster:
             config.load_incluster_config(client_configuration=cfg)
         elif options.get("kubeconfig"):
-            path = os.path.expanduser(str(options["kubeconfig"]))
-            if not os.path.isfile(path):
-                raise ProbeError(f"target {name}: kubeconfig file {path} does not exist")
+            try:
+                path = check_kubeconfig(options["kubeconfig"])
+            except ProbeError as exc:
+                raise ProbeError(f"target {name}: {exc}") from None
             config.load_kube_config(
-                config_file=path,
+                config_file=str(path),
                 context=options.get("context") or None,
                 client_configuration=cfg,
                 persist_config=False,
@@ -119,9 +133,11 @@ def api_client(
             raise ProbeError(f"target {name} has URL {url!r}: give the API server's https:// URL")
         cfg.host = url.rstrip("/")
     if (not cfg.host or cfg.host == "http://localhost") and not (
-        options.get("in_cluster") or options.get("kubeconfig")
+        in_cluster or options.get("kubeconfig")
     ):
         raise ProbeError(f"target {name} gives no API server: set its URL or a kubeconfig")
+    if not in_cluster:
+        check_url(cfg.host, f"target {name}")
     if token:
         cfg.api_key = {"BearerToken": token}
         cfg.api_key_prefix = {"BearerToken": "Bearer"}
@@ -131,7 +147,12 @@ def api_client(
     # The exec websocket connects with websocket-client's default timeout (the
     # kubernetes client passes none): give it one.
     websocket.setdefaulttimeout(connect_timeout)
-    return client.ApiClient(configuration=cfg)
+    api = client.ApiClient(configuration=cfg)
+    rest = api.rest_client
+    if not isinstance(rest.pool_manager, urllib3.ProxyManager):
+        # The in-cluster API server's address comes from the pod, not from a target.
+        rest.pool_manager = guard_pool_manager(rest.pool_manager, check_addresses=not in_cluster)
+    return api
 
 
 def _status_message(exc: ApiException) -> str:

@@ -57,6 +57,7 @@ from .base import (
     register,
     seconds_words,
 )
+from .netguard import checked_addresses, url_hosts
 from .redact import redact
 
 APPLICATION_NAME = "lotoops-probe"
@@ -162,9 +163,11 @@ class PostgresProbe(Probe):
         inside become ProbeError / TransientProbeError / ProbeTimeout."""
         started = time.monotonic()
         self._deadline = started + self.timeout
+        pinned = self._checked_address()
         try:
             conn = psycopg.connect(
                 self.target.url_with_secret(),
+                **pinned,
                 connect_timeout=self.connect_timeout,
                 application_name=APPLICATION_NAME,
                 autocommit=True,
@@ -185,6 +188,19 @@ class PostgresProbe(Probe):
             raise self._query_error(exc) from None
         finally:
             conn.close()
+
+    def _checked_address(self) -> dict[str, str]:
+        """Every host of the target's URL checked (netguard) before connecting; a
+        single host is connected to at the address checked (libpq's hostaddr, the
+        name still verifies TLS), so a name cannot resolve elsewhere in between."""
+        hosts = url_hosts(self.target.url)
+        addresses = [
+            checked_addresses(host or "localhost", port, what=f"target {self.target.name}")
+            for host, port in hosts
+        ]
+        if len(hosts) == 1 and hosts[0][0] and len(addresses[0]) == 1:
+            return {"hostaddr": addresses[0][0]}
+        return {}  # several addresses: libpq tries them in turn, each was checked
 
     def _connect_error(self, exc: psycopg.Error) -> ProbeError:
         detail = _one_line(str(exc)).removeprefix("connection failed: ").replace("FATAL: ", "")

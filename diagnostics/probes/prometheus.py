@@ -23,6 +23,7 @@ import urllib3
 from incidents.rules.text import format_duration
 
 from .base import Outcome, Probe, ProbeError, ProbeResult, TransientProbeError, register
+from .netguard import GuardedSession
 from .redact import redact
 
 CONNECT_TIMEOUT = 5.0  # seconds, at most; a reachable Prometheus connects in milliseconds
@@ -63,11 +64,18 @@ class PrometheusProbe(Probe):
             headers["Authorization"] = f"Bearer {token}"
         slow = f"Prometheus at {self.target.url} did not answer within {self.timeout:g} s"
         try:
-            response = requests.get(
-                url, params=params, headers=headers, timeout=(connect, read), stream=True
-            )
-            with response:
-                body = _read_body(response, deadline)
+            # Never a redirect (the token would follow it), only allowed addresses.
+            with GuardedSession() as session:
+                response = session.get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=(connect, read),
+                    stream=True,
+                    allow_redirects=False,
+                )
+                with response:
+                    body = _read_body(response, deadline)
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.InvalidSchema,
@@ -86,6 +94,14 @@ class PrometheusProbe(Probe):
             raise TransientProbeError(
                 f"could not reach Prometheus at {self.target.url}: {_reason(exc)}"
             ) from None
+        if response.is_redirect:
+            where = response.headers.get("Location", "?")
+            raise ProbeError(
+                self._clean(
+                    f"{self.target.url} answered HTTP {response.status_code} redirecting to "
+                    f"{where}: redirects are not followed; point the target at that URL"
+                )
+            )
         try:
             return _api_data(response.status_code, response.reason, body, self.target.url)
         except ProbeError as exc:

@@ -36,6 +36,7 @@ FORBIDDEN_SECRET_ENV = frozenset(
         "PGPASSFILE",
         "PGSERVICEFILE",
         "METRICS_TOKEN",
+        "STRIPE_WEBHOOK_SECRET",
     }
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -63,6 +63,7 @@ from .base import (
     TransientProbeError,
     register,
 )
+from .netguard import ForbiddenAddress, GuardedSession
 from .redact import redact, redact_json
 from .secrets import read_secret_env
 
@@ -261,7 +262,8 @@ class StripeProbe(Probe):
             )
         retries = MAX_NETWORK_RETRIES if left > 2 * RETRY_PAUSE + 1 else 0
         per_try = (left - RETRY_PAUSE * retries) / (retries + 1)
-        http = stripe.RequestsClient(timeout=per_try)
+        # Only allowed addresses, never a redirect (the key would follow it).
+        http = stripe.RequestsClient(timeout=per_try, session=GuardedSession())
         client = stripe.StripeClient(
             self.api_key,
             base_addresses={"api": self.base_url},
@@ -290,6 +292,8 @@ class StripeProbe(Probe):
                 f"(HTTP {exc.http_status}; a restricted key needs read access)"
             )
         if isinstance(exc, stripe.APIConnectionError):
+            if forbidden := _forbidden(exc):
+                return ProbeError(f"{where}: {forbidden}")
             cause = exc.__cause__
             if isinstance(cause, requests.exceptions.ConnectTimeout):
                 return TransientProbeError(
@@ -351,6 +355,18 @@ def _raw_items(page: Any) -> list[dict[str, Any]]:
     if response is not None and isinstance(response.data, dict):
         return list(response.data.get("data") or [])
     return [item.to_dict() for item in page.data]
+
+
+def _forbidden(exc: BaseException) -> str:
+    """The netguard refusal somewhere in what the client wrapped ("" if none)."""
+    cause: BaseException | None = exc
+    for _ in range(10):
+        if cause is None:
+            return ""
+        if isinstance(cause, ForbiddenAddress):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 def _refused(cause: BaseException | None) -> bool:
@@ -582,7 +598,7 @@ class StripeRetryWebhooks(FailedEvents):
                 Outcome.OK, f"no failed Stripe events {window}: nothing resent", data
             )
         results = []
-        with requests.Session() as session:
+        with GuardedSession() as session:
             for event in events:
                 results.append(self._resend(session, endpoint, secret, event))
         data["results"] = results
@@ -629,6 +645,8 @@ class StripeRetryWebhooks(FailedEvents):
                 timeout=(min(5.0, left), left),
                 allow_redirects=False,
             )
+        except ForbiddenAddress as exc:
+            row["error"] = str(exc)
         except requests.exceptions.RequestException as exc:
             row["error"] = _post_error(exc)
         else:

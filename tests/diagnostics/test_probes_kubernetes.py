@@ -751,7 +751,8 @@ def test_export_logs_writes_the_last_24_hours_to_a_file(outage, target):
 # --- bad input, refusals, unreachable -------------------------------------------------
 
 
-def test_a_missing_kubeconfig_is_a_clear_error(kube, tmp_path):
+def test_a_missing_kubeconfig_is_a_clear_error(kube, tmp_path, settings):
+    settings.KUBECONFIG_DIR = tmp_path
     target = Target(
         name="k8s", kind="kubernetes", url="", options={"kubeconfig": str(tmp_path / "none")}
     )
@@ -769,7 +770,8 @@ def test_in_cluster_outside_a_pod_is_a_clear_error(kube):
         run("kubernetes.pods", target)
 
 
-def test_a_kubeconfig_and_its_context_are_used(kube, tmp_path, monkeypatch):
+def test_a_kubeconfig_and_its_context_are_used(kube, tmp_path, monkeypatch, settings):
+    settings.KUBECONFIG_DIR = tmp_path
     kube.add(k8s.pod("lotolink-backend-1"))
     path = tmp_path / "config"
     path.write_text(
