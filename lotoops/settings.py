@@ -83,11 +83,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Everything past the static files: Cache-Control: no-store, private.
+    "lotoops.middleware.NoStoreMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before the login check: a session past its age or idle limit is logged out here.
+    "lotoops.middleware.SessionTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     # Times in the viewer's chosen zone (profile page), else TIME_ZONE.
     "lotoops.middleware.ViewerTimeZoneMiddleware",
@@ -225,6 +229,13 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# Sessions end SESSION_MAX_AGE seconds after sign-in, or SESSION_IDLE_TIMEOUT seconds
+# after the person's last request (live streams and polls are not requests of theirs:
+# an open page does not keep a session alive); the next request goes to the login
+# page and open live streams end (lotoops/middleware.py, incidents/rules/sessions.py).
+SESSION_MAX_AGE = env_float("SESSION_MAX_AGE", 12 * 3600.0)
+SESSION_IDLE_TIMEOUT = env_float("SESSION_IDLE_TIMEOUT", 3600.0)
+SESSION_COOKIE_AGE = int(SESSION_MAX_AGE)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
@@ -252,6 +263,9 @@ SECURE_CSP = {
     "connect-src": [CSP.SELF],
     "frame-ancestors": [CSP.NONE],
     "form-action": [CSP.SELF],
+    # No <base> may redirect relative URLs, no plugins (<object>, <embed>).
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
 }
 
 # Redis: cache, Celery broker and the wake-up channel of the SSE streams.

@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET
 from .. import live, panels
 from ..access import can_run_actions, can_view, can_work, get_incident_for
 from ..models import ChecklistItem, Incident, TimelineEvent, UserProfile
+from ..rules import sessions as session_rules
 from .incident import CSRF_PLACEHOLDER, status_panels_context, whos_told_context
 
 
@@ -306,10 +307,12 @@ def recheck_viewers(renderers: list[StreamRenderer]) -> None:
 
 def signed_in(followers: list[Any]) -> dict[int, Any]:
     """Each follower's user (by `id(follower)`) if its session still exists for that
-    user (not logged out, expired, or invalidated by a password change) and the user
-    is active; each session and user read once."""
+    user (not logged out, expired, past its age or idle limit, or invalidated by a
+    password change) and the user is active; each session and user read once. An open
+    stream is not activity: it ends once its person has been idle SESSION_IDLE_TIMEOUT."""
     sessions = _sessions({f.session_key for f in followers})
     users = get_user_model().objects.in_bulk({f.user_id for f in followers})
+    now = timezone.now().timestamp()
     out: dict[int, Any] = {}
     for follower in followers:
         session = sessions.get(follower.session_key) or {}
@@ -318,6 +321,12 @@ def signed_in(followers: list[Any]) -> dict[int, Any]:
             user is not None
             and user.is_active
             and session.get(SESSION_KEY) == str(user.pk)
+            and not session_rules.expired(
+                session,
+                now,
+                max_age=settings.SESSION_MAX_AGE,
+                idle=settings.SESSION_IDLE_TIMEOUT,
+            )
             and constant_time_compare(
                 session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
             )
