@@ -10,11 +10,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, logout
+from django.core.cache import cache
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.deprecation import MiddlewareMixin
@@ -130,3 +132,49 @@ def _background(request: HttpRequest) -> bool:
         return True
     # Only reads: a POST is always someone's click.
     return request.method in ("GET", "HEAD") and BACKGROUND_HEADER in request.headers
+
+
+# Where a bearer token is the authentication: the API, the alert receivers, /metrics.
+TOKEN_PATHS = ("/api/", "/hooks/", "/metrics")
+
+
+def bad_token_key(address: str) -> str:
+    return f"lotoops:bad-token:{address}"
+
+
+class BadTokenThrottleMiddleware(MiddlewareMixin):
+    """Counts, per client address, the requests to a token-authenticated endpoint that
+    carried an Authorization header and were refused (401). Past BAD_TOKEN_LIMIT within
+    BAD_TOKEN_WINDOW seconds, such a refusal is answered 429 with Retry-After instead: a
+    flood of guesses is cut short and a misconfigured sender is told plainly. A good
+    token is never refused for its address (only refusals are turned into 429s), so a
+    sender behind the same address as a bad one keeps working. The count lives in the
+    cache (Redis in production, shared by every web process; the process's memory
+    otherwise). The address is the connection's, or the one a trusted proxy gave
+    (uvicorn's --forwarded-allow-ips: never `*`, see the README)."""
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        if (
+            response.status_code != 401
+            or not request.path.startswith(TOKEN_PATHS)
+            or "Authorization" not in request.headers
+        ):
+            return response
+        window = max(1, int(settings.BAD_TOKEN_WINDOW))
+        key = bad_token_key(request.META.get("REMOTE_ADDR", ""))
+        try:
+            cache.add(key, 0, timeout=window)
+            count = cache.incr(key)
+        except (ValueError, redis.RedisError, OSError):  # expired in between, or the cache is down
+            return response
+        if count <= settings.BAD_TOKEN_LIMIT:
+            return response
+        refused = JsonResponse(
+            {"detail": f"Too many requests with a bad token: try again in {window} s."},
+            status=429,
+        )
+        refused["Retry-After"] = str(window)
+        patch_cache_control(refused, no_store=True, private=True)
+        return refused

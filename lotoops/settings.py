@@ -85,6 +85,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Everything past the static files: Cache-Control: no-store, private.
     "lotoops.middleware.NoStoreMiddleware",
+    # The API, the alert receivers and /metrics: 429 past BAD_TOKEN_LIMIT bad tokens.
+    "lotoops.middleware.BadTokenThrottleMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -415,6 +417,11 @@ PDF_CJK_FONT = env_str("PDF_CJK_FONT", "/usr/share/fonts/opentype/noto/NotoSansC
 WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 # /metrics for Prometheus: off unless a bearer token is set.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Bad bearer tokens (the API, the alert receivers, /metrics): past this many from one
+# client address within BAD_TOKEN_WINDOW seconds, the refusals are 429s with
+# Retry-After (a good token from that address still works).
+BAD_TOKEN_LIMIT = int(env_float("BAD_TOKEN_LIMIT", 10))
+BAD_TOKEN_WINDOW = env_float("BAD_TOKEN_WINDOW", 60.0)
 
 # SSE: how often a stream polls the database when no Redis wakes it up, and
 # how often it sends a keep-alive comment.

@@ -140,3 +140,55 @@ def test_open_live_streams_of_an_idle_session_end_at_the_recheck(client, respond
         assert signed_in([follower])
     with time_machine.travel(start + idle + timedelta(seconds=1), tick=False):
         assert not signed_in([follower])
+
+
+# --- bad bearer tokens --------------------------------------------------------------
+
+
+@pytest.fixture
+def throttled(settings):
+    settings.BAD_TOKEN_LIMIT = 3
+    settings.BAD_TOKEN_WINDOW = 60
+    settings.METRICS_TOKEN = "metrics-token-4f1b"
+
+
+def good_headers(kind: str, responder) -> dict[str, str]:
+    if kind == "api":
+        from api import tokens
+
+        return {"Authorization": f"Bearer {tokens.issue(responder, 'test')[1]}"}
+    if kind == "hooks":
+        from alerts import tokens
+
+        return {"Authorization": f"Bearer {tokens.issue('am')[1]}"}
+    return {"Authorization": "Bearer metrics-token-4f1b"}
+
+
+def call(client, kind: str, headers: dict[str, str], address: str):
+    if kind == "hooks":
+        return client.post(
+            "/hooks/alertmanager/",
+            {"version": "4", "status": "firing", "alerts": []},
+            content_type="application/json",
+            headers=headers,
+            REMOTE_ADDR=address,
+        )
+    path = "/api/v1/incidents" if kind == "api" else "/metrics"
+    return client.get(path, headers=headers, REMOTE_ADDR=address)
+
+
+@pytest.mark.parametrize("kind", ["api", "hooks", "metrics"])
+def test_bad_tokens_past_the_limit_are_429_yet_a_good_token_still_works(
+    client, responder, throttled, kind
+):
+    address = {"api": "198.51.100.1", "hooks": "198.51.100.2", "metrics": "198.51.100.3"}[kind]
+    bad = {"Authorization": "Bearer lta_not-a-real-token"}
+    assert [call(client, kind, bad, address).status_code for _ in range(3)] == [401] * 3
+    refused = call(client, kind, bad, address)
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "60"
+    good = call(client, kind, good_headers(kind, responder), address)
+    # Let in (the empty alert group is then refused as a payload, not for its token).
+    assert good.status_code == (400 if kind == "hooks" else 200), good.content
+    # Another address is not affected.
+    assert call(client, kind, bad, "198.51.100.9").status_code == 401

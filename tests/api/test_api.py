@@ -221,7 +221,8 @@ def test_postmortem_and_action_items(api, incident, responder):
     ]
 
 
-def test_the_schema_and_its_docs_page_are_served_without_a_cdn(client):
+def test_the_schema_and_its_docs_page_are_served_without_a_cdn(client, viewer):
+    client.force_login(viewer)
     schema = client.get("/api/v1/openapi.json")
     docs = client.get("/api/v1/docs")
 
@@ -260,3 +261,12 @@ def test_a_restricted_incidents_run_or_item_answers_exactly_as_a_missing_one(
     )
     assert answer("get", f"/check-runs/{run.pk}")[0] == 404
     assert answer("patch", f"/action-items/{item.pk}")[0] == 404
+
+
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
+def test_the_schema_and_its_docs_page_need_the_login(client, responder, token_for, path):
+    anonymous = client.get(path)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
+    # An API token is for the operations, not a way around the login.
+    with_token = client.get(path, headers=token_for(responder))
+    assert with_token.status_code == 302
