@@ -204,11 +204,17 @@ AUTH_PASSWORD_VALIDATORS = [
 # Login throttling (django-axes, site and admin login alike): after
 # AXES_FAILURE_LIMIT wrong passwords for one username from one address, every
 # attempt (the right password included) is refused with 429 until the cool-off
-# ends; a successful login resets the count. Behind a proxy every client shares
-# the proxy's address, so the lock then falls on the username.
+# ends; a successful login resets the count. Guesses against one username lock only
+# that username from that address: behind a proxy that is not trusted, all clients
+# share its address, and one user's lock is still not everyone's.
 AXES_FAILURE_LIMIT = int(env_float("AXES_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address is the connection's (REMOTE_ADDR), which uvicorn takes from
+# X-Forwarded-For only when the connection comes from FORWARDED_ALLOW_IPS (the run
+# command trusts no address by default; never `*`, or clients pick their address).
+if "*" in env_list("FORWARDED_ALLOW_IPS"):
+    raise ImproperlyConfigured("FORWARDED_ALLOW_IPS must name the proxy's addresses, never *")
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 
