@@ -120,9 +120,13 @@ class SessionTimeoutMiddleware(MiddlewareMixin):
         ):
             logout(request)
             return
+        if _background(request):
+            # Not activity, and never a session write: a stream's response outlives the
+            # view, and a connection its session save took would be held until it ends.
+            return
         if sessions.STARTED not in session:
             session[sessions.STARTED] = now
-        if not _background(request) and now - session.get(sessions.SEEN, 0) >= sessions.SEEN_EVERY:
+        if now - session.get(sessions.SEEN, 0) >= sessions.SEEN_EVERY:
             session[sessions.SEEN] = now
 
 
