@@ -57,5 +57,7 @@ RUN mkdir -p /app/var /app/evidence \
 USER 10001:10001
 EXPOSE 8000
 # One uvicorn process per container (scale with replicas): `--workers N` would
-# turn TCP_NODELAY off (uvicorn issue #3149).
-CMD ["python", "-m", "uvicorn", "lotoops.asgi:application", "--host=0.0.0.0", "--port=8000", "--proxy-headers"]
+# turn TCP_NODELAY off (uvicorn issue #3149). X-Forwarded-For is trusted from no
+# address: behind a proxy, replace --no-proxy-headers with
+# --forwarded-allow-ips=<the proxy's addresses> (never *; see the README).
+CMD ["python", "-m", "uvicorn", "lotoops.asgi:application", "--host=0.0.0.0", "--port=8000", "--no-proxy-headers"]

@@ -38,6 +38,7 @@ router = Router()
 Id = Annotated[int, Path(ge=1, le=s.MAX_ID)]
 REFUSED = {401: s.Error, 403: s.Error, 404: s.Error, 409: s.Error, 422: s.Invalid}
 READ = {401: s.Error, 404: s.Error, 422: s.Invalid}
+NO_RUN, NO_ITEM = "No such check run", "No such action item"
 
 
 def _user(request: HttpRequest) -> AbstractBaseUser:
@@ -46,6 +47,17 @@ def _user(request: HttpRequest) -> AbstractBaseUser:
 
 def _incident(request: HttpRequest, pk: int, *, work: bool = False) -> Incident:
     return get_incident_for(_user(request), pk, work=work)
+
+
+def _incident_of(
+    request: HttpRequest, incident_id: int, missing: str, *, work: bool = False
+) -> None:
+    """The access check of a run's or an item's incident: one the caller may not see
+    answers exactly as a missing row does (`missing`), so the 404 says nothing of it."""
+    try:
+        _incident(request, incident_id, work=work)
+    except Http404:
+        raise Http404(missing) from None
 
 
 def _person(username: str | None) -> AbstractBaseUser | None:
@@ -248,8 +260,8 @@ def request_diagnostic(request: HttpRequest, incident_id: Id, body: s.CheckReque
 def check_run(request: HttpRequest, run_id: Id) -> CheckRun:
     run = _runs().filter(pk=run_id).first()
     if run is None:
-        raise Http404("No such check run")
-    _incident(request, run.incident_id)
+        raise Http404(NO_RUN)
+    _incident_of(request, run.incident_id, NO_RUN)
     return run
 
 
@@ -341,8 +353,8 @@ def add_item(request: HttpRequest, incident_id: Id, body: s.ActionItemIn) -> Sta
 def update_item(request: HttpRequest, item_id: Id, body: s.ActionItemUpdateIn) -> ActionItem:
     item = ActionItem.objects.filter(pk=item_id).first()
     if item is None:
-        raise Http404("No such action item")
-    _incident(request, item.incident_id, work=True)
+        raise Http404(NO_ITEM)
+    _incident_of(request, item.incident_id, NO_ITEM, work=True)
     try:
         return update_action_item(
             item,

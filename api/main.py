@@ -1,8 +1,9 @@
 """The API object: token auth, error mapping, the OpenAPI schema and its docs page
-(Swagger UI from django-ninja's own static files: no CDN)."""
+(Swagger UI from django-ninja's own static files: no CDN; both behind the site's login)."""
 
 from __future__ import annotations
 
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Swagger
@@ -38,6 +39,9 @@ api = NinjaAPI(
     docs=Swagger(settings={"persistAuthorization": False}),
     docs_url="/docs",
     openapi_url="/openapi.json",
+    # The schema and its docs page are for signed-in people (the login page otherwise):
+    # they map every operation, which an anonymous visitor has no use for.
+    docs_decorator=login_required,
 )
 api.add_router("", router)
 

@@ -1,6 +1,7 @@
 """The API's URLs. The token is the authentication, so the site's login redirect
 does not apply (LoginRequiredMiddleware): every pattern is marked login-free, and
-every operation but the schema and its docs page requires the token."""
+every operation but the schema and its docs page requires the token; those two
+require the site's login instead (`docs_decorator` in main.py)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 from guardian.shortcuts import get_objects_for_user
 
-from .models import Incident
+from .live import DASHBOARD_KINDS
+from .models import Incident, TimelineEvent
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -127,3 +128,15 @@ def can_manage_object_permissions(user: User) -> bool:
         user.has_perm("guardian.change_userobjectpermission")
         and user.has_perm("guardian.change_groupobjectpermission")
     )
+
+
+def dashboard_position(user: User) -> int:
+    """How many changes the dashboard shows (DASHBOARD_KINDS) have committed on the
+    incidents `user` may see: the dashboard's resume key for that viewer. A count, not
+    an event id: ids are global, and their gaps would tell how much happened on the
+    incidents the viewer may not see. It only grows while the viewer's access stays
+    (a page compares it for equality, so a change of access redraws too); and unlike a
+    maximum id, a change committed late still moves it."""
+    events = TimelineEvent.objects.filter(kind__in=DASHBOARD_KINDS)
+    condition = visible_condition(user, "incident__")
+    return (events if condition is None else events.filter(condition)).count()

@@ -55,8 +55,9 @@ Batch = tuple[list[Message], int]
 
 
 # The dashboard's feed (incident ids start at 1): woken by the events that change the
-# list of open incidents, with the event's id (not a per-incident seq). Its pages then
-# fetch their list, each with its viewer's own access rules.
+# list of open incidents, with the event's id (not a per-incident seq: the wake-up
+# only, never sent to a page). Each open dashboard then counts what its viewer may see
+# (access.dashboard_position) and says "changed" only when that moved.
 DASHBOARD = 0
 # Events that change what the incident header shows (status, SLA, severity, commander),
 # and those that change its "Who's told" card: the open pages redraw them out of band.

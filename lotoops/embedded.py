@@ -110,7 +110,11 @@ def run() -> int:
     print("\n".join(log))
     state = json.loads(last)
     engine, password = state["engine"], state["password"]
-    commands = child_commands(python, host, port, os.environ)
+    try:
+        commands = child_commands(python, host, port, os.environ)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     ready_dir = Path(tempfile.mkdtemp(prefix="lotoops-ready-"))
     child_env = {**os.environ, READY_DIR_VARIABLE: str(ready_dir)}
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -181,6 +185,19 @@ def log_level(env: Mapping[str, str]) -> str:
     return (env.get("LOG_LEVEL") or "").strip().upper() or "WARNING"
 
 
+def proxy_args(env: Mapping[str, str]) -> list[str]:
+    """uvicorn's trust of X-Forwarded-For/-Proto: none unless FORWARDED_ALLOW_IPS names
+    the proxy's addresses (uvicorn's own default trusts loopback, so anything on this
+    machine could pose as any client: a login lockout per address would never bite).
+    Never `*`: every client could then pick its own address."""
+    allowed = [a.strip() for a in (env.get("FORWARDED_ALLOW_IPS") or "").split(",") if a.strip()]
+    if not allowed:
+        return ["--no-proxy-headers"]
+    if "*" in allowed:
+        raise ValueError("FORWARDED_ALLOW_IPS must name the proxy's addresses, never *")
+    return ["--proxy-headers", "--forwarded-allow-ips", ",".join(allowed)]
+
+
 def child_commands(
     python: str, host: str, port: int, env: Mapping[str, str]
 ) -> dict[str, list[str]]:
@@ -205,6 +222,7 @@ def child_commands(
             "--no-access-log",
             "--lifespan",
             "off",
+            *proxy_args(env),
             "--log-level",
             level.lower() if level.lower() in UVICORN_LEVELS else "warning",
         ],

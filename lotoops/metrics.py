@@ -163,9 +163,13 @@ class LotoOpsCollector(Collector):
 
 
 def _authorised(request: HttpRequest) -> bool:
+    """Only `Authorization: Bearer <token>` (the scheme case-insensitive, as RFC 9110
+    has it): a bare token, or any other scheme, is refused."""
     token = settings.METRICS_TOKEN
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    return bool(token) and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @login_not_required

@@ -84,11 +84,17 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Everything past the static files: Cache-Control: no-store, private.
+    "lotoops.middleware.NoStoreMiddleware",
+    # The API, the alert receivers and /metrics: 429 past BAD_TOKEN_LIMIT bad tokens.
+    "lotoops.middleware.BadTokenThrottleMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before the login check: a session past its age or idle limit is logged out here.
+    "lotoops.middleware.SessionTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     # Times in the viewer's chosen zone (profile page), else TIME_ZONE.
     "lotoops.middleware.ViewerTimeZoneMiddleware",
@@ -199,11 +205,17 @@ AUTH_PASSWORD_VALIDATORS = [
 # Login throttling (django-axes, site and admin login alike): after
 # AXES_FAILURE_LIMIT wrong passwords for one username from one address, every
 # attempt (the right password included) is refused with 429 until the cool-off
-# ends; a successful login resets the count. Behind a proxy every client shares
-# the proxy's address, so the lock then falls on the username.
+# ends; a successful login resets the count. Guesses against one username lock only
+# that username from that address: behind a proxy that is not trusted, all clients
+# share its address, and one user's lock is still not everyone's.
 AXES_FAILURE_LIMIT = int(env_float("AXES_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address is the connection's (REMOTE_ADDR), which uvicorn takes from
+# X-Forwarded-For only when the connection comes from FORWARDED_ALLOW_IPS (the run
+# command trusts no address by default; never `*`, or clients pick their address).
+if "*" in env_list("FORWARDED_ALLOW_IPS"):
+    raise ImproperlyConfigured("FORWARDED_ALLOW_IPS must name the proxy's addresses, never *")
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 
@@ -226,6 +238,13 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# Sessions end SESSION_MAX_AGE seconds after sign-in, or SESSION_IDLE_TIMEOUT seconds
+# after the person's last request (live streams and polls are not requests of theirs:
+# an open page does not keep a session alive); the next request goes to the login
+# page and open live streams end (lotoops/middleware.py, incidents/rules/sessions.py).
+SESSION_MAX_AGE = env_float("SESSION_MAX_AGE", 12 * 3600.0)
+SESSION_IDLE_TIMEOUT = env_float("SESSION_IDLE_TIMEOUT", 3600.0)
+SESSION_COOKIE_AGE = int(SESSION_MAX_AGE)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
@@ -253,6 +272,9 @@ SECURE_CSP = {
     "connect-src": [CSP.SELF],
     "frame-ancestors": [CSP.NONE],
     "form-action": [CSP.SELF],
+    # No <base> may redirect relative URLs, no plugins (<object>, <embed>).
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
 }
 
 # Redis: cache, Celery broker and the wake-up channel of the SSE streams.
@@ -429,6 +451,11 @@ PDF_CJK_FONT = env_str("PDF_CJK_FONT", "/usr/share/fonts/opentype/noto/NotoSansC
 WORKER_HEARTBEAT_MAX_AGE = env_float("WORKER_HEARTBEAT_MAX_AGE", 60.0)
 # /metrics for Prometheus: off unless a bearer token is set.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Bad bearer tokens (the API, the alert receivers, /metrics): past this many from one
+# client address within BAD_TOKEN_WINDOW seconds, the refusals are 429s with
+# Retry-After (a good token from that address still works).
+BAD_TOKEN_LIMIT = int(env_float("BAD_TOKEN_LIMIT", 10))
+BAD_TOKEN_WINDOW = env_float("BAD_TOKEN_WINDOW", 60.0)
 
 # SSE: how often a stream polls the database when no Redis wakes it up, and
 # how often it sends a keep-alive comment.

@@ -124,6 +124,18 @@ def _fresh_alert_rules() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_bad_token_count() -> None:
+    """Each test starts with no bad bearer tokens counted against the loopback address
+    (the count lives in the cache, Redis when configured, for BAD_TOKEN_WINDOW)."""
+    from django.core.cache import cache
+
+    from lotoops.middleware import bad_token_key
+
+    for address in ("127.0.0.1", "::1"):
+        cache.delete(bad_token_key(address))
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
     # Django's default hasher takes ~0.5 s per user on purpose; tests need no such cost.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

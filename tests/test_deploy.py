@@ -5,6 +5,7 @@ the image build file (hadolint, stages, non-root user, static files built in).""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -505,3 +506,30 @@ def test_the_role_grants_exactly_what_the_kubernetes_probes_call():
     if not PROBES.exists():
         pytest.skip("diagnostics/probes/kubernetes.py is not on this branch yet")
     assert rbac_needed_by(PROBES.read_text()) == role_grants()
+
+
+def test_no_web_command_trusts_x_forwarded_for_by_default():
+    """uvicorn's --proxy-headers trusts loopback (or FORWARDED_ALLOW_IPS) by default:
+    every shipped web command turns it off; behind a proxy, the operator names it."""
+    from lotoops.embedded import child_commands, proxy_args
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    commands = {
+        "Dockerfile": json.loads(cmd),
+        "compose": compose["services"]["web"]["command"],
+        "k8s": container("lotoops-web")["command"],
+        "run": child_commands("python", "127.0.0.1", 8000, {})["web"],
+    }
+    for name, command in commands.items():
+        assert "--no-proxy-headers" in command, name
+        assert "--proxy-headers" not in command, name
+        assert not any("forwarded-allow-ips" in arg for arg in command), name
+    assert proxy_args({"FORWARDED_ALLOW_IPS": " 10.0.0.5 , 10.1.0.0/16"}) == [
+        "--proxy-headers",
+        "--forwarded-allow-ips",
+        "10.0.0.5,10.1.0.0/16",
+    ]
+    with pytest.raises(ValueError, match="never"):
+        proxy_args({"FORWARDED_ALLOW_IPS": "10.0.0.5,*"})

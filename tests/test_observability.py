@@ -46,6 +46,13 @@ def test_metrics_are_off_without_a_token_and_refuse_a_wrong_one(client, settings
     assert wrong["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize("header", [TOKEN, f"Basic {TOKEN}", f"Token {TOKEN}", f"Bearer{TOKEN}"])
+def test_metrics_take_the_token_only_as_a_bearer_token(client, settings, db, header):
+    settings.METRICS_TOKEN = TOKEN
+    assert client.get("/metrics", headers={"Authorization": header}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+
+
 def test_metrics_count_what_the_database_holds(client, settings, responder):
     settings.METRICS_TOKEN = TOKEN
     now = timezone.now()

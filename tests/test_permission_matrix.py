@@ -260,8 +260,8 @@ RULES: dict[str, tuple[Rule, Rule]] = {
     "alerts:alertmanager": (never, token),
     "alerts:stripe": (never, signed),
     "api:api-root": (off, off),
-    "api:openapi-json": (public, public),  # the schema, whatever the method
-    "api:openapi-view": (public, public),
+    "api:openapi-json": (user, user),  # the schema, whatever the method: behind the login
+    "api:openapi-view": (user, user),
     "api:list_incidents": (token, token),
     "api:declare": (token, token),
     "api:incident_detail": (token, never),

@@ -14,8 +14,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from .. import forms, live, services
-from ..access import visible_condition, visible_incidents
+from .. import forms, services
+from ..access import dashboard_position, visible_condition, visible_incidents
 from ..models import (
     OPEN_ACTION_STATUSES,
     OPEN_STATUSES,
@@ -49,6 +49,9 @@ SHOWN, CAP = 5, 100  # overdue follow-ups listed, counted up to
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    # Where the page's live stream starts, read before the list: a change committed
+    # from here on redraws it (a full page only: a redraw keeps its stream).
+    after = None if request.htmx else dashboard_position(request.user)
     form = forms.DashboardFilterForm(request.GET or None)
     incidents = (
         visible_incidents(request.user)
@@ -73,8 +76,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         return render(request, "incidents/dashboard.html#incident-list", context)
     context["followups"] = overdue_followups(request.user)
-    # Where the page's live stream starts: a change committed from here on redraws it.
-    context["dashboard_after"] = live.dashboard_latest()
+    context["dashboard_after"] = after
     return render(request, "incidents/dashboard.html", context)
 
 

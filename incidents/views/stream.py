@@ -30,8 +30,9 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET
 
 from .. import live, panels
-from ..access import can_run_actions, can_view, can_work, get_incident_for
+from ..access import can_run_actions, can_view, can_work, dashboard_position, get_incident_for
 from ..models import ChecklistItem, Incident, TimelineEvent, UserProfile
+from ..rules import sessions as session_rules
 from .incident import CSRF_PLACEHOLDER, status_panels_context, whos_told_context
 
 
@@ -67,9 +68,10 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 async def dashboard_stream(request: HttpRequest) -> HttpResponse:
-    """The dashboard's wake-ups (SSE): "changed", with the id of the last event that
-    changed the list of open incidents, after the id the page was drawn at; the page
-    then fetches its list (every viewer's own, restricted incidents and all)."""
+    """The dashboard's wake-ups (SSE): "changed" when an incident the viewer may see
+    changed in a way the list shows, after the position the page was drawn at; the page
+    then fetches its list. The ids are the viewer's own (`dashboard_position`): they
+    never move for, nor reveal, what happens on incidents the viewer may not see."""
     user = await request.auser()
     await sync_to_async(connections.close_all)()  # as `stream`: no connection held
     try:
@@ -77,7 +79,7 @@ async def dashboard_stream(request: HttpRequest) -> HttpResponse:
             int(request.headers.get("Last-Event-ID") or 0), int(request.GET.get("after") or 0)
         )
     except ValueError:
-        return HttpResponseBadRequest("Last-Event-ID and after must be event ids")
+        return HttpResponseBadRequest("Last-Event-ID and after must be positions")
     response = StreamingHttpResponse(
         live.timeline_stream(live.DASHBOARD, after, DashboardFollower(request, user)),
         content_type="text/event-stream",
@@ -89,8 +91,9 @@ async def dashboard_stream(request: HttpRequest) -> HttpResponse:
 
 class DashboardFollower:
     """An open dashboard's side of its stream (`live.Follower`): no HTML of its own, a
-    "changed" message when the list may have changed; every dashboard of the process
-    shares the one query that says so."""
+    "changed" message when the list its viewer sees may have changed. Every wake-up
+    (any incident's change) is checked against the viewer's own position, shared by
+    the dashboards of one viewer: a change nobody else may see wakes nobody else."""
 
     personal = ""
     has_own_updates = False
@@ -116,16 +119,18 @@ class DashboardFollower:
 
     def __init__(self, request: HttpRequest, user: Any) -> None:
         self.request = request
+        self.user = user
         self.user_id = user.pk
         session = getattr(request, "session", None)
         self.session_key = session.session_key if session is not None else None
-        self.key: Hashable | None = "dashboard"
+        # Per viewer: what one may see is not what another may.
+        self.key: Hashable | None = ("dashboard", user.pk)
 
     def render_events(self, after: int) -> live.Batch:
-        latest = live.dashboard_latest()
-        if latest <= after:
+        position = dashboard_position(self.user)
+        if position == after:
             return [], after
-        return [(latest, "changed", "")], latest
+        return [(position, "changed", "")], position
 
     def personalise(self, html: str) -> str:
         return html
@@ -142,7 +147,10 @@ class DashboardFollower:
     def recheck(self, followers: list[DashboardFollower]) -> None:
         users = signed_in(followers)
         for follower in followers:
-            follower.key = "dashboard" if users.get(id(follower)) is not None else None
+            user = users.get(id(follower))
+            # The fresh user: its permissions (what it may see) as they are now.
+            follower.user = user if user is not None else follower.user
+            follower.key = ("dashboard", user.pk) if user is not None else None
 
 
 @dataclass(frozen=True)
@@ -306,10 +314,12 @@ def recheck_viewers(renderers: list[StreamRenderer]) -> None:
 
 def signed_in(followers: list[Any]) -> dict[int, Any]:
     """Each follower's user (by `id(follower)`) if its session still exists for that
-    user (not logged out, expired, or invalidated by a password change) and the user
-    is active; each session and user read once."""
+    user (not logged out, expired, past its age or idle limit, or invalidated by a
+    password change) and the user is active; each session and user read once. An open
+    stream is not activity: it ends once its person has been idle SESSION_IDLE_TIMEOUT."""
     sessions = _sessions({f.session_key for f in followers})
     users = get_user_model().objects.in_bulk({f.user_id for f in followers})
+    now = timezone.now().timestamp()
     out: dict[int, Any] = {}
     for follower in followers:
         session = sessions.get(follower.session_key) or {}
@@ -318,6 +328,12 @@ def signed_in(followers: list[Any]) -> dict[int, Any]:
             user is not None
             and user.is_active
             and session.get(SESSION_KEY) == str(user.pk)
+            and not session_rules.expired(
+                session,
+                now,
+                max_age=settings.SESSION_MAX_AGE,
+                idle=settings.SESSION_IDLE_TIMEOUT,
+            )
             and constant_time_compare(
                 session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
             )

@@ -232,7 +232,8 @@ def test_postmortem_and_action_items(api, incident, responder):
     ]
 
 
-def test_the_schema_and_its_docs_page_are_served_without_a_cdn(client):
+def test_the_schema_and_its_docs_page_are_served_without_a_cdn(client, viewer):
+    client.force_login(viewer)
     schema = client.get("/api/v1/openapi.json")
     docs = client.get("/api/v1/docs")
 
@@ -241,3 +242,42 @@ def test_the_schema_and_its_docs_page_are_served_without_a_cdn(client):
     html = docs.content.decode()
     assert "/static/ninja/swagger-ui-bundle.js" in html
     assert "cdn" not in html.lower()
+
+
+def test_a_restricted_incidents_run_or_item_answers_exactly_as_a_missing_one(
+    client, responder, viewer, token_for
+):
+    """The 404 body must not tell "exists, but not yours" from "no such row"."""
+    from diagnostics.models import RunbookStep
+    from diagnostics.services import request_check
+    from incidents.postincident.actionitems import add_action_item
+
+    seed_runbooks()
+    Target.objects.create(name="db", kind="postgres", url="postgresql://x@127.0.0.1:1/x")
+    secret = factories.declare(actor=responder, title="Breach", category=Category.SECURITY)
+    [run] = request_check(secret, RunbookStep.objects.get(key="db.locks"), actor=responder)
+    item = add_action_item(secret, text="Rotate keys", owner=None, due_date=None, actor=responder)
+    headers = token_for(viewer)
+    missing = 10**9
+
+    def answer(method: str, path: str):
+        response = getattr(client, method)(
+            f"/api/v1{path}", {"status": "done"}, content_type="application/json", headers=headers
+        )
+        return response.status_code, response.content
+
+    assert answer("get", f"/check-runs/{run.pk}") == answer("get", f"/check-runs/{missing}")
+    assert answer("patch", f"/action-items/{item.pk}") == answer(
+        "patch", f"/action-items/{missing}"
+    )
+    assert answer("get", f"/check-runs/{run.pk}")[0] == 404
+    assert answer("patch", f"/action-items/{item.pk}")[0] == 404
+
+
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
+def test_the_schema_and_its_docs_page_need_the_login(client, responder, token_for, path):
+    anonymous = client.get(path)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
+    # An API token is for the operations, not a way around the login.
+    with_token = client.get(path, headers=token_for(responder))
+    assert with_token.status_code == 302

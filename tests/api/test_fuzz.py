@@ -21,6 +21,7 @@ from incidents import services
 from incidents.models import Category, Status
 from incidents.postincident.actionitems import add_action_item
 from tests import factories
+from tests.incidents.live_helpers import session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
@@ -44,7 +45,11 @@ def live_api(asgi_server, responder):
     [run] = request_check(opened, RunbookStep.objects.get(key="db.locks"), actor=responder)
     item = add_action_item(done, text="Canary", owner=None, due_date=None, actor=responder)
     _, token = tokens.issue(responder, "fuzz")
-    schema = schemathesis.openapi.from_url(f"{asgi_server.url}/api/v1/openapi.json")
+    # The schema is behind the site's login (the operations take the token).
+    signed_in = session_cookie(responder)["sessionid"]
+    schema = schemathesis.openapi.from_url(
+        f"{asgi_server.url}/api/v1/openapi.json", headers={"Cookie": f"sessionid={signed_in}"}
+    )
     schema.config.headers = {"Authorization": f"Bearer {token}"}
     KNOWN.update(incident_id=[opened.pk, secret.pk, done.pk], run_id=[run.pk], item_id=[item.pk])
     return schema

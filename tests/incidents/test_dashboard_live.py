@@ -9,8 +9,11 @@ import time
 
 import httpx
 import pytest
+from django.test import Client
 
 from incidents import live, services
+from incidents.access import dashboard_position
+from incidents.models import Category
 from tests import factories
 from tests.incidents.live_helpers import session_cookie, sse_events
 from tests.incidents.test_stream import in_thread, take, wake_mode  # noqa: F401  (fixture)
@@ -41,7 +44,7 @@ def test_a_declaration_elsewhere_reaches_an_open_dashboard_within_a_second(
     other_responder,
 ):
     factories.declare(actor=responder, title="Already open")
-    after = live.dashboard_latest()
+    after = dashboard_position(responder)
     committed: list[float] = []
 
     def declare() -> None:
@@ -60,17 +63,17 @@ def test_a_declaration_elsewhere_reaches_an_open_dashboard_within_a_second(
         received = time.monotonic()
     writer.join()  # the event can arrive before declare() has returned
     assert event["event"] == "changed"
-    assert int(event["id"]) == declared[0].timeline.get(kind="declared").pk
+    assert after < int(event["id"]) <= dashboard_position(responder)
     assert received - committed[0] < 1.0
 
 
 def test_what_was_missed_before_connecting_is_said_at_once(asgi_server, responder):
-    after = live.dashboard_latest()
-    incident = factories.declare(actor=responder, title="Declared while the page loaded")
+    after = dashboard_position(responder)
+    factories.declare(actor=responder, title="Declared while the page loaded")
     with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
         (event,) = take(sse_events(r), 1)
     assert event["event"] == "changed"
-    assert int(event["id"]) == incident.timeline.get(kind="declared").pk
+    assert int(event["id"]) == dashboard_position(responder) > after
 
 
 def test_notes_do_not_wake_the_dashboard_a_status_change_does(
@@ -79,20 +82,21 @@ def test_notes_do_not_wake_the_dashboard_a_status_change_does(
     responder,
 ):
     incident = factories.declare(actor=responder)
-    after = live.dashboard_latest()
+    after = dashboard_position(responder)
     seen: list[dict[str, str]] = []
     with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
         events = sse_events(r)
         wait_until_watching(wake_mode)
         in_thread(lambda: services.add_note(incident, "Looking at the pool", actor=responder), 0.2)
+        started = time.monotonic()
         in_thread(lambda: services.acknowledge_incident(incident, actor=responder), 1.5)
         seen.append(next(events))
-    acknowledged = incident.timeline.get(kind="acknowledged")
-    assert int(seen[0]["id"]) == acknowledged.pk  # not the note's, which came first
+    assert time.monotonic() - started >= 1.4  # not on the note, which came first
+    assert int(seen[0]["id"]) == dashboard_position(responder) > after
 
 
 def test_a_burst_of_changes_is_at_most_two_messages_a_second(asgi_server, responder):
-    after = live.dashboard_latest()
+    after = dashboard_position(responder)
     with open_dashboard(asgi_server, session_cookie(responder), params={"after": after}) as r:
         events = sse_events(r)
 
@@ -105,7 +109,7 @@ def test_a_burst_of_changes_is_at_most_two_messages_a_second(asgi_server, respon
         got = [next(events)]
         started = time.monotonic()
         writer.join()
-        last = live.dashboard_latest()
+        last = dashboard_position(responder)
         while int(got[-1]["id"]) < last:
             got.append(next(events))
         spent = time.monotonic() - started
@@ -120,7 +124,7 @@ def test_a_stream_ends_when_its_session_is_logged_out(asgi_server, responder, se
 
     cookies = session_cookie(responder)
     with open_dashboard(
-        asgi_server, cookies, params={"after": live.dashboard_latest()}
+        asgi_server, cookies, params={"after": dashboard_position(responder)}
     ) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("retry:")
@@ -129,6 +133,46 @@ def test_a_stream_ends_when_its_session_is_logged_out(asgi_server, responder, se
         rest = list(lines)  # the server ends the stream
     assert time.monotonic() - started < 5
     assert not [line for line in rest if line.startswith("event:")]
+
+
+def test_a_restricted_incident_changing_wakes_no_dashboard_that_may_not_see_it(
+    asgi_server,
+    wake_mode,  # noqa: F811
+    responder,
+    viewer,
+):
+    """The viewer may not see security incidents: their declaration and changes send
+    the viewer's dashboard nothing, and the position it sees (the SSE id, the page's
+    `after=`) does not move for them, so it tells nothing of them either."""
+    # Earlier restricted activity: global event ids run ahead of what the viewer sees.
+    earlier = factories.declare(actor=responder, title="Earlier", category=Category.SECURITY)
+    services.acknowledge_incident(earlier, actor=responder)
+    after = dashboard_position(viewer)
+    assert live.dashboard_latest() > after + 1  # the ids the old stream sent
+    client = Client()
+    client.force_login(viewer)
+    page = client.get("/").content.decode()
+    assert f"?after={after}" in page
+
+    def secret_then_public() -> None:
+        secret = factories.declare(actor=responder, title="Breach", category=Category.SECURITY)
+        services.acknowledge_incident(secret, actor=responder)
+        time.sleep(1.5)  # time for a wrong "changed" to arrive first
+        public.append(
+            factories.declare(actor=responder, title="Banca oeste down", category=Category.BANCA)
+        )
+
+    public: list = []
+    with open_dashboard(asgi_server, session_cookie(viewer), params={"after": after}) as r:
+        events = sse_events(r)
+        wait_until_watching(wake_mode)
+        writer = in_thread(secret_then_public, delay=0.2)
+        first = next(events)
+    writer.join()
+    shown = public[0].timeline.filter(kind__in=live.DASHBOARD_KINDS).count()
+    # Woken by the public declaration only, its id counting only what the viewer sees.
+    assert int(first["id"]) == after + shown == dashboard_position(viewer)
+    assert dashboard_position(responder) > dashboard_position(viewer)
 
 
 def test_without_a_session_there_is_no_stream(asgi_server):
@@ -146,7 +190,7 @@ def test_the_dashboard_page_starts_its_stream_where_it_was_drawn(client, respond
     services.acknowledge_incident(incident, actor=responder)
     client.force_login(responder)
     html = client.get("/").content.decode()
-    assert f'sse-connect="/dashboard/stream/?after={live.dashboard_latest()}"' in html
+    assert f'sse-connect="/dashboard/stream/?after={dashboard_position(responder)}"' in html
     assert 'hx-trigger="every 20s, sse:changed"' in html
 
 
@@ -202,7 +246,7 @@ def test_a_change_reaches_many_open_dashboards_spread_over_their_interval(
     import threading
 
     settings.DASHBOARD_LIVE_FETCHES = 4  # 12 open: one "changed" per 3 s each
-    after = live.dashboard_latest()
+    after = dashboard_position(responder)
     cookies = session_cookie(responder)
     arrived: list[float] = []
     lock = threading.Lock()
