@@ -406,19 +406,19 @@ def test_a_request_whose_target_changed_is_void_and_never_runs(
     api_target.save()
     client.force_login(approver)
     page = client.get(url(p1, "")).content.decode()
-    assert "Void: the target lotolink-api changed (url) since it was asked" in page
+    assert "Void: the target lotolink-api changed (secret_env, url) since it was asked" in page
     assert url(p1, f"approvals/{approval.pk}/approve/") not in page
     refused = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
     assert refused.status_code == 422
     assert (
-        f"Request #{approval.pk} is void: the target lotolink-api changed (url) since it was "
+        f"Request #{approval.pk} is void: the target lotolink-api changed (secret_env, url) since it was "
         "asked, so it will not run." in refused.content.decode()
     )
     assert not CheckRun.objects.exists()
     approval.refresh_from_db()
     assert (approval.status, approval.reason) == (
         ApprovalStatus.VOID,
-        "the target lotolink-api changed (url)",
+        "the target lotolink-api changed (secret_env, url)",
     )
     assert (
         p1.timeline.filter(message__contains=f"Request #{approval.pk} by ana")
@@ -487,7 +487,7 @@ def test_an_approved_action_whose_target_changed_before_a_worker_took_it_does_no
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.summary == (
-        f"refused: the target lotolink-api changed (url) since request #{approval.pk} was approved"
+        f"refused: the target lotolink-api changed (secret_env, url) since request #{approval.pk} was approved"
     )
 
 
