@@ -145,7 +145,9 @@ def test_a_step_changed_around_the_admin_sends_its_secret_nowhere(
     RunbookStep.objects.filter(pk=hmac_step.pk).update(params=_repointed(hmac_step, listener.base))
     run.params = RunbookStep.objects.get(pk=hmac_step.pk).params  # as queued after the change
     run.save(update_fields=["params"])
-    assert run_check.apply(args=(run.pk,)).get() == "refused"
+    outcome = run_check.apply(args=(run.pk,)).get()
+    assert listener.seen == [] and platform.seen == []
+    assert outcome == "refused"
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert f"was bound for {platform.base} with {K8S_TOKEN_ENV}" in run.summary
