@@ -77,18 +77,18 @@ class TargetAdmin(admin.ModelAdmin):
 
     @admin.display(description="Secret bound to")
     def secret_bound_to(self, obj: Target | None) -> str:
-        if obj is None or not obj.secret_env:
+        if obj is None or not obj.named_secrets():
             return "-"
         return ", ".join(obj.secret_hosts or []) or "-"
 
     def save_model(self, request: HttpRequest, obj: Target, form: Any, change: bool) -> None:
-        had = obj.secret_env
+        had = obj.named_secrets()
         obj.save(rebind=request.user.is_superuser)
-        if had and not obj.secret_env:
+        if had and not obj.named_secrets():
             messages.warning(
                 request,
-                f"Target {obj.name} now points elsewhere: its secret binding ({had}) was "
-                "cleared. A superuser must bind a secret to it again.",
+                f"Target {obj.name} now points elsewhere: its secret binding ({', '.join(had)}) "
+                "was cleared. A superuser must bind a secret to it again.",
             )
 
 

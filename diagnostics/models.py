@@ -81,6 +81,12 @@ def _connection_destinations(url: str, options: dict[str, Any]) -> list[str]:
     return found
 
 
+# Options that name a secret a probe sends to an address another option gives: a
+# Stripe target's webhook signing secret signs what is posted to its webhook_url.
+OPTION_SECRETS = {TargetKind.STRIPE: ("webhook_secret_env",)}
+OPTION_ADDRESSES = {TargetKind.STRIPE: ("webhook_url",)}
+
+
 class Target(models.Model):
     """Where checks point. The URL carries no password: the secret (password or
     token) is read at run time from the environment variable named here.
@@ -125,23 +131,48 @@ class Target(models.Model):
         admin). A new target binds its secret to its addresses; an existing one whose
         addresses changed loses its binding."""
         here = self.destinations()
-        if not self.secret_env:
+        if not self.named_secrets():
             self.secret_hosts = []
         elif rebind or (self._state.adding and not self.secret_hosts):
             self.secret_hosts = here
         elif self.secret_hosts != here:
             self.secret_env = ""
+            if isinstance(self.options, dict):
+                dropped = OPTION_SECRETS.get(self.kind, ())
+                self.options = {k: v for k, v in self.options.items() if k not in dropped}
             self.secret_hosts = []
         if kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "secret_env", "secret_hosts"}
+            kwargs["update_fields"] = {
+                *kwargs["update_fields"],
+                "secret_env",
+                "secret_hosts",
+                "options",
+            }
         super().save(*args, **kwargs)
+
+    def option_secrets(self) -> dict[str, str]:
+        """The options naming a secret this target's probes send (option -> variable)."""
+        options = self.options if isinstance(self.options, dict) else {}
+        return {
+            name: options[name]
+            for name in OPTION_SECRETS.get(self.kind, ())
+            if isinstance(options.get(name), str) and options[name]
+        }
+
+    def named_secrets(self) -> list[str]:
+        """Every variable this target names whose value its probes send somewhere."""
+        return [e for e in (self.secret_env, *self.option_secrets().values()) if e]
 
     def destinations(self) -> list[str]:
         """Every field that decides where this target's requests (and its secret) go."""
         options = self.options if isinstance(self.options, dict) else {}
         if self.kind == TargetKind.KUBERNETES:
             return _connection_destinations(self.url, options)
-        return _origin(self.url) if self.url else []
+        found = _origin(self.url) if self.url else []
+        for name in OPTION_ADDRESSES.get(self.kind, ()):
+            if isinstance(options.get(name), str) and options[name]:
+                found += _origin(options[name])
+        return found
 
     def clean(self) -> None:
         options = self.options if isinstance(self.options, dict) else {}
@@ -185,14 +216,15 @@ class Target(models.Model):
     def binding_refusal(self) -> str:
         """Why the secret is not bound to where the target points now ("" when it
         is). A target not saved yet binds on its first save."""
-        if not self.secret_env or (self._state.adding and not self.secret_hosts):
+        named = self.named_secrets()
+        if not named or (self._state.adding and not self.secret_hosts):
             return ""
         here = self.destinations()
         if self.secret_hosts == here:
             return ""
         bound = ", ".join(self.secret_hosts) or "no address"
         return (
-            f"its secret {self.secret_env} was bound for {bound} and the target now points "
+            f"its secret {', '.join(named)} was bound for {bound} and the target now points "
             f"at {', '.join(here) or 'nothing'}: nothing is sent until a superuser binds "
             "the secret again (Targets in admin)"
         )
@@ -203,11 +235,15 @@ class Target(models.Model):
         secrets anywhere, nor a secret to an address it was not bound for."""
         if refusal := secret_env_refusal(self.secret_env):
             return refusal
+        for name, env in self.option_secrets().items():
+            if refusal := secret_env_refusal(env):
+                return f"{name}: {refusal}"
         if refusal := self.binding_refusal():
             return refusal
-        value = os.environ.get(self.secret_env, "") if self.secret_env else ""
-        if value and value in _own_secret_values():
-            return f"{self.secret_env} holds one of LotoOps's own secrets: it is never sent."
+        own = _own_secret_values()
+        for env in self.named_secrets():
+            if (value := os.environ.get(env, "")) and value in own:
+                return f"{env} holds one of LotoOps's own secrets: it is never sent."
         return ""
 
     def address_refusal(self) -> str:

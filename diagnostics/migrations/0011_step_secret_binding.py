@@ -5,7 +5,10 @@ from django.db import migrations, models
 
 def bind_existing_secrets(apps, schema_editor):
     """Steps saved before bindings existed keep the secrets their parameters name,
-    bound to where they point now (what any later change is compared with)."""
+    bound to where they point now (what any later change is compared with); so do
+    Stripe targets, whose binding now also covers their webhook_url option (and
+    their webhook_secret_env option is now a bound secret)."""
+    from diagnostics.models import Target as Current
     from diagnostics.models import secret_state
     from diagnostics.probes.base import get_probe
 
@@ -13,6 +16,14 @@ def bind_existing_secrets(apps, schema_editor):
     for row in RunbookStep.objects.all():
         if state := secret_state(get_probe(row.probe), row.params):
             RunbookStep.objects.filter(pk=row.pk).update(secret_binding=state)
+    Target = apps.get_model("diagnostics", "Target")
+    for row in Target.objects.all():
+        now = Current(kind=row.kind, url=row.url, options=row.options, secret_env=row.secret_env)
+        if not now.named_secrets():
+            continue
+        before = Current(kind=row.kind, url=row.url).destinations()  # the old rule
+        if row.secret_hosts == before or not (row.secret_env or row.secret_hosts):
+            Target.objects.filter(pk=row.pk).update(secret_hosts=now.destinations())
 
 
 class Migration(migrations.Migration):

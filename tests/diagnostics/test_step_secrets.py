@@ -220,3 +220,57 @@ def test_a_step_url_at_a_forbidden_address_is_refused_on_save_and_at_run(
     run.refresh_from_db()
     assert "127.0.0.1 is a loopback" in run.summary
     assert platform.seen == []
+
+
+# --- a Stripe target's webhook options: the signing secret goes to its webhook_url ---------
+
+WHSEC_ENV = "LOTOOPS_TARGET_STRIPE_WHSEC"
+
+
+def _stripe_target(platform: Peer) -> Target:
+    return Target.objects.create(
+        name="lotolink-stripe",
+        kind="stripe",
+        url=platform.base,
+        secret_env=hardening.TOKEN_ENV,
+        options={"webhook_url": f"{platform.base}/hook", "webhook_secret_env": WHSEC_ENV},
+    )
+
+
+def test_an_admin_who_repoints_a_stripe_targets_webhook_clears_its_binding(
+    client, admin1, platform, listener
+):
+    target = _stripe_target(platform)
+    client.force_login(admin1)
+    options = {**target.options, "webhook_url": f"{listener.base}/hook"}
+    response = client.post(
+        f"/admin/diagnostics/target/{target.pk}/change/",
+        hardening._form(target, options=json.dumps(options)),
+        follow=True,
+    )
+    assert b"its secret binding (LOTOOPS_TARGET_STRIPE_KEY, LOTOOPS_TARGET_STRIPE_WHSEC)" in (
+        response.content
+    )
+    target.refresh_from_db()
+    assert target.options == {"webhook_url": f"{listener.base}/hook"}
+    assert target.secret_env == "" and target.secret_hosts == []
+
+
+def test_a_stripe_webhook_repointed_around_the_admin_is_refused(responder, platform, listener):
+    seed_runbooks()
+    target = _stripe_target(platform)
+    options = {**target.options, "webhook_url": f"{listener.base}/hook"}
+    Target.objects.filter(pk=target.pk).update(options=options)
+    incident = factories.declare(actor=responder, severity="P2")
+    run = services.run_action(
+        incident,
+        RunbookStep.objects.get(key="pay.retry_webhooks"),
+        actor=responder,
+        target=Target.objects.get(pk=target.pk),
+        params={"minutes": 60},
+        plan="resend the failed events",
+    )
+    assert run_check.apply(args=(run.pk,)).get() == "refused"
+    run.refresh_from_db()
+    assert f"now points at {platform.base}, {listener.base}" in run.summary
+    assert listener.seen == []
