@@ -235,9 +235,8 @@ class Target(models.Model):
         secrets anywhere, nor a secret to an address it was not bound for."""
         if refusal := secret_env_refusal(self.secret_env):
             return refusal
-        for name, env in self.option_secrets().items():
-            if refusal := secret_env_refusal(env):
-                return f"{name}: {refusal}"
+        # An option's variable name is refused where it is read (read_secret_env):
+        # a step's parameter may stand in for it.
         if refusal := self.binding_refusal():
             return refusal
         own = _own_secret_values()
