@@ -212,6 +212,9 @@ class Target(models.Model):
     def _clean_secret(self) -> None:
         if refusal := secret_env_refusal(self.secret_env):
             raise ValidationError({"secret_env": refusal})
+        for name, env in self.option_secrets().items():
+            if refusal := secret_env_refusal(env):
+                raise ValidationError({"options": f"{name}: {refusal}"})
 
     def binding_refusal(self) -> str:
         """Why the secret is not bound to where the target points now ("" when it

@@ -274,3 +274,19 @@ def test_a_stripe_webhook_repointed_around_the_admin_is_refused(responder, platf
     run.refresh_from_db()
     assert f"now points at {platform.base}, {listener.base}" in run.summary
     assert listener.seen == []
+
+
+def test_a_stripe_target_may_not_name_our_own_webhook_secret(platform):
+    target = Target(
+        name="s",
+        kind="stripe",
+        url=platform.base,
+        options={
+            "webhook_url": f"{platform.base}/hook",
+            "webhook_secret_env": "STRIPE_WEBHOOK_SECRET",
+        },
+    )
+    with pytest.raises(
+        ValidationError, match="webhook_secret_env: STRIPE_WEBHOOK_SECRET is one of"
+    ):
+        target.full_clean()
