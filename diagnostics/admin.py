@@ -20,7 +20,9 @@ from .models import (
     Target,
     WorkerHeartbeat,
     known_evidence,
+    secret_values,
 )
+from .probes.base import get_probe
 
 
 class TargetForm(forms.ModelForm):
@@ -75,18 +77,18 @@ class TargetAdmin(admin.ModelAdmin):
 
     @admin.display(description="Secret bound to")
     def secret_bound_to(self, obj: Target | None) -> str:
-        if obj is None or not obj.secret_env:
+        if obj is None or not obj.named_secrets():
             return "-"
         return ", ".join(obj.secret_hosts or []) or "-"
 
     def save_model(self, request: HttpRequest, obj: Target, form: Any, change: bool) -> None:
-        had = obj.secret_env
+        had = obj.named_secrets()
         obj.save(rebind=request.user.is_superuser)
-        if had and not obj.secret_env:
+        if had and not obj.named_secrets():
             messages.warning(
                 request,
-                f"Target {obj.name} now points elsewhere: its secret binding ({had}) was "
-                "cleared. A superuser must bind a secret to it again.",
+                f"Target {obj.name} now points elsewhere: its secret binding ({', '.join(had)}) "
+                "was cleared. A superuser must bind a secret to it again.",
             )
 
 
@@ -112,7 +114,10 @@ class RunbookForm(forms.ModelForm):
 class RunbookStepForm(forms.ModelForm):
     """`finds` and `recommended_by` as checkboxes of the evidence keys the probes can
     report (and those the steps' parameters name): never a free-typed key that no
-    check will ever find."""
+    check will ever find. Only superusers set or change a parameter that names a
+    secret or says where one is sent (the probe's `secret_params`)."""
+
+    superuser = True
 
     class Meta:
         model = RunbookStep
@@ -129,6 +134,21 @@ class RunbookStepForm(forms.ModelForm):
                 what="evidence key",
                 help_text=RunbookStep._meta.get_field(name).help_text,
             )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.superuser:
+            return cleaned
+        before = secret_values(get_probe(self.instance.probe or ""), self.instance.params)
+        after = secret_values(get_probe(cleaned.get("probe") or ""), cleaned.get("params"))
+        changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+        if changed:
+            self.add_error(
+                "params",
+                f"Only a superuser may set or change {', '.join(changed)}: these parameters "
+                "name a secret or where one is sent.",
+            )
+        return cleaned
 
 
 @admin.register(Runbook)
@@ -156,10 +176,29 @@ class RunbookStepAdmin(admin.ModelAdmin):
     ]
     list_filter = ["runbook", "kind", "target_kind", "requires_approval"]
     search_fields = ["key", "title", "probe", "command"]
+    readonly_fields = ["secret_bound_to"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"superuser": request.user.is_superuser})
 
     @admin.display(boolean=True)
     def available(self, obj: RunbookStep) -> bool:
         return obj.available
+
+    @admin.display(description="Secret bound to")
+    def secret_bound_to(self, obj: RunbookStep | None) -> str:
+        binding = obj.secret_binding if obj is not None else {}
+        if not binding:
+            return "-"
+        named = ", ".join(f"{env} ({name})" for name, env in binding.get("secrets", {}).items())
+        where = ", ".join(binding.get("to") or []) or "-"
+        return f"{where}: {named}" if named else where
+
+    def save_model(self, request: HttpRequest, obj: RunbookStep, form: Any, change: bool) -> None:
+        # Only a superuser's save binds (the form refuses anyone else's change of a
+        # secret parameter); a row changed around the admin stays refused until then.
+        obj.save(rebind=request.user.is_superuser)
 
 
 @admin.register(CheckRun)

@@ -69,6 +69,24 @@ def _origin(url: str) -> list[str]:
     ]
 
 
+def _connection_destinations(url: str, options: dict[str, Any]) -> list[str]:
+    """Where a Kubernetes connection (a target, or a step's `kubernetes` parameter)
+    sends its credentials: its URL, the in-cluster API server, a kubeconfig's context."""
+    found = _origin(url) if url else []
+    if options.get("in_cluster"):
+        found.append("in-cluster service account")
+    if options.get("kubeconfig"):
+        context = options.get("context") or "current context"
+        found.append(f"kubeconfig {options['kubeconfig']} ({context})")
+    return found
+
+
+# Options that name a secret a probe sends to an address another option gives: a
+# Stripe target's webhook signing secret signs what is posted to its webhook_url.
+OPTION_SECRETS = {TargetKind.STRIPE: ("webhook_secret_env",)}
+OPTION_ADDRESSES = {TargetKind.STRIPE: ("webhook_url",)}
+
+
 class Target(models.Model):
     """Where checks point. The URL carries no password: the secret (password or
     token) is read at run time from the environment variable named here.
@@ -113,27 +131,47 @@ class Target(models.Model):
         admin). A new target binds its secret to its addresses; an existing one whose
         addresses changed loses its binding."""
         here = self.destinations()
-        if not self.secret_env:
+        if not self.named_secrets():
             self.secret_hosts = []
         elif rebind or (self._state.adding and not self.secret_hosts):
             self.secret_hosts = here
         elif self.secret_hosts != here:
             self.secret_env = ""
+            if isinstance(self.options, dict):
+                dropped = OPTION_SECRETS.get(self.kind, ())
+                self.options = {k: v for k, v in self.options.items() if k not in dropped}
             self.secret_hosts = []
         if kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "secret_env", "secret_hosts"}
+            kwargs["update_fields"] = {
+                *kwargs["update_fields"],
+                "secret_env",
+                "secret_hosts",
+                "options",
+            }
         super().save(*args, **kwargs)
+
+    def option_secrets(self) -> dict[str, str]:
+        """The options naming a secret this target's probes send (option -> variable)."""
+        options = self.options if isinstance(self.options, dict) else {}
+        return {
+            name: options[name]
+            for name in OPTION_SECRETS.get(self.kind, ())
+            if isinstance(options.get(name), str) and options[name]
+        }
+
+    def named_secrets(self) -> list[str]:
+        """Every variable this target names whose value its probes send somewhere."""
+        return [e for e in (self.secret_env, *self.option_secrets().values()) if e]
 
     def destinations(self) -> list[str]:
         """Every field that decides where this target's requests (and its secret) go."""
-        found = _origin(self.url) if self.url else []
         options = self.options if isinstance(self.options, dict) else {}
         if self.kind == TargetKind.KUBERNETES:
-            if options.get("in_cluster"):
-                found.append("in-cluster service account")
-            if options.get("kubeconfig"):
-                context = options.get("context") or "current context"
-                found.append(f"kubeconfig {options['kubeconfig']} ({context})")
+            return _connection_destinations(self.url, options)
+        found = _origin(self.url) if self.url else []
+        for name in OPTION_ADDRESSES.get(self.kind, ()):
+            if isinstance(options.get(name), str) and options[name]:
+                found += _origin(options[name])
         return found
 
     def clean(self) -> None:
@@ -174,18 +212,22 @@ class Target(models.Model):
     def _clean_secret(self) -> None:
         if refusal := secret_env_refusal(self.secret_env):
             raise ValidationError({"secret_env": refusal})
+        for name, env in self.option_secrets().items():
+            if refusal := secret_env_refusal(env):
+                raise ValidationError({"options": f"{name}: {refusal}"})
 
     def binding_refusal(self) -> str:
         """Why the secret is not bound to where the target points now ("" when it
         is). A target not saved yet binds on its first save."""
-        if not self.secret_env or (self._state.adding and not self.secret_hosts):
+        named = self.named_secrets()
+        if not named or (self._state.adding and not self.secret_hosts):
             return ""
         here = self.destinations()
         if self.secret_hosts == here:
             return ""
         bound = ", ".join(self.secret_hosts) or "no address"
         return (
-            f"its secret {self.secret_env} was bound for {bound} and the target now points "
+            f"its secret {', '.join(named)} was bound for {bound} and the target now points "
             f"at {', '.join(here) or 'nothing'}: nothing is sent until a superuser binds "
             "the secret again (Targets in admin)"
         )
@@ -196,11 +238,14 @@ class Target(models.Model):
         secrets anywhere, nor a secret to an address it was not bound for."""
         if refusal := secret_env_refusal(self.secret_env):
             return refusal
+        # An option's variable name is refused where it is read (read_secret_env):
+        # a step's parameter may stand in for it.
         if refusal := self.binding_refusal():
             return refusal
-        value = os.environ.get(self.secret_env, "") if self.secret_env else ""
-        if value and value in _own_secret_values():
-            return f"{self.secret_env} holds one of LotoOps's own secrets: it is never sent."
+        own = _own_secret_values()
+        for env in self.named_secrets():
+            if (value := os.environ.get(env, "")) and value in own:
+                return f"{env} holds one of LotoOps's own secrets: it is never sent."
         return ""
 
     def address_refusal(self) -> str:
@@ -328,6 +373,55 @@ class StepKind(models.TextChoices):
     MANUAL = "manual", "Run by hand (copy the command)"
 
 
+def secret_values(probe: Any, params: Any) -> dict[str, Any]:
+    """The step parameters that name a secret or say where one is sent (the probe's
+    `secret_params`), as set: only superusers set or change them."""
+    if probe is None or not isinstance(params, dict):
+        return {}
+    return {
+        name: params[name]
+        for name in getattr(probe, "secret_params", ())
+        if params.get(name) not in (None, "", {}, [])
+    }
+
+
+def secret_state(probe: Any, params: Any) -> dict[str, Any]:
+    """What a step's secret binding records: the variables its parameters name
+    (parameter -> variable) and where the secret goes ({} when they name neither).
+    A connection object (banca.hmac_match's `kubernetes`) names `token_env` and goes
+    where a Kubernetes target would; a URL parameter goes to its scheme, host, port."""
+    secrets: dict[str, str] = {}
+    to: list[str] = []
+    for name, value in secret_values(probe, params).items():
+        if isinstance(value, dict):
+            if isinstance(value.get("token_env"), str) and value["token_env"]:
+                secrets[f"{name}.token_env"] = value["token_env"]
+            url = value.get("url") if isinstance(value.get("url"), str) else ""
+            to += _connection_destinations(url, value) or [f"{name}: no address"]
+        elif isinstance(value, str) and name.endswith("_env"):
+            secrets[name] = value
+        elif isinstance(value, str):
+            to += _origin(value)
+    return {"secrets": secrets, "to": to} if secrets or to else {}
+
+
+def _secret_urls(probe: Any, params: Any) -> list[tuple[str, str]]:
+    """(parameter, URL) of every URL a secret parameter sends to."""
+    urls = []
+    for name, value in secret_values(probe, params).items():
+        if isinstance(value, dict) and isinstance(value.get("url"), str) and value["url"]:
+            urls.append((f"{name}.url", value["url"]))
+        elif isinstance(value, str) and not name.endswith("_env"):
+            urls.append((name, value))
+    return urls
+
+
+def _binding_words(state: dict[str, Any]) -> str:
+    where = ", ".join(state.get("to") or []) or "no address of its own"
+    named = ", ".join(f"{env} ({name})" for name, env in (state.get("secrets") or {}).items())
+    return f"{where} with {named}" if named else where
+
+
 class RunbookStep(models.Model):
     runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
     key = models.CharField(max_length=60, unique=True, help_text="Stable id, e.g. db.locks")
@@ -369,6 +463,13 @@ class RunbookStep(models.Model):
         help_text="An action that always waits for a second person's approval "
         "(actions on incidents of ACTION_APPROVAL_SEVERITIES always do)",
     )
+    secret_binding = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="The secrets the parameters name and where they were bound to be sent "
+        "(set when a superuser saves them; see secret_state).",
+    )
 
     class Meta:
         ordering = ["runbook__order", "order"]
@@ -376,14 +477,75 @@ class RunbookStep(models.Model):
     def __str__(self) -> str:
         return f"{self.key}: {self.title}"
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(self, *args: Any, rebind: bool = False, **kwargs: Any) -> None:
+        """`rebind`: bind the secrets the parameters name to where they point now
+        (superusers, in admin). A new step (the seed) binds its own; an existing one
+        whose secret parameters changed loses its binding: its runs are refused
+        until a superuser binds it again."""
         # The same refusal whatever the path (admin, seed, shell): a misspelt key
         # would never recommend the action it is meant to.
         if problems := self.evidence_problems():
             raise ValidationError(problems)
         if self.timeout_seconds is not None and self.timeout_seconds < 1:
             raise ValidationError({"timeout_seconds": "A step needs at least one second to run."})
+        here = self.secret_state()
+        if not here:
+            self.secret_binding = {}
+        elif rebind or (self._state.adding and not self.secret_binding):
+            self.secret_binding = here
+        elif self.secret_binding != here:
+            self.secret_binding = {}
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "secret_binding"}
         super().save(*args, **kwargs)
+
+    def secret_state(self, params: Any = None) -> dict[str, Any]:
+        """The secret state of these parameters (the step's own by default)."""
+        return secret_state(self.probe_class(), self.params if params is None else params)
+
+    def binding_refusal(self, params: Any = None) -> str:
+        """Why the secret these parameters (a run's, else the step's) name or send is
+        not bound to where they point ("" when it is, or they name none)."""
+        here = self.secret_state(params)
+        if not here or here == self.secret_binding:
+            return ""
+        if self._state.adding and not self.secret_binding and params is None:
+            return ""  # binds on its first save
+        bound = _binding_words(self.secret_binding) if self.secret_binding else "nothing"
+        return (
+            f"the secret its parameters name was bound for {bound} and the step now points "
+            f"at {_binding_words(here)}: nothing is sent until a superuser binds the secret "
+            "again (Runbook steps in admin)"
+        )
+
+    def secret_refusal(self, params: Any = None) -> str:
+        """Why the secrets these parameters name will not be sent ("" when they will):
+        checked by the worker too, so a row written around the admin cannot send
+        LotoOps's own secrets, nor a secret where it was not bound for."""
+        here = self.secret_state(params)
+        for name, env in (here.get("secrets") or {}).items():
+            if refusal := secret_env_refusal(env):
+                return f"{name}: {refusal}"
+        if refusal := self.binding_refusal(params):
+            return refusal
+        own = _own_secret_values()
+        for name, env in (here.get("secrets") or {}).items():
+            if (value := os.environ.get(env, "")) and value in own:
+                return f"{name}: {env} holds one of LotoOps's own secrets: it is never sent."
+        return ""
+
+    def address_refusal(self, params: Any = None) -> str:
+        """Why a secret parameter's URL may not be connected to (netguard)."""
+        for name, url in _secret_urls(
+            self.probe_class(), self.params if params is None else params
+        ):
+            if refusal := url_refusal(url):
+                return f"{name} refused: {refusal}"
+        return ""
+
+    def run_refusal(self, params: Any = None) -> str:
+        """Why this step may not run with these parameters now ("" when it may)."""
+        return self.secret_refusal(params) or self.address_refusal(params)
 
     @property
     def is_action(self) -> bool:
@@ -446,6 +608,11 @@ class RunbookStep(models.Model):
             parse_params(probe.Params, self.params)
         except ProbeError as exc:
             raise ValidationError({"params": str(exc)}) from None
+        for name, env in (self.secret_state().get("secrets") or {}).items():
+            if refusal := secret_env_refusal(env):
+                raise ValidationError({"params": f"{name}: {refusal}"})
+        if refusal := self.address_refusal():
+            raise ValidationError({"params": refusal})
         if refusal := title_refusal(self.title, probe):
             raise ValidationError({"title": refusal})
 

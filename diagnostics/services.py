@@ -263,6 +263,7 @@ def request_check(
         probe.build(_any_target(step), step.params, timeout=step.timeout_seconds)
     except ProbeError as exc:
         raise CheckError(f"{step.key} has a malformed parameter: {exc}") from None
+    _refuse_step_secrets(step, step.params)
     targets = targets_for(step, target)
     _refuse_secrets(targets)
     with transaction.atomic():
@@ -342,6 +343,11 @@ def _refuse_secrets(targets: Iterable[Target]) -> None:
         raise CheckError("Refused: " + "; ".join(refused))
 
 
+def _refuse_step_secrets(step: RunbookStep, params: dict[str, Any]) -> None:
+    if refusal := step.run_refusal(params):
+        raise CheckError(f"Refused: step {step.key}: {refusal}")
+
+
 def _any_target(step: RunbookStep) -> Target:
     return Target(name="-", kind=step.target_kind, url="x://-")
 
@@ -391,6 +397,7 @@ def plan_action_bound(
     probe = _probe_for(step)
     if step.kind != StepKind.ACTION:
         raise CheckError(f"{step.key} is a diagnostic, not an action.")
+    _refuse_step_secrets(step, params)
     _refuse_secrets([target])
     try:
         built = probe.build(target, params, timeout=min(step.timeout_seconds, 15))

@@ -176,6 +176,8 @@ def _run_check(self: Any, run_id: int) -> str:
         refusal = f"{run.step.probe} changes the platform and this run has no confirmed plan"
     if not refusal and probe_class.action:
         refusal = approvals.changed_since_approved(run)
+    if not refusal and (step_refusal := run.step.run_refusal(run.params)):
+        refusal = f"step {run.step.key}: {step_refusal}"
     if not refusal and (target_refusal := run.target.run_refusal()):
         refusal = f"target {run.target.name}: {target_refusal}"
     if refusal:

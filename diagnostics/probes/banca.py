@@ -86,6 +86,8 @@ class HmacMatch(Probe):
     name = "banca.hmac_match"
     target_kind = "banca"
     Params = HmacMatchParams
+    # The cluster connection carries a token (token_env) or a kubeconfig's credentials.
+    secret_params = ("kubernetes",)
 
     def run(self) -> ProbeResult:
         p: HmacMatchParams = self.params

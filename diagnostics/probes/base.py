@@ -121,6 +121,10 @@ class Probe:
     target_kind: ClassVar[str]
     action: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
+    # The parameters that name a secret (`*_env`), or say where a secret is sent (a
+    # URL, a connection object such as `kubernetes`): only superusers set them, and
+    # the secret is bound to where they point (RunbookStep.secret_binding).
+    secret_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, target: TargetLike, params: Any, *, timeout: float, emit: Emit | None = None

@@ -524,6 +524,9 @@ class StripeRetryWebhooks(FailedEvents):
     name = "stripe.retry_webhooks"
     action = True
     Params = RetryWebhooksParams
+    # The endpoint always receives a signature made with the secret, whichever row
+    # (the step or the target's options) names it.
+    secret_params = ("webhook_url", "webhook_secret_env")
 
     @classmethod
     def choices(cls, step_params: dict[str, Any], evidence: dict[str, Any]) -> list[ParamChoice]:
