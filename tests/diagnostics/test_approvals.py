@@ -411,8 +411,8 @@ def test_a_request_whose_target_changed_is_void_and_never_runs(
     refused = client.post(url(p1, f"approvals/{approval.pk}/approve/"), **HX)
     assert refused.status_code == 422
     assert (
-        f"Request #{approval.pk} is void: the target lotolink-api changed (secret_env, url) since it was "
-        "asked, so it will not run." in refused.content.decode()
+        f"Request #{approval.pk} is void: the target lotolink-api changed (secret_env, url) "
+        "since it was asked, so it will not run." in refused.content.decode()
     )
     assert not CheckRun.objects.exists()
     approval.refresh_from_db()
@@ -487,7 +487,8 @@ def test_an_approved_action_whose_target_changed_before_a_worker_took_it_does_no
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.summary == (
-        f"refused: the target lotolink-api changed (secret_env, url) since request #{approval.pk} was approved"
+        "refused: the target lotolink-api changed (secret_env, url) "
+        f"since request #{approval.pk} was approved"
     )
 
 
