@@ -3,7 +3,11 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.core import checks
+from django.utils import timezone
+
+from .rules import sessions
 
 
 class IncidentsConfig(AppConfig):
@@ -17,6 +21,14 @@ class IncidentsConfig(AppConfig):
         from .postincident import receivers as postincident_receivers  # noqa: F401
 
         checks.register(pdf_cjk_font)
+        user_logged_in.connect(_stamp_session, dispatch_uid="lotoops-session-stamp")
+
+
+def _stamp_session(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """A session's age and idle clocks start at sign-in (incidents/rules/sessions.py)."""
+    session = getattr(request, "session", None)
+    if session is not None:
+        sessions.stamp_sign_in(session, timezone.now().timestamp())
 
 
 def pdf_cjk_font(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -108,6 +108,10 @@ class SessionTimeoutMiddleware(MiddlewareMixin):
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> None:
+        if request.path.startswith(NO_VIEWER):
+            # Probes and scrapes: health must answer (503 with its JSON) with the
+            # database down, never wait on the session's row.
+            return
         session = getattr(request, "session", None)
         if session is None or SESSION_KEY not in session:
             return

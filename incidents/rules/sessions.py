@@ -5,7 +5,7 @@ live streams' periodic re-check (incidents/views/stream.py) ends its open stream
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 # Epoch seconds, in the session's data: when the person signed in, and when they
@@ -23,3 +23,10 @@ def expired(data: Mapping[str, Any], now: float, *, max_age: float, idle: float)
     if not isinstance(started, int | float) or not isinstance(seen, int | float):
         return False
     return now - started >= max_age or now - seen >= idle
+
+
+def stamp_sign_in(data: MutableMapping[str, Any], now: float) -> None:
+    """Marks a session at sign-in (its clocks start there), so the first request
+    after it need not write the session."""
+    data[STARTED] = now
+    data[SEEN] = now

@@ -187,7 +187,11 @@ def test_recording_the_notification_stops_the_clock_and_is_audited(
 
 
 @pytest.mark.django_db
-def test_the_button_records_it_and_bad_input_changes_nothing(responder, viewer, client, frozen):
+def test_the_button_records_it_and_bad_input_changes_nothing(
+    responder, viewer, client, frozen, settings
+):
+    # The clock moves an hour between two requests: not a session's idle limit here.
+    settings.SESSION_IDLE_TIMEOUT = 24 * 3600
     incident = breach(responder, category="payment")  # not restricted: the viewer sees it
     url = reverse("incidents:regulatory_done", args=[incident.pk, "data_breach"])
     client.force_login(viewer)
