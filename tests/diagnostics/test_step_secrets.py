@@ -22,6 +22,7 @@ from diagnostics.tasks import run_check
 from tests import factories
 from tests.diagnostics import test_target_hardening as hardening
 from tests.diagnostics.test_target_hardening import Peer
+from tests.incidents.test_admin_choices import step_form
 
 pytestmark = pytest.mark.django_db
 
@@ -52,26 +53,6 @@ def hmac_step(runbook, platform: Peer, secrets) -> RunbookStep:
     return step
 
 
-def _step_form(step: RunbookStep, **changes: Any) -> dict[str, Any]:
-    data = {
-        "runbook": step.runbook_id,
-        "key": step.key,
-        "title": step.title,
-        "kind": step.kind,
-        "probe": step.probe,
-        "target_kind": step.target_kind,
-        "params": json.dumps(step.params),
-        "finds": list(step.finds),
-        "recommended_by": list(step.recommended_by),
-        "command": step.command,
-        "timeout_seconds": step.timeout_seconds,
-        "order": step.order,
-        "every_target": "on" if step.every_target else "",
-    }
-    data.update(changes)
-    return data
-
-
 def _repointed(step: RunbookStep, url: str) -> dict[str, Any]:
     return {**step.params, "kubernetes": {**step.params["kubernetes"], "url": url}}
 
@@ -92,7 +73,7 @@ def test_an_admin_cannot_repoint_a_steps_secret_in_the_admin(
     client.force_login(admin1)
     response = client.post(
         f"/admin/diagnostics/runbookstep/{hmac_step.pk}/change/",
-        _step_form(hmac_step, params=json.dumps(_repointed(hmac_step, listener.base))),
+        step_form(hmac_step, params=json.dumps(_repointed(hmac_step, listener.base))),
     )
     assert response.status_code == 200
     assert b"Only a superuser may set or change kubernetes" in response.content
@@ -102,13 +83,13 @@ def test_an_admin_cannot_repoint_a_steps_secret_in_the_admin(
     other = {**hmac_step.params, "kubernetes": {"url": platform.base, "token_env": "LOTOOPS_X"}}
     response = client.post(
         f"/admin/diagnostics/runbookstep/{hmac_step.pk}/change/",
-        _step_form(hmac_step, params=json.dumps(other)),
+        step_form(hmac_step, params=json.dumps(other)),
     )
     assert b"Only a superuser may set or change kubernetes" in response.content
     # Everything else of the step is still theirs to edit.
     response = client.post(
         f"/admin/diagnostics/runbookstep/{hmac_step.pk}/change/",
-        _step_form(hmac_step, timeout_seconds=20),
+        step_form(hmac_step, timeout_seconds=20),
     )
     assert response.status_code == 302
     hmac_step.refresh_from_db()
@@ -130,7 +111,7 @@ def test_an_admin_cannot_point_the_webhook_resend_elsewhere(client, admin1, list
     ):
         response = client.post(
             f"/admin/diagnostics/runbookstep/{step.pk}/change/",
-            _step_form(step, params=json.dumps({**seeded, **params})),
+            step_form(step, params=json.dumps({**seeded, **params})),
         )
         assert response.status_code == 200
         assert b"Only a superuser may set or change webhook_" in response.content
@@ -169,7 +150,7 @@ def test_a_superuser_binds_it(client, root, hmac_step, responder, listener):
     client.force_login(root)
     response = client.post(
         f"/admin/diagnostics/runbookstep/{hmac_step.pk}/change/",
-        _step_form(hmac_step, params=json.dumps(_repointed(hmac_step, listener.base))),
+        step_form(hmac_step, params=json.dumps(_repointed(hmac_step, listener.base))),
     )
     assert response.status_code == 302
     hmac_step.refresh_from_db()

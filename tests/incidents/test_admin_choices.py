@@ -207,6 +207,7 @@ def step_form(step: RunbookStep, **changes) -> dict:
         "command": step.command,
         "timeout_seconds": step.timeout_seconds,
         "order": step.order,
+        "every_target": "on" if step.every_target else "",
     }
     data.update(changes)
     return data
